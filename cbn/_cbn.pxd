@@ -1,0 +1,56 @@
+# Declarations of the C core's header, src_c/cbn.h, for cbn's own modules.
+# Only cbn.kernels cimports this file: it is the one module linked with the C
+# core, and every other module (and downstream code) reaches the kernels
+# through cbn/kernels.pxd, which needs no header.
+from libc.stdint cimport int64_t
+
+cdef extern from "cbn.h" nogil:
+    int CBN_OK
+    int CBN_ERR_ARG
+    int CBN_ERR_EMPTY
+    int CBN_ERR_EPS
+
+    const char *cbn_status_message(int status)
+
+    int cbn_stats_f32(const float *x, int64_t outer, int64_t C, int64_t inner,
+                      double *mean, double *var)
+    int cbn_stats_f64(const double *x, int64_t outer, int64_t C, int64_t inner,
+                      double *mean, double *var)
+
+    int cbn_forward_train_f32(const float *x, float *y,
+                              int64_t outer, int64_t C, int64_t inner,
+                              const double *gamma, const double *beta,
+                              double eps, double *mean, double *var)
+    int cbn_forward_train_f64(const double *x, double *y,
+                              int64_t outer, int64_t C, int64_t inner,
+                              const double *gamma, const double *beta,
+                              double eps, double *mean, double *var)
+
+    int cbn_forward_infer_f32(const float *x, float *y,
+                              int64_t outer, int64_t C, int64_t inner,
+                              const double *mean, const double *var,
+                              const double *gamma, const double *beta,
+                              double eps)
+    int cbn_forward_infer_f64(const double *x, double *y,
+                              int64_t outer, int64_t C, int64_t inner,
+                              const double *mean, const double *var,
+                              const double *gamma, const double *beta,
+                              double eps)
+
+    int cbn_backward_f32(const float *dy, const float *x, float *dx,
+                         int64_t outer, int64_t C, int64_t inner,
+                         const double *mean, const double *var,
+                         const double *gamma, double eps, int batch_stats,
+                         double *dgamma, double *dbeta)
+    int cbn_backward_f64(const double *dy, const double *x, double *dx,
+                         int64_t outer, int64_t C, int64_t inner,
+                         const double *mean, const double *var,
+                         const double *gamma, double eps, int batch_stats,
+                         double *dgamma, double *dbeta)
+
+    int cbn_update_running_f32(float *running_mean, float *running_var,
+                               const double *mean, const double *var,
+                               int64_t C, int64_t m, double f)
+    int cbn_update_running_f64(double *running_mean, double *running_var,
+                               const double *mean, const double *var,
+                               int64_t C, int64_t m, double f)

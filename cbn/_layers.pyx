@@ -1,0 +1,558 @@
+# cython: language_level=3
+"""Batch-normalization layers with PyTorch's semantics, on NumPy arrays.
+
+A layer owns its parameters (gamma, beta) and running statistics as ndarrays
+of the layer's dtype, and calls the same block planner and kernels as
+:func:`cbn.normalize_batch`. ``forward`` saves what ``backward`` needs (the
+input block, the statistics used and gamma as it was) so that updating the
+parameters between the two calls does not change the gradient.
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+
+from cbn cimport kernels as K
+from cbn._normalize cimport (Block, make_block, check_status, dptr,
+                             run_forward_train, run_forward_infer,
+                             run_backward)
+
+cnp.import_array()
+
+_STATE_KEYS = ("weight", "bias", "running_mean", "running_var",
+               "num_batches_tracked")
+
+
+def _rebuild(cls, kwargs, state):
+    """Unpickle a layer: construct it, then restore its state."""
+    layer = cls(**kwargs)
+    layer._set_state(state)
+    return layer
+
+
+cdef class BatchNorm:
+    """Batch normalization over every axis but one (the feature axis).
+
+    During training, normalizes each feature with the mean and biased
+    variance of the batch and updates running estimates of them; in eval
+    mode, uses the running estimates (unless ``track_running_stats`` is
+    False). Semantics, defaults and ``state_dict`` keys follow
+    ``torch.nn.BatchNorm2d``.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the size of the feature axis.
+    feature_axis : int, optional
+        The axis holding the features: 1 for N x C and NCHW (PyTorch's
+        layout), -1 for channels-last (NHWC, Keras' layout). Default 1.
+    eps : float, optional
+        Added to the variance for numerical stability. Default 1e-5.
+    momentum : float or None, optional
+        Weight of the current batch in the running averages:
+        ``running = (1 - momentum)*running + momentum*batch``. None gives the
+        cumulative (plain) average over all batches seen. Default 0.1.
+    affine : bool, optional
+        Learn a per-feature scale ``gamma`` and shift ``beta``. Default True.
+    track_running_stats : bool, optional
+        Keep running statistics and use them in eval mode. Default True.
+    dtype : numpy.float32 or numpy.float64, optional
+        The dtype of parameters, statistics and accepted inputs.
+
+    Attributes
+    ----------
+    gamma, beta : ndarray or None
+        Scale (initially 1) and shift (initially 0), shape (C,), writable;
+        None when ``affine`` is False.
+    running_mean, running_var : ndarray or None
+        Running statistics (initially 0 and 1), shape (C,); the variance is
+        the unbiased one. None when ``track_running_stats`` is False.
+    num_batches_tracked : int
+        Training batches seen since the last reset.
+    dgamma, dbeta : ndarray or None
+        Gradients of the last ``backward`` call (overwritten, not
+        accumulated); None before it or when ``affine`` is False.
+    training : bool
+        True in training mode (the default), False after ``eval()``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cbn
+    >>> bn = cbn.BatchNorm(3, feature_axis=-1)  # channels-last
+    >>> x = np.random.default_rng(0).normal(2, 3, (16, 8, 8, 3)).astype(np.float32)
+    >>> y = bn(x)
+    >>> bool(np.allclose(y.mean(axis=(0, 1, 2)), 0, atol=1e-5))
+    True
+    >>> bn.num_batches_tracked
+    1
+    >>> dx = bn.backward(np.ones_like(y))
+    >>> bn.dbeta
+    array([1024., 1024., 1024.], dtype=float32)
+    """
+
+    cdef readonly int64_t num_features
+    cdef readonly int feature_axis
+    cdef readonly bint affine
+    cdef readonly bint track_running_stats
+    cdef readonly object dtype
+    cdef double _eps
+    cdef object _momentum
+    cdef public bint training
+    cdef cnp.ndarray _gamma, _beta, _running_mean, _running_var
+    cdef int64_t _num_batches_tracked
+    cdef public object dgamma, dbeta
+    cdef tuple _ndims          # accepted input ndims, () for "any >= 2"
+    cdef object _saved         # (Block, mean, var, gamma64, batch_stats, shape)
+
+    def __init__(self, num_features, *, feature_axis=1, eps=1e-5,
+                 momentum=0.1, affine=True, track_running_stats=True,
+                 dtype=np.float32):
+        self._setup(num_features, feature_axis, eps, momentum, affine,
+                    track_running_stats, dtype, ())
+
+    cdef _setup(self, num_features, feature_axis, eps, momentum, affine,
+                track_running_stats, dtype, tuple ndims):
+        n = int(num_features)
+        if n != num_features or n <= 0:
+            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+        dt = np.dtype(dtype)
+        if dt != np.float32 and dt != np.float64:
+            raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        self.num_features = n
+        self.feature_axis = int(feature_axis)
+        self.dtype = dt
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        self._ndims = ndims
+        self.training = True
+        self._gamma = np.ones(n, dt) if self.affine else None
+        self._beta = np.zeros(n, dt) if self.affine else None
+        self._running_mean = np.zeros(n, dt) if self.track_running_stats else None
+        self._running_var = np.ones(n, dt) if self.track_running_stats else None
+        self._num_batches_tracked = 0
+        self.dgamma = self.dbeta = None
+        self._saved = None
+
+    # ------------------------------------------------------------ attributes
+
+    @property
+    def eps(self):
+        return self._eps
+
+    @eps.setter
+    def eps(self, value):
+        e = float(value)
+        if not e >= 0.0:
+            raise ValueError(f"eps must be a non-negative number, got {value!r}")
+        self._eps = e
+
+    @property
+    def momentum(self):
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value):
+        if value is not None:
+            f = float(value)
+            if not 0.0 <= f <= 1.0:
+                raise ValueError(f"momentum must be in [0, 1] or None, got {value!r}")
+            value = f
+        self._momentum = value
+
+    @property
+    def num_batches_tracked(self):
+        return self._num_batches_tracked
+
+    @num_batches_tracked.setter
+    def num_batches_tracked(self, value):
+        n = int(value)
+        if n != value or n < 0:
+            raise ValueError(f"num_batches_tracked must be a non-negative integer, got {value!r}")
+        self._num_batches_tracked = n
+
+    cdef cnp.ndarray _checked_vector(self, value, str name):
+        """``value`` as a fresh (C,) array of the layer's dtype, or ValueError."""
+        a = np.asarray(value)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+        if a.shape != (self.num_features,):
+            raise ValueError(f"{name} must have shape ({self.num_features},), got {a.shape}")
+        return np.array(a, dtype=self.dtype)
+
+    cdef _assign(self, str name, value):
+        """Set a parameter or statistic in place, keeping the array object."""
+        cdef cnp.ndarray target = getattr(self, name)
+        if target is None:
+            raise AttributeError(f"{name} is None for this layer "
+                                 f"(affine={self.affine}, track_running_stats="
+                                 f"{self.track_running_stats})")
+        target[...] = self._checked_vector(value, name)
+
+    @property
+    def gamma(self):
+        return self._gamma
+
+    @gamma.setter
+    def gamma(self, value):
+        self._assign("gamma", value)
+
+    @property
+    def beta(self):
+        return self._beta
+
+    @beta.setter
+    def beta(self, value):
+        self._assign("beta", value)
+
+    @property
+    def running_mean(self):
+        return self._running_mean
+
+    @running_mean.setter
+    def running_mean(self, value):
+        self._assign("running_mean", value)
+
+    @property
+    def running_var(self):
+        return self._running_var
+
+    @running_var.setter
+    def running_var(self, value):
+        self._assign("running_var", value)
+
+    # --------------------------------------------------------------- modes
+
+    def train(self, mode=True):
+        """Set training mode (True) or eval mode (False); returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Set eval mode; returns self."""
+        return self.train(False)
+
+    def reset_running_stats(self):
+        """Running mean to 0, running variance to 1, batch count to 0."""
+        if self.track_running_stats:
+            self._running_mean[...] = 0
+            self._running_var[...] = 1
+            self._num_batches_tracked = 0
+
+    def reset_parameters(self):
+        """Reset the running statistics and set gamma to 1 and beta to 0."""
+        self.reset_running_stats()
+        if self.affine:
+            self._gamma[...] = 1
+            self._beta[...] = 0
+
+    # ------------------------------------------------------------- compute
+
+    cdef tuple _check_input(self, x):
+        """Validate an input; return (array, batch axes)."""
+        xa = np.asarray(x)
+        if xa.dtype.newbyteorder("=") != self.dtype:
+            raise TypeError(f"input dtype {xa.dtype} does not match the layer's "
+                            f"dtype {self.dtype}")
+        cdef int nd = xa.ndim
+        if self._ndims:
+            if nd not in self._ndims:
+                want = " or ".join(f"{d}D" for d in self._ndims)
+                raise ValueError(f"expected {want} input (got {nd}D input)")
+        elif nd < 2:
+            raise ValueError(f"expected at least 2D input (got {nd}D input)")
+        if not -nd <= self.feature_axis < nd:
+            raise ValueError(f"feature_axis {self.feature_axis} is out of range "
+                             f"for {nd}D input")
+        fa = self.feature_axis % nd
+        if xa.shape[fa] != self.num_features:
+            raise ValueError(f"expected {self.num_features} features along axis "
+                             f"{fa}, got input of shape {xa.shape}")
+        axes = tuple([i for i in range(nd) if i != fa])
+        return xa.astype(self.dtype, copy=False), axes
+
+    def forward(self, x):
+        """Normalize a batch ``x`` (features along ``feature_axis``).
+
+        In training mode uses the batch statistics and, if tracked, updates
+        the running statistics; in eval mode uses the running statistics.
+
+        Parameters
+        ----------
+        x : ndarray
+            Input of the layer's dtype with ``num_features`` along the
+            feature axis.
+
+        Returns
+        -------
+        ndarray
+            The normalized batch, x's shape and dtype.
+
+        Raises
+        ------
+        TypeError
+            If x's dtype is not the layer's.
+        ValueError
+            For a wrong number of dimensions or features, an empty batch, or
+            a single value per feature in training mode.
+        """
+        xa, axes = self._check_input(x)
+        cdef int64_t C = self.num_features
+        cdef int64_t m = xa.size // C
+        cdef bint use_batch = self.training or not self.track_running_stats
+        if use_batch and m == 0:
+            raise ValueError(f"cannot compute batch statistics of an empty "
+                             f"batch (input of shape {xa.shape})")
+        if self.training and m == 1:
+            raise ValueError(f"Expected more than 1 value per channel when "
+                             f"training, got input size {xa.shape}")
+        cdef Block b = make_block(xa, axes)
+        g = None if self._gamma is None else self._gamma.astype(np.float64)
+        be = None if self._beta is None else self._beta.astype(np.float64)
+        yt = np.empty_like(b.data)
+        if use_batch:
+            mean = np.empty(C)
+            var = np.empty(C)
+            run_forward_train(b, yt, g, be, self._eps, mean, var)
+            if self.training and self.track_running_stats:
+                self._update_running(mean, var, m)
+        else:
+            mean = self._running_mean.astype(np.float64)
+            var = self._running_var.astype(np.float64)
+            run_forward_infer(b, yt, mean, var, g, be, self._eps)
+        self._saved = (b, mean, var, g, use_batch, xa.shape)
+        return b.restore(yt)
+
+    cdef _update_running(self, cnp.ndarray mean, cnp.ndarray var, int64_t m):
+        cdef double f
+        cdef int s
+        cdef int64_t C = self.num_features
+        self._num_batches_tracked += 1
+        f = (1.0 / self._num_batches_tracked if self._momentum is None
+             else self._momentum)
+        cdef void *rm = cnp.PyArray_DATA(self._running_mean)
+        cdef void *rv = cnp.PyArray_DATA(self._running_var)
+        if self.dtype == np.float32:
+            s = K.update_running_f32(<float *>rm, <float *>rv, dptr(mean),
+                                     dptr(var), C, m, f)
+        else:
+            s = K.update_running_f64(<double *>rm, <double *>rv, dptr(mean),
+                                     dptr(var), C, m, f)
+        check_status(s)
+
+    def __call__(self, x):
+        """Same as :meth:`forward`."""
+        return self.forward(x)
+
+    def backward(self, dy):
+        """Back-propagate ``dy`` through the last :meth:`forward` call.
+
+        Sets ``dgamma`` and ``dbeta`` (when ``affine``) and returns dx. The
+        gradient accounts for the batch statistics when the forward call
+        used them (training mode, or eval without running statistics).
+
+        Parameters
+        ----------
+        dy : ndarray
+            Gradient of the loss with respect to the last output: its shape,
+            the layer's dtype.
+
+        Returns
+        -------
+        ndarray
+            Gradient with respect to the last input.
+
+        Raises
+        ------
+        RuntimeError
+            If no forward call came first.
+        ValueError
+            If dy's shape differs from the last input's.
+        TypeError
+            If dy's dtype is not the layer's.
+        """
+        if self._saved is None:
+            raise RuntimeError("backward() called before forward()")
+        b, mean, var, g, use_batch, shape = self._saved
+        dya = np.asarray(dy)
+        if dya.shape != shape:
+            raise ValueError(f"dy has shape {dya.shape}, expected the last "
+                             f"input's shape {shape}")
+        if dya.dtype.newbyteorder("=") != self.dtype:
+            raise TypeError(f"dy dtype {dya.dtype} does not match the layer's "
+                            f"dtype {self.dtype}")
+        cdef Block blk = b
+        dyt = blk.take(dya.astype(self.dtype, copy=False))
+        dxt = np.empty_like(blk.data)
+        dgamma = np.empty(self.num_features)
+        dbeta = np.empty(self.num_features)
+        run_backward(blk, dyt, dxt, mean, var, g, self._eps, use_batch,
+                     dgamma, dbeta)
+        if self.affine:
+            self.dgamma = dgamma.astype(self.dtype)
+            self.dbeta = dbeta.astype(self.dtype)
+        return blk.restore(dxt)
+
+    # ----------------------------------------------------------- state I/O
+
+    def state_dict(self):
+        """The layer's state as a dict of ndarray copies, with PyTorch's keys.
+
+        ``weight`` and ``bias`` (if affine), ``running_mean``,
+        ``running_var`` and ``num_batches_tracked`` (if tracking), so that
+        ``torch_module.load_state_dict({k: torch.from_numpy(v) ...})`` and
+        :meth:`load_state_dict` both accept it.
+        """
+        d = {}
+        if self.affine:
+            d["weight"] = self._gamma.copy()
+            d["bias"] = self._beta.copy()
+        if self.track_running_stats:
+            d["running_mean"] = self._running_mean.copy()
+            d["running_var"] = self._running_var.copy()
+            d["num_batches_tracked"] = np.array(self._num_batches_tracked,
+                                                dtype=np.int64)
+        return d
+
+    def load_state_dict(self, state_dict):
+        """Load a state dict (from :meth:`state_dict` or a torch module).
+
+        Values go through ``numpy.asarray``, so torch tensors work. The keys
+        must be exactly those :meth:`state_dict` returns; everything is
+        checked before anything is changed.
+
+        Raises
+        ------
+        ValueError
+            For missing or unexpected keys, or values of the wrong shape.
+        """
+        expected = set(self.state_dict())
+        got = set(state_dict)
+        if got != expected:
+            raise ValueError(f"state_dict keys do not match: missing "
+                             f"{sorted(expected - got)}, unexpected "
+                             f"{sorted(got - expected)}")
+        new = {}
+        for name, attr in (("weight", "gamma"), ("bias", "beta"),
+                           ("running_mean", "running_mean"),
+                           ("running_var", "running_var")):
+            if name in expected:
+                new[attr] = self._checked_vector(np.asarray(state_dict[name]), name)
+        if "num_batches_tracked" in expected:
+            n = np.asarray(state_dict["num_batches_tracked"])
+            if n.shape not in ((), (1,)) or n.dtype.kind not in "iu" or int(n) < 0:
+                raise ValueError(f"num_batches_tracked must be a non-negative "
+                                 f"integer, got {n!r}")
+            new["num_batches_tracked"] = int(n)
+        for attr, value in new.items():
+            if attr == "num_batches_tracked":
+                self._num_batches_tracked = value
+            else:
+                getattr(self, attr)[...] = value
+
+    cdef dict _init_kwargs(self):
+        return dict(num_features=self.num_features, feature_axis=self.feature_axis,
+                    eps=self._eps, momentum=self._momentum, affine=self.affine,
+                    track_running_stats=self.track_running_stats,
+                    dtype=self.dtype)
+
+    def _set_state(self, state):
+        self.load_state_dict(state["state_dict"])
+        self.training = state["training"]
+
+    def __reduce__(self):
+        state = {"state_dict": self.state_dict(), "training": self.training}
+        return _rebuild, (type(self), self._init_kwargs(), state)
+
+    def _extra_repr(self):
+        return f", feature_axis={self.feature_axis}"
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.num_features}{self._extra_repr()}, "
+                f"eps={self._eps}, momentum={self._momentum}, "
+                f"affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats})")
+
+
+cdef class _BatchNormNd(BatchNorm):
+    """BatchNorm with the feature axis fixed at 1 (PyTorch's layout)."""
+
+    cdef dict _init_kwargs(self):
+        d = BatchNorm._init_kwargs(self)
+        del d["feature_axis"]
+        return d
+
+    def _extra_repr(self):
+        return ""
+
+
+cdef class BatchNorm1d(_BatchNormNd):
+    """Batch normalization of (N, C) or (N, C, L) input, over N (and L).
+
+    The same arguments and attributes as :class:`BatchNorm` without
+    ``feature_axis`` (fixed at 1); accepts 2-D or 3-D input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cbn
+    >>> bn = cbn.BatchNorm1d(4)
+    >>> bn
+    BatchNorm1d(4, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+    >>> y = bn(np.arange(8, dtype=np.float32).reshape(2, 4))
+    >>> y
+    array([[-0.99998, -0.99998, -0.99998, -0.99998],
+           [ 0.99998,  0.99998,  0.99998,  0.99998]], dtype=float32)
+    >>> bn.running_mean
+    array([0.2, 0.3, 0.4, 0.5], dtype=float32)
+    """
+
+    def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32):
+        self._setup(num_features, 1, eps, momentum, affine,
+                    track_running_stats, dtype, (2, 3))
+
+
+cdef class BatchNorm2d(_BatchNormNd):
+    """Batch normalization of NCHW input, over N, H and W.
+
+    The same arguments and attributes as :class:`BatchNorm` without
+    ``feature_axis`` (fixed at 1); accepts 4-D input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cbn
+    >>> bn = cbn.BatchNorm2d(3)
+    >>> x = np.random.default_rng(0).normal(size=(8, 3, 5, 5)).astype(np.float32)
+    >>> bn(x).shape
+    (8, 3, 5, 5)
+    """
+
+    def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32):
+        self._setup(num_features, 1, eps, momentum, affine,
+                    track_running_stats, dtype, (4,))
+
+
+cdef class BatchNorm3d(_BatchNormNd):
+    """Batch normalization of NCDHW input, over N, D, H and W.
+
+    The same arguments and attributes as :class:`BatchNorm` without
+    ``feature_axis`` (fixed at 1); accepts 5-D input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cbn
+    >>> bn = cbn.BatchNorm3d(2, dtype=np.float64)
+    >>> x = np.random.default_rng(0).normal(size=(4, 2, 3, 3, 3))
+    >>> bn(x).dtype
+    dtype('float64')
+    """
+
+    def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32):
+        self._setup(num_features, 1, eps, momentum, affine,
+                    track_running_stats, dtype, (5,))

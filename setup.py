@@ -1,0 +1,108 @@
+"""Build cbn's extension modules.
+
+Metadata lives in pyproject.toml; this file only describes the compiled parts:
+
+* ``cbn.kernels`` -- the C core (src_c/) plus its Cython face. It is the only
+  module linked with the C sources; the others reach the kernels through
+  Cython's cross-module cimport, so there is one copy of the core per process.
+* ``cbn._normalize`` and ``cbn._layers`` -- the array functions and layers.
+
+Environment variables:
+
+* ``CBN_NO_OPENMP=1`` builds without OpenMP (serial kernels).
+* ``CBN_NATIVE=1`` opt-in: adds ``-march=native`` for a local build tuned to
+  this CPU. Never set it for wheels or anything shipped to other machines.
+"""
+import os
+import sys
+import tempfile
+import textwrap
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+C_SOURCES = ["src_c/dispatch.c", "src_c/kernels_scalar.c"]
+HEADERS = ["src_c/cbn.h", "src_c/kernels.h", "src_c/kernels_template.h",
+           "src_c/api_template.h"]
+
+OPENMP_TEST = textwrap.dedent("""\
+    #include <omp.h>
+    int main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }
+    """)
+
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _openmp_flags(compiler):
+    """(compile args, link args) that enable OpenMP, or None if unsupported.
+
+    Tries the spellings of gcc/clang, MSVC and Apple clang (with libomp, as
+    scikit-learn's build does), compiling and linking a test program.
+    """
+    if compiler.compiler_type == "msvc":
+        candidates = [(["/openmp"], [])]
+    elif sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"]),
+                      (["-fopenmp"], ["-fopenmp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp_test.c")
+        with open(src, "w") as f:
+            f.write(OPENMP_TEST)
+        for cflags, lflags in candidates:
+            try:
+                objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+                compiler.link_executable(objs, "omp_test", output_dir=tmp,
+                                         extra_postargs=lflags)
+            except Exception:
+                continue
+            return cflags, lflags
+    return None
+
+
+class BuildExt(build_ext):
+    """build_ext that detects OpenMP and sets warning/optimization flags."""
+
+    def build_extensions(self):
+        cflags, lflags = [], []
+        if self.compiler.compiler_type == "msvc":
+            cflags += ["/O2"]
+        else:
+            cflags += ["-O3", "-std=c99", "-fno-math-errno"]
+            if _env_flag("CBN_NATIVE"):  # opt-in local tuning only
+                cflags.append("-march=native")
+        omp = None if _env_flag("CBN_NO_OPENMP") else _openmp_flags(self.compiler)
+        if omp is None:
+            print("cbn: building without OpenMP (serial kernels)")
+        else:
+            print(f"cbn: building with OpenMP ({' '.join(omp[0])})")
+        for ext in self.extensions:
+            ext.extra_compile_args = cflags + (omp[0] if omp else [])
+            ext.extra_link_args = lflags + (omp[1] if omp else [])
+        super().build_extensions()
+
+
+def extensions():
+    common = dict(
+        include_dirs=[numpy.get_include(), "src_c"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION"),
+                       ("NPY_TARGET_VERSION", "NPY_1_25_API_VERSION")],
+    )
+    exts = [
+        Extension("cbn.kernels", ["cbn/kernels.pyx"] + C_SOURCES,
+                  depends=HEADERS, **common),
+        Extension("cbn._normalize", ["cbn/_normalize.pyx"], **common),
+        Extension("cbn._layers", ["cbn/_layers.pyx"], **common),
+    ]
+    return cythonize(exts, language_level=3,
+                     compiler_directives={"boundscheck": False,
+                                          "wraparound": False,
+                                          "cdivision": True})
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

@@ -1,0 +1,148 @@
+/*
+ * cbn.h -- the C core of cbn: batch normalization kernels.
+ *
+ * This header is the contract between the C core and everything built on it
+ * (the Cython package, downstream C code). It is plain C99 and needs no Python.
+ *
+ * Data layout
+ * -----------
+ * Every kernel sees its data as one C-contiguous block of shape
+ * (outer, C, inner): element (o, c, i) lives at index (o*C + c)*inner + i.
+ * C is the number of features; the batch of feature c is the outer*inner
+ * elements with that c, so m = outer*inner is the batch size. Examples:
+ *   N x C            -> (N, C, 1)
+ *   NCHW             -> (N, C, H*W)
+ *   NHWC             -> (N*H*W, C, 1)
+ * All sizes are int64_t, so blocks of more than 2^31 elements work.
+ *
+ * Per-feature arrays (gamma, beta, mean, var, dgamma, dbeta) have C entries
+ * and are double whatever the data type: statistics are accumulated and kept
+ * in double, and float32 data far from zero stays accurate because the
+ * kernels subtract the mean in a split (hi + lo) form before scaling.
+ * gamma == NULL means 1 and beta == NULL means 0.
+ *
+ * Naming: cbn_<operation>_<dtype>, dtype f32 (float) or f64 (double).
+ *
+ * Errors
+ * ------
+ * Every function returns CBN_OK (0) or a negative cbn_status; on error no
+ * output has been written. Kernels never print, abort or allocate more than
+ * O(1) memory, and never touch Python; they are safe to call without the GIL.
+ *
+ * Threads
+ * -------
+ * When built with OpenMP, kernels split the work over features and use the
+ * OpenMP thread count of the calling thread (OMP_NUM_THREADS,
+ * omp_set_num_threads, threadpoolctl); small problems stay serial. Every
+ * reduction has a fixed order, so results are bitwise identical for any
+ * number of threads. Different calls may run concurrently on different
+ * outputs.
+ *
+ * In-place use: y (or dx) may be the same pointer as x, but must not
+ * otherwise overlap the inputs.
+ */
+#ifndef CBN_H
+#define CBN_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum cbn_status {
+    CBN_OK = 0,
+    CBN_ERR_ARG = -1,    /* a NULL pointer where data is required, a negative
+                            size, or outer*C*inner overflows int64_t */
+    CBN_ERR_EMPTY = -2,  /* batch statistics requested for an empty batch
+                            (outer*inner == 0 while C > 0) */
+    CBN_ERR_EPS = -3     /* eps negative or NaN */
+} cbn_status;
+
+/* A short English description of a status code (static storage). */
+const char *cbn_status_message(int status);
+
+/*
+ * Batch statistics.
+ *
+ * mean[c] = (1/m) sum x,  var[c] = (1/m) sum (x - mean[c])^2  (biased),
+ * computed in double with two passes over the data (the second pass also
+ * corrects the rounding of the first). Needs m >= 1.
+ */
+int cbn_stats_f32(const float *x, int64_t outer, int64_t C, int64_t inner,
+                  double *mean, double *var);
+int cbn_stats_f64(const double *x, int64_t outer, int64_t C, int64_t inner,
+                  double *mean, double *var);
+
+/*
+ * Forward in training: batch statistics, then
+ *   y = (x - mean) / sqrt(var + eps) * gamma + beta.
+ * mean and var (C entries each) receive the batch statistics; either may be
+ * NULL if not wanted. Needs m >= 1 and eps >= 0.
+ */
+int cbn_forward_train_f32(const float *x, float *y,
+                          int64_t outer, int64_t C, int64_t inner,
+                          const double *gamma, const double *beta, double eps,
+                          double *mean, double *var);
+int cbn_forward_train_f64(const double *x, double *y,
+                          int64_t outer, int64_t C, int64_t inner,
+                          const double *gamma, const double *beta, double eps,
+                          double *mean, double *var);
+
+/*
+ * Forward with given statistics (inference, frozen layers):
+ *   y = (x - mean) / sqrt(var + eps) * gamma + beta
+ * with mean and var supplied (C entries each, required). m may be 0.
+ */
+int cbn_forward_infer_f32(const float *x, float *y,
+                          int64_t outer, int64_t C, int64_t inner,
+                          const double *mean, const double *var,
+                          const double *gamma, const double *beta, double eps);
+int cbn_forward_infer_f64(const double *x, double *y,
+                          int64_t outer, int64_t C, int64_t inner,
+                          const double *mean, const double *var,
+                          const double *gamma, const double *beta, double eps);
+
+/*
+ * Backward. With invstd = 1/sqrt(var + eps) and xhat = (x - mean)*invstd:
+ *   dbeta[c]  = sum dy,   dgamma[c] = sum dy*xhat        (over the batch)
+ * and, when batch_stats is nonzero (mean, var were x's batch statistics):
+ *   dx = gamma*invstd/m * (m*dy - dbeta - xhat*dgamma)
+ * or, when batch_stats is zero (mean, var were fixed):
+ *   dx = gamma*invstd*dy.
+ * dx may be NULL (only the parameter gradients are computed); dgamma and
+ * dbeta may be NULL if not wanted. Sums are accumulated in double.
+ * batch_stats with m == 0 is CBN_ERR_EMPTY.
+ */
+int cbn_backward_f32(const float *dy, const float *x, float *dx,
+                     int64_t outer, int64_t C, int64_t inner,
+                     const double *mean, const double *var,
+                     const double *gamma, double eps, int batch_stats,
+                     double *dgamma, double *dbeta);
+int cbn_backward_f64(const double *dy, const double *x, double *dx,
+                     int64_t outer, int64_t C, int64_t inner,
+                     const double *mean, const double *var,
+                     const double *gamma, double eps, int batch_stats,
+                     double *dgamma, double *dbeta);
+
+/*
+ * Running-statistics update after a training step on a batch of m values
+ * per feature, with weight factor f in [0, 1] (momentum, or 1/T for the
+ * cumulative average over T batches):
+ *   running_mean = (1 - f)*running_mean + f*mean
+ *   running_var  = (1 - f)*running_var  + f*var*m/(m - 1)
+ * (the unbiased variance, as PyTorch keeps it). Computed in double, rounded
+ * once to the running statistics' type. Needs m >= 2.
+ */
+int cbn_update_running_f32(float *running_mean, float *running_var,
+                           const double *mean, const double *var, int64_t C,
+                           int64_t m, double f);
+int cbn_update_running_f64(double *running_mean, double *running_var,
+                           const double *mean, const double *var, int64_t C,
+                           int64_t m, double f);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CBN_H */
