@@ -18,7 +18,8 @@ int API(cbn_stats)(const T *x, int64_t outer, int64_t C, int64_t inner,
     if (C > 0 && (!mean || !var))
         return CBN_ERR_ARG;
     if (C > 0)
-        active->API(stats)(x, outer, C, inner, mean, var);
+        active->API(forward_train)(x, NULL, outer, C, inner, NULL, NULL, 0.0,
+                                     mean, var);
     return CBN_OK;
 }
 

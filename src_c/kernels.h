@@ -17,10 +17,9 @@
 #define CBN_PARALLEL_MIN_WORK 32768
 
 /* Per-data-type entries; T is float (f32) or double (f64). Argument order and
-   meaning follow the public functions in cbn.h. */
+   meaning follow the public functions in cbn.h, except that forward_train
+   also serves cbn_stats_*: with y == NULL it only computes the statistics. */
 #define CBN_KERNEL_ENTRIES(T, sfx)                                            \
-    void (*stats_##sfx)(const T *x, int64_t outer, int64_t C, int64_t inner,   \
-                        double *mean, double *var);                           \
     void (*forward_train_##sfx)(const T *x, T *y, int64_t outer, int64_t C,    \
                                 int64_t inner, const double *gamma,           \
                                 const double *beta, double eps, double *mean, \

@@ -34,6 +34,6 @@ static inline double lanes_total(const double a[LANES])
 
 const cbn_kernel_table cbn_kernels_scalar = {
     "scalar",
-    stats_f32, forward_train_f32, forward_infer_f32, backward_f32,
-    stats_f64, forward_train_f64, forward_infer_f64, backward_f64,
+    forward_train_f32, forward_infer_f32, backward_f32,
+    forward_train_f64, forward_infer_f64, backward_f64,
 };

@@ -134,20 +134,6 @@ static void FN(runs_normalize)(const T *x, T *y, int64_t outer, int64_t C,
     }
 }
 
-static void FN(runs_stats)(const T *x, int64_t outer, int64_t C, int64_t inner,
-                           double *mean, double *var)
-{
-    const double m = (double)outer * (double)inner;
-    int64_t c;
-#pragma omp parallel for schedule(static) if (outer * C * inner >= CBN_PARALLEL_MIN_WORK)
-    for (c = 0; c < C; c++) {
-        double mu0, corr, m2;
-        FN(runs_feature_stats)(x, outer, C, inner, c, &mu0, &corr, &m2);
-        mean[c] = mu0 + corr;
-        var[c] = m2 / m;
-    }
-}
-
 static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                    int64_t inner, const double *gamma,
                                    const double *beta, double eps,
@@ -160,7 +146,8 @@ static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
         double mu0, corr, m2;
         FN(runs_feature_stats)(x, outer, C, inner, c, &mu0, &corr, &m2);
         FN(coef) k = FN(make_coef)(mu0, corr, m2 / m, eps, gamma, beta, c);
-        FN(runs_normalize)(x, y, outer, C, inner, c, k);
+        if (y)
+            FN(runs_normalize)(x, y, outer, C, inner, c, k);
         if (mean) mean[c] = mu0 + corr;
         if (var) var[c] = m2 / m;
     }
@@ -276,23 +263,6 @@ static void FN(rows_block_normalize)(const T *x, T *y, int64_t outer,
 #define ROW_BLOCKS(C) (((C) + ROW_BLOCK - 1) / ROW_BLOCK)
 #define BLOCK_WIDTH(C, c0) ((int)((C) - (c0) < ROW_BLOCK ? (C) - (c0) : ROW_BLOCK))
 
-static void FN(rows_stats)(const T *x, int64_t outer, int64_t C,
-                           double *mean, double *var)
-{
-    int64_t b;
-#pragma omp parallel for schedule(static) if (outer * C >= CBN_PARALLEL_MIN_WORK)
-    for (b = 0; b < ROW_BLOCKS(C); b++) {
-        int64_t c0 = b * ROW_BLOCK;
-        int nb = BLOCK_WIDTH(C, c0);
-        double mu0[ROW_BLOCK], corr[ROW_BLOCK], m2[ROW_BLOCK];
-        FN(rows_block_stats)(x, outer, C, c0, nb, mu0, corr, m2);
-        for (int j = 0; j < nb; j++) {
-            mean[c0 + j] = mu0[j] + corr[j];
-            var[c0 + j] = m2[j] / (double)outer;
-        }
-    }
-}
-
 static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *gamma, const double *beta,
                                    double eps, double *mean, double *var)
@@ -311,7 +281,8 @@ static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
             if (mean) mean[c0 + j] = mu0[j] + corr[j];
             if (var) var[c0 + j] = v;
         }
-        FN(rows_block_normalize)(x, y, outer, C, c0, nb, k);
+        if (y)
+            FN(rows_block_normalize)(x, y, outer, C, c0, nb, k);
     }
 }
 
@@ -390,15 +361,6 @@ static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
 
 /* ------------------------------------------------------------ dispatch --- */
 /* The table entries: pick the loop shape from the layout. */
-
-static void FN(stats)(const T *x, int64_t outer, int64_t C, int64_t inner,
-                      double *mean, double *var)
-{
-    if (inner == 1)
-        FN(rows_stats)(x, outer, C, mean, var);
-    else
-        FN(runs_stats)(x, outer, C, inner, mean, var);
-}
 
 static void FN(forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                               int64_t inner, const double *gamma,
