@@ -265,7 +265,7 @@ cdef class BatchNorm:
         if not -nd <= self.feature_axis < nd:
             raise ValueError(f"feature_axis {self.feature_axis} is out of range "
                              f"for {nd}D input")
-        fa = self.feature_axis % nd
+        fa = self.feature_axis + nd if self.feature_axis < 0 else self.feature_axis
         if xa.shape[fa] != self.num_features:
             raise ValueError(f"expected {self.num_features} features along axis "
                              f"{fa}, got input of shape {xa.shape}")

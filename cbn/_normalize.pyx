@@ -232,7 +232,8 @@ def _batch_axes(axis, int ndim):
         a = operator.index(a)
         if not -ndim <= a < ndim:
             raise AxisError(a, ndim)
-        a %= ndim
+        if a < 0:
+            a += ndim
         if a in seen:
             raise AxisError(f"repeated axis {a} in axis={axis!r}")
         seen.append(a)

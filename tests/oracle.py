@@ -146,6 +146,35 @@ def assert_close(actual, expected, dtype=None, scale=1.0):
                                rtol=rtol, atol=atol * scale)
 
 
+def assert_backward_close(result, expected, dy, x, mean, var, axis, gamma=None,
+                          eps=1e-5, batch_stats=True):
+    """Compare ``result`` = (dx, dgamma, dbeta) with the oracle's ``expected``.
+
+    The tolerance is that of x's dtype, with absolute errors scaled by the
+    magnitude of the terms each output is computed from, not by the result,
+    which may cancel to near zero (with m == 1, dx is exactly 0 but its terms
+    are of size gamma * invstd).
+    """
+    dx, dgamma, dbeta = result
+    dx_ref, dgamma_ref, dbeta_ref = expected
+    b = batch_axes(x.ndim, axis)
+    xhat = normalize_ref(x, axis=axis, eps=eps, mean=mean, var=var)[0]
+    dy64 = dy.astype(np.float64)
+    g_invstd = 1.0 / np.sqrt(np.expand_dims(var, b) + eps)
+    if gamma is not None:
+        g_invstd = g_invstd * np.abs(np.expand_dims(gamma, b) if np.ndim(gamma) else gamma)
+    dx_terms = np.abs(dy64)
+    if batch_stats:
+        dx_terms = dx_terms + np.abs(dy64).mean(axis=b, keepdims=True) + np.abs(
+            xhat) * np.abs(dy64 * xhat).mean(axis=b, keepdims=True)
+    assert_close(dx, dx_ref, dtype=x.dtype,
+                 scale=max(1.0, (g_invstd * dx_terms).max(initial=0)))
+    assert_close(dgamma, dgamma_ref, dtype=x.dtype,
+                 scale=max(1.0, np.abs(dy64 * xhat).sum(axis=b).max(initial=0)))
+    assert_close(dbeta, dbeta_ref, dtype=x.dtype,
+                 scale=max(1.0, np.abs(dy64).sum(axis=b).max(initial=0)))
+
+
 def random_array(rng, shape, dtype):
     """Unit-scale test data of ``dtype``: normal floats, small integers, coin flips."""
     dtype = np.dtype(dtype)

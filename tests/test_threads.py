@@ -1,0 +1,76 @@
+"""Thread-count invariance: 1 and 2 OpenMP threads give bitwise-equal results.
+
+The C core promises a fixed reduction order, so the number of threads must
+not change a single bit of any output (statistics included). The shapes are
+large enough that a kernel parallelizes them, and include few-feature cases
+(C = 3, F = ()) where the batch itself has to be split between threads. The
+1-thread results are also checked against the oracle, so that the equality
+is not between two equally wrong answers (and the parallel paths, which only
+these sizes reach, are checked for correctness too).
+"""
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import cbn
+from oracle import (assert_backward_close, assert_close, backward_ref, feature_shape,
+                    normalize_ref)
+
+SHAPES = [
+    ((64, 256, 16, 16), (0, 2, 3)),   # NCHW, many channels
+    ((8, 3, 224, 224), (0, 2, 3)),    # NCHW, three channels: split the batch
+    ((4096, 512), 0),                 # N x C
+    ((16, 32, 32, 64), (0, 1, 2)),    # NHWC
+    ((1 << 21,), None),               # one feature
+]
+SHAPE_IDS = ["nchw", "nchw-c3", "n-by-c", "nhwc", "one-feature"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def require_openmp():
+    # threadpoolctl can only limit an OpenMP runtime that is loaded; without
+    # one the comparison below would be vacuous.
+    if not any(info["user_api"] == "openmp" for info in threadpool_info()):
+        pytest.skip("no OpenMP runtime loaded: cbn appears to be built without OpenMP")
+
+
+def all_outputs(x, dy, gamma, beta, axis, mean0, var0):
+    """Every output of both functions in both modes, by name."""
+    y, mean, var = cbn.normalize_batch(x, gamma, beta, axis=axis, return_stats=True)
+    y_given = cbn.normalize_batch(x, gamma, beta, axis=axis, mean=mean0, var=var0)
+    dx, dgamma, dbeta = cbn.normalize_batch_backward(dy, x, mean, var, gamma, axis=axis)
+    dx_f, dgamma_f, dbeta_f = cbn.normalize_batch_backward(
+        dy, x, mean0, var0, gamma, axis=axis, batch_stats=False)
+    return dict(y=y, mean=mean, var=var, y_given=y_given, dx=dx, dgamma=dgamma,
+                dbeta=dbeta, dx_frozen=dx_f, dgamma_frozen=dgamma_f, dbeta_frozen=dbeta_f)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, axis", SHAPES, ids=SHAPE_IDS)
+def test_outputs_are_bitwise_equal_with_one_and_two_threads(rng, shape, axis, dtype):
+    F = feature_shape(shape, axis)
+    x = (3.0 + rng.standard_normal(shape, dtype=dtype))
+    dy = rng.standard_normal(shape, dtype=dtype)
+    gamma, beta = rng.uniform(0.5, 2.0, F), rng.standard_normal(F)
+    mean0, var0 = 3.0 + 0.1 * rng.standard_normal(F), rng.uniform(0.5, 2.0, F)
+    args = (x, dy, gamma, beta, axis, mean0, var0)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        one = all_outputs(*args)
+    with threadpool_limits(limits=2, user_api="openmp"):
+        two = all_outputs(*args)
+    for name in one:
+        assert one[name].dtype == two[name].dtype, name
+        assert one[name].shape == two[name].shape, name
+        assert one[name].tobytes() == two[name].tobytes(), f"{name} depends on threads"
+    y_ref, mean_ref, var_ref = normalize_ref(x, gamma, beta, axis=axis)
+    assert_close(one["y"], y_ref, scale=3.0)
+    np.testing.assert_allclose(one["mean"], mean_ref, rtol=1e-10)
+    np.testing.assert_allclose(one["var"], var_ref, rtol=1e-10)
+    y_ref, _, _ = normalize_ref(x, gamma, beta, axis=axis, mean=mean0, var=var0)
+    assert_close(one["y_given"], y_ref, scale=3.0)
+    expected = backward_ref(dy, x, one["mean"], one["var"], gamma, axis=axis)
+    assert_backward_close((one["dx"], one["dgamma"], one["dbeta"]), expected,
+                          dy, x, one["mean"], one["var"], axis, gamma)
+    expected = backward_ref(dy, x, mean0, var0, gamma, axis=axis, batch_stats=False)
+    assert_backward_close((one["dx_frozen"], one["dgamma_frozen"], one["dbeta_frozen"]),
+                          expected, dy, x, mean0, var0, axis, gamma, batch_stats=False)
