@@ -289,6 +289,11 @@ cdef class BatchNorm:
         ndarray
             The normalized batch, x's shape and dtype.
 
+        Notes
+        -----
+        The input is kept (not copied) for :meth:`backward`; modifying it in
+        place before calling :meth:`backward` changes the gradient.
+
         Raises
         ------
         TypeError

@@ -1,0 +1,46 @@
+"""Command line of cbn: ``python -m cbn <command> [options]``.
+
+Commands
+--------
+demo
+    Train a small NumPy MLP with and without ``cbn.BatchNorm1d`` on badly
+    scaled synthetic data and print both loss curves side by side
+    (see :mod:`cbn._demo`).
+
+Each command lives in its own module, which provides ``add_arguments(parser)``
+and ``main(args) -> int`` (the exit status); adding one is one entry in
+``COMMANDS``.
+"""
+import argparse
+import importlib
+import sys
+
+#: name -> (module that implements it, one-line help)
+COMMANDS = {
+    "demo": ("cbn._demo", "train an MLP with and without BatchNorm1d on badly "
+                          "scaled data and compare the losses"),
+}
+
+
+def build_parser():
+    """The argparse parser of ``python -m cbn``, one subparser per command."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cbn",
+        description="cbn: batch normalization for NumPy.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=module.__doc__.split("\n")[0])
+        module.add_arguments(p)
+        p.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv=None):
+    """Parse `argv` (default ``sys.argv[1:]``), run the command, return its status."""
+    args = build_parser().parse_args(argv)
+    return args._main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
