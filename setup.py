@@ -13,6 +13,7 @@ Environment variables:
 * ``CBN_NATIVE=1`` opt-in: adds ``-march=native`` for a local build tuned to
   this CPU. Never set it for wheels or anything shipped to other machines.
 """
+import glob
 import os
 import sys
 import tempfile
@@ -23,9 +24,10 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-C_SOURCES = ["src_c/dispatch.c", "src_c/kernels_scalar.c"]
-HEADERS = ["src_c/cbn.h", "src_c/kernels.h", "src_c/kernels_template.h",
-           "src_c/api_template.h"]
+C_SOURCES = ["src_c/dispatch.c", "src_c/cpu.c", "src_c/kernels_scalar.c",
+             "src_c/kernels_baseline.c", "src_c/kernels_avx2.c",
+             "src_c/kernels_avx512.c"]
+HEADERS = glob.glob("src_c/*.h") + glob.glob("src_c/simd/*.h")
 
 OPENMP_TEST = textwrap.dedent("""\
     #include <omp.h>

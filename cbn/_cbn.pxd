@@ -12,6 +12,17 @@ cdef extern from "cbn.h" nogil:
 
     const char *cbn_status_message(int status)
 
+    int CBN_SIMD_SCALAR
+    int CBN_SIMD_AVX512
+    int cbn_simd_supported(int level)
+    int cbn_simd_best()
+    int cbn_simd_get()
+    int cbn_simd_set(int level)
+    const char *cbn_simd_name(int level)
+    int cbn_set_num_threads(int n)
+    int cbn_get_num_threads()
+    int cbn_openmp_version()
+
     int cbn_stats_f32(const float *x, int64_t outer, int64_t C, int64_t inner,
                       double *mean, double *var)
     int cbn_stats_f64(const double *x, int64_t outer, int64_t C, int64_t inner,

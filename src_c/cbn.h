@@ -31,12 +31,19 @@
  *
  * Threads
  * -------
- * When built with OpenMP, kernels split the work over features and use the
- * OpenMP thread count of the calling thread (OMP_NUM_THREADS,
- * omp_set_num_threads, threadpoolctl); small problems stay serial. Every
- * reduction has a fixed order, so results are bitwise identical for any
- * number of threads. Different calls may run concurrently on different
- * outputs.
+ * When built with OpenMP, kernels split the work over features, or over
+ * fixed segments of the batch when features are few, using
+ * cbn_set_num_threads' count if set, else the OpenMP thread count of the
+ * calling thread (OMP_NUM_THREADS, omp_set_num_threads, threadpoolctl);
+ * problems under 65536 elements stay serial. Every reduction has an order
+ * fixed by the shape, so results are bitwise identical for any number of
+ * threads. Different calls may run concurrently on different outputs.
+ *
+ * Instruction sets
+ * ----------------
+ * The kernels exist at several SIMD levels (cbn_simd_level); the best one
+ * the CPU supports is chosen on first use, and cbn_simd_set can force
+ * another (for testing, or to rule one out).
  *
  * In-place use: y (or dx) may be the same pointer as x, but must not
  * otherwise overlap the inputs.
@@ -61,6 +68,38 @@ typedef enum cbn_status {
 
 /* A short English description of a status code (static storage). */
 const char *cbn_status_message(int status);
+
+/* ------------------------------------------------------ configuration --- */
+
+typedef enum cbn_simd_level {
+    CBN_SIMD_SCALAR = 0,    /* plain C: the reference */
+    CBN_SIMD_BASELINE = 1,  /* what every CPU of the architecture has:
+                               SSE2 on x86-64, NEON on arm64 */
+    CBN_SIMD_AVX2 = 2,      /* x86-64 with AVX2 and FMA */
+    CBN_SIMD_AVX512 = 3     /* x86-64 with AVX-512F */
+} cbn_simd_level;
+
+/* Whether `level` can run on this CPU (1) or not (0). */
+int cbn_simd_supported(int level);
+/* The highest supported level. */
+int cbn_simd_best(void);
+/* The level in use. */
+int cbn_simd_get(void);
+/* Use `level` from now on: CBN_OK, or CBN_ERR_ARG if unsupported. Not to be
+   called while kernels run in other threads. */
+int cbn_simd_set(int level);
+/* The level's name ("scalar", "sse2", "neon", "avx2", "avx512"), NULL if
+   `level` is not a level. */
+const char *cbn_simd_name(int level);
+
+/* Threads for the following calls, from any thread: n >= 1, or 0 to follow
+   OpenMP's default again. CBN_ERR_ARG for n < 0. Ignored (always one thread)
+   in a build without OpenMP. */
+int cbn_set_num_threads(int n);
+/* The thread count a call would use now (1 in a build without OpenMP). */
+int cbn_get_num_threads(void);
+/* The OpenMP version the core was built with (e.g. 201511), 0 if none. */
+int cbn_openmp_version(void);
 
 /*
  * Batch statistics.

@@ -7,10 +7,113 @@
 #include <math.h>
 #include <stddef.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "cbn.h"
 #include "kernels.h"
 
-static const cbn_kernel_table *active = &cbn_kernels_scalar;
+/* ------------------------------------------------------ configuration --- */
+
+static const cbn_kernel_table *const tables[] = {
+    &cbn_kernels_scalar,
+    &cbn_kernels_baseline,
+#ifdef CBN_HAVE_X86_LEVELS
+    &cbn_kernels_avx2,
+    &cbn_kernels_avx512,
+#endif
+};
+#define NLEVELS ((int)(sizeof(tables) / sizeof(tables[0])))
+
+/* NULL until first use, then the chosen table. Concurrent first calls all
+   store the same pointer. */
+static const cbn_kernel_table *active = NULL;
+static int active_level = -1;
+static int num_threads_override = 0;
+
+int cbn_simd_supported(int level)
+{
+    switch (level) {
+    case CBN_SIMD_SCALAR:
+    case CBN_SIMD_BASELINE:
+        return 1;
+#ifdef CBN_HAVE_X86_LEVELS
+    case CBN_SIMD_AVX2:
+        return cbn_cpu_has_avx2_fma();
+    case CBN_SIMD_AVX512:
+        return cbn_cpu_has_avx512f();
+#endif
+    default:
+        return 0;
+    }
+}
+
+int cbn_simd_best(void)
+{
+    int level = NLEVELS - 1;
+    while (!cbn_simd_supported(level))
+        level--;
+    return level;
+}
+
+int cbn_simd_set(int level)
+{
+    if (!cbn_simd_supported(level))
+        return CBN_ERR_ARG;
+    active_level = level;
+    active = tables[level];
+    return CBN_OK;
+}
+
+int cbn_simd_get(void)
+{
+    if (!active)
+        cbn_simd_set(cbn_simd_best());
+    return active_level;
+}
+
+const char *cbn_simd_name(int level)
+{
+    return level >= 0 && level < NLEVELS ? tables[level]->name : NULL;
+}
+
+static const cbn_kernel_table *kernels(void)
+{
+    if (!active)
+        cbn_simd_set(cbn_simd_best());
+    return active;
+}
+
+int cbn_set_num_threads(int n)
+{
+    if (n < 0)
+        return CBN_ERR_ARG;
+    num_threads_override = n;
+    return CBN_OK;
+}
+
+int cbn_threads(void)
+{
+#ifdef _OPENMP
+    return num_threads_override > 0 ? num_threads_override : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int cbn_get_num_threads(void) { return cbn_threads(); }
+
+int cbn_openmp_version(void)
+{
+#ifdef _OPENMP
+    return _OPENMP;
+#else
+    return 0;
+#endif
+}
+
+/* ---------------------------------------------------------- entry points --- */
 
 const char *cbn_status_message(int status)
 {

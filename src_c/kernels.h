@@ -14,7 +14,7 @@
 
 /* Work (elements) below which a kernel stays serial: opening an OpenMP
    parallel region costs more than normalizing a few thousand numbers. */
-#define CBN_PARALLEL_MIN_WORK 32768
+#define CBN_PARALLEL_MIN_WORK 65536
 
 /* Per-data-type entries; T is float (f32) or double (f64). Argument order and
    meaning follow the public functions in cbn.h, except that forward_train
@@ -42,6 +42,22 @@ typedef struct cbn_kernel_table {
 
 #undef CBN_KERNEL_ENTRIES
 
+/* The tables, one per level of cbn_simd_level (cbn.h). The AVX tables exist
+   only on x86-64. */
 extern const cbn_kernel_table cbn_kernels_scalar;
+extern const cbn_kernel_table cbn_kernels_baseline;
+#if defined(__x86_64__) || defined(_M_X64)
+#define CBN_HAVE_X86_LEVELS 1
+extern const cbn_kernel_table cbn_kernels_avx2;
+extern const cbn_kernel_table cbn_kernels_avx512;
+#endif
+
+/* The thread count kernels use: cbn_set_num_threads' value if set, else
+   OpenMP's default for the calling thread; 1 without OpenMP. */
+int cbn_threads(void);
+
+/* What the CPU and operating system support (cpu.c). */
+int cbn_cpu_has_avx2_fma(void);
+int cbn_cpu_has_avx512f(void);
 
 #endif /* CBN_KERNELS_H */

@@ -1,136 +1,320 @@
 /*
- * kernels_template.h -- the batch-norm kernels, written once for any data type.
+ * kernels_template.h -- the batch-norm kernels, written once for every data
+ * type and instruction-set level.
  *
- * Included by a kernels_<level>.c file once per data type, with
- *   T    the data type (float or double)
- *   SFX  the name suffix (f32 or f64)
- * defined before each inclusion. Everything here is static; the including
- * file collects the functions into its cbn_kernel_table.
+ * Included by a kernels_<level>.c file once per data type, after the vector
+ * layer simd/<level>.h and kernels_common.h, with
+ *   T        the data type (float or double)
+ *   SFX      the name suffix (f32 or f64)
+ *   T_IS_F32 1 for float, 0 for double
+ * defined. Everything here is static; the including file collects the entry
+ * points into its cbn_kernel_table.
  *
  * Design
  * ------
  * - Two loop shapes. When inner > 1 a feature's data is `outer` contiguous
- *   runs of `inner` values ("runs"): each feature is reduced and normalized on
- *   its own, while its data is still in cache. When inner == 1 (N x C,
- *   channels-last) a feature's values are C apart, so we sweep whole rows and
- *   keep per-feature accumulators for a block of columns ("rows").
- * - Statistics use two passes in double: the sum gives a first mean mu0, the
- *   second pass sums d = x - mu0 and d^2. sum(d)/m corrects mu0 and
- *   M2 = sum(d^2) - sum(d)^2/m is the corrected two-pass variance, accurate
- *   even when the mean is large compared with the spread.
- * - Runs accumulate into LANES independent partial sums (element i of a run
- *   goes to lane i % LANES), which the compiler can keep in vector registers
- *   without reassociating floating point; lanes are combined in a fixed tree.
- *   Every reduction order depends only on the shape, never on the thread
- *   count, so results are bitwise reproducible.
+ *   runs of `inner` values ("runs", NCHW): features are reduced and
+ *   normalized one at a time, so a feature's slab is read from memory once
+ *   and normalized while it is still in cache. When inner == 1 (N x C,
+ *   channels-last) a feature's values are C apart ("rows"): the kernels sweep
+ *   rows with per-feature accumulators for a block of up to ROW_BLOCK
+ *   columns, vectorized across the columns.
+ * - Statistics: see "The reduction tree" in kernels_common.h. Sums run in
+ *   double vectors (float data is widened on load), two steps of 2*VD_N
+ *   values per iteration for instruction-level parallelism.
+ * - Threads: over features when there are enough of them, else over
+ *   (feature, segment) pairs with partial statistics merged afterwards in
+ *   the fixed order -- the same arithmetic either way.
  * - The normalize pass works in T, not double, but stays accurate for data far
  *   from zero: the double mean is split into hi = (T)mean and a small lo, and
  *   (x - hi) is exact when x is near the mean (Sterbenz), so
- *   ((x - hi) - lo) * scale + shift loses only a few units in the last place.
+ *   ((x - hi) - lo)*scale + shift loses only a few units in the last place.
  */
 
 #define CBN_CAT_(a, b) a##_##b
 #define CBN_CAT(a, b) CBN_CAT_(a, b)
 #define FN(name) CBN_CAT(name, SFX)
 
+/* The vector of T and its operations, from the vector layer. */
+#if T_IS_F32
+#define VT vf
+#define VT_N VF_N
+#define vt_set1 vf_set1
+#define vt_sub vf_sub
+#define vt_fmadd vf_fmadd
+#define vt_loadu vf_loadu
+#define vt_storeu vf_storeu
+#define load2 vd_load2_f32
+#else
+#define VT vd
+#define VT_N VD_N
+#define vt_set1 vd_set1
+#define vt_sub vd_sub
+#define vt_fmadd vd_fmadd
+#define vt_loadu vd_loadu
+#define vt_storeu vd_storeu
+#define load2 vd_load2_f64
+#endif
+
+#define STEP (2 * VD_N) /* values per widened load */
+
 /* Per-feature coefficients of the normalize pass: y = ((x-hi)-lo)*scale+shift. */
 typedef struct {
     T hi, lo, scale, shift;
 } FN(coef);
 
-static FN(coef) FN(make_coef)(double mu0, double corr, double var, double eps,
+static FN(coef) FN(make_coef)(double mean, double var, double eps,
                               const double *gamma, const double *beta,
                               int64_t c)
 {
     FN(coef) k;
     double invstd = 1.0 / sqrt(var + eps);
-    double g = gamma ? gamma[c] : 1.0;
-    k.hi = (T)(mu0 + corr);
-    k.lo = (T)((mu0 - (double)k.hi) + corr);
-    k.scale = (T)(g * invstd);
+    k.hi = (T)mean;
+    k.lo = (T)(mean - (double)k.hi);
+    k.scale = (T)((gamma ? gamma[c] : 1.0) * invstd);
     k.shift = (T)(beta ? beta[c] : 0.0);
     return k;
 }
 
-static inline T FN(apply_coef)(T x, FN(coef) k)
+/* ------------------------------------------------------- contiguous runs --- */
+
+/* sum(p[0:n]) in double */
+static double FN(run_sum)(const T *p, int64_t n)
 {
-    return ((x - k.hi) - k.lo) * k.scale + k.shift;
+    vd a0 = vd_zero(), a1 = vd_zero(), a2 = vd_zero(), a3 = vd_zero(), l, h;
+    int64_t i = 0;
+    for (; i + 2 * STEP <= n; i += 2 * STEP) {
+        load2(p + i, &l, &h);
+        a0 = vd_add(a0, l);
+        a1 = vd_add(a1, h);
+        load2(p + i + STEP, &l, &h);
+        a2 = vd_add(a2, l);
+        a3 = vd_add(a3, h);
+    }
+    for (; i + STEP <= n; i += STEP) {
+        load2(p + i, &l, &h);
+        a0 = vd_add(a0, l);
+        a1 = vd_add(a1, h);
+    }
+    double s = vd_hsum(vd_add(vd_add(a0, a1), vd_add(a2, a3)));
+    for (; i < n; i++)
+        s += (double)p[i];
+    return s;
+}
+
+/* s1 += sum(p - mu), s2 += sum((p - mu)^2) in double */
+static void FN(run_dev)(const T *p, int64_t n, double mu, double *s1, double *s2)
+{
+    vd m = vd_set1(mu), d0 = vd_zero(), d1 = vd_zero(), d2 = vd_zero(),
+       d3 = vd_zero(), q0 = vd_zero(), q1 = vd_zero(), q2 = vd_zero(),
+       q3 = vd_zero(), l, h;
+    int64_t i = 0;
+    for (; i + 2 * STEP <= n; i += 2 * STEP) {
+        load2(p + i, &l, &h);
+        l = vd_sub(l, m);
+        h = vd_sub(h, m);
+        d0 = vd_add(d0, l);
+        d1 = vd_add(d1, h);
+        q0 = vd_fmadd(l, l, q0);
+        q1 = vd_fmadd(h, h, q1);
+        load2(p + i + STEP, &l, &h);
+        l = vd_sub(l, m);
+        h = vd_sub(h, m);
+        d2 = vd_add(d2, l);
+        d3 = vd_add(d3, h);
+        q2 = vd_fmadd(l, l, q2);
+        q3 = vd_fmadd(h, h, q3);
+    }
+    for (; i + STEP <= n; i += STEP) {
+        load2(p + i, &l, &h);
+        l = vd_sub(l, m);
+        h = vd_sub(h, m);
+        d0 = vd_add(d0, l);
+        d1 = vd_add(d1, h);
+        q0 = vd_fmadd(l, l, q0);
+        q1 = vd_fmadd(h, h, q1);
+    }
+    double a = vd_hsum(vd_add(vd_add(d0, d1), vd_add(d2, d3)));
+    double b = vd_hsum(vd_add(vd_add(q0, q1), vd_add(q2, q3)));
+    for (; i < n; i++) {
+        double d = (double)p[i] - mu;
+        a += d;
+        b += d * d;
+    }
+    *s1 += a;
+    *s2 += b;
+}
+
+/* s1 += sum(dy), s2 += sum(dy * (x - mu)) in double */
+static void FN(run_grad)(const T *dy, const T *x, int64_t n, double mu,
+                         double *s1, double *s2)
+{
+    vd m = vd_set1(mu), g0 = vd_zero(), g1 = vd_zero(), q0 = vd_zero(),
+       q1 = vd_zero(), gl, gh, xl, xh;
+    int64_t i = 0;
+    for (; i + STEP <= n; i += STEP) {
+        load2(dy + i, &gl, &gh);
+        load2(x + i, &xl, &xh);
+        g0 = vd_add(g0, gl);
+        g1 = vd_add(g1, gh);
+        q0 = vd_fmadd(gl, vd_sub(xl, m), q0);
+        q1 = vd_fmadd(gh, vd_sub(xh, m), q1);
+    }
+    double a = vd_hsum(vd_add(g0, g1)), b = vd_hsum(vd_add(q0, q1));
+    for (; i < n; i++) {
+        double g = (double)dy[i];
+        a += g;
+        b += g * ((double)x[i] - mu);
+    }
+    *s1 += a;
+    *s2 += b;
+}
+
+static void FN(run_normalize)(const T *x, T *y, int64_t n, FN(coef) k)
+{
+    VT hi = vt_set1(k.hi), lo = vt_set1(k.lo), sc = vt_set1(k.scale),
+       sh = vt_set1(k.shift);
+    int64_t i = 0;
+    for (; i + VT_N <= n; i += VT_N)
+        vt_storeu(y + i, vt_fmadd(vt_sub(vt_sub(vt_loadu(x + i), hi), lo), sc, sh));
+    for (; i < n; i++)
+        y[i] = ((x[i] - k.hi) - k.lo) * k.scale + k.shift;
+}
+
+/* dx = a*dy + b*((x - hi) - lo) + k0 */
+static void FN(run_dx)(const T *dy, const T *x, T *dx, int64_t n, T a, T b,
+                       T k0, T hi, T lo)
+{
+    VT va = vt_set1(a), vb = vt_set1(b), vk = vt_set1(k0), vhi = vt_set1(hi),
+       vlo = vt_set1(lo);
+    int64_t i = 0;
+    for (; i + VT_N <= n; i += VT_N) {
+        VT xc = vt_sub(vt_sub(vt_loadu(x + i), vhi), vlo);
+        vt_storeu(dx + i, vt_fmadd(va, vt_loadu(dy + i), vt_fmadd(vb, xc, vk)));
+    }
+    for (; i < n; i++)
+        dx[i] = a * dy[i] + (b * ((x[i] - hi) - lo) + k0);
+}
+
+/* dx = a*dy (frozen statistics: x plays no part) */
+static void FN(run_scale)(const T *dy, T *dx, int64_t n, T a)
+{
+    VT va = vt_set1(a), zero = vt_set1((T)0);
+    int64_t i = 0;
+    for (; i + VT_N <= n; i += VT_N)
+        vt_storeu(dx + i, vt_fmadd(va, vt_loadu(dy + i), zero));
+    for (; i < n; i++)
+        dx[i] = a * dy[i];
 }
 
 /* ---------------------------------------------------------------- runs --- */
 
-static void FN(run_sum)(const T *p, int64_t n, double acc[LANES])
+static moments FN(runs_chunk_moments)(const T *x, const runs_geom *g,
+                                      int64_t c, int64_t j)
 {
-    int64_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int k = 0; k < LANES; k++)
-            acc[k] += (double)p[i + k];
-    for (int k = 0; i < n; i++, k++)
-        acc[k] += (double)p[i];
+    int64_t o0, o1, i0, i1, o;
+    runs_chunk(g, j, &o0, &o1, &i0, &i1);
+    const double n = (double)(o1 - o0) * (double)(i1 - i0);
+    double s = 0.0, s1 = 0.0, s2 = 0.0;
+    for (o = o0; o < o1; o++)
+        s += FN(run_sum)(x + (o * g->C + c) * g->inner + i0, i1 - i0);
+    const double mu = s / n;
+    for (o = o0; o < o1; o++)
+        FN(run_dev)(x + (o * g->C + c) * g->inner + i0, i1 - i0, mu, &s1, &s2);
+    return moments_from_dev(n, mu, s1, s2);
 }
 
-static void FN(run_dev)(const T *p, int64_t n, double mu0, double s1[LANES],
-                        double s2[LANES])
+static moments FN(runs_segment_moments)(const T *x, const runs_geom *g,
+                                        int64_t c, int64_t s)
 {
-    int64_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int k = 0; k < LANES; k++) {
-            double d = (double)p[i + k] - mu0;
-            s1[k] += d;
-            s2[k] += d * d;
+    moments acc = {0.0, 0.0, 0.0};
+    int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
+    for (int64_t j = s * SEG_CHUNKS; j < j1; j++)
+        moments_merge(&acc, FN(runs_chunk_moments)(x, g, c, j));
+    return acc;
+}
+
+static moments FN(runs_feature_moments)(const T *x, const runs_geom *g, int64_t c)
+{
+    moments acc = {0.0, 0.0, 0.0};
+    for (int64_t s = 0; s < g->nseg; s++)
+        moments_merge(&acc, FN(runs_segment_moments)(x, g, c, s));
+    return acc;
+}
+
+/* sums of dy and dy*(x - mean) over one segment, chunk by chunk */
+static void FN(runs_segment_grad)(const T *dy, const T *x, const runs_geom *g,
+                                  int64_t c, int64_t s, double mean,
+                                  double *sdy, double *sdyx)
+{
+    int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
+    double a = 0.0, b = 0.0;
+    for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
+        int64_t o0, o1, i0, i1;
+        runs_chunk(g, j, &o0, &o1, &i0, &i1);
+        for (int64_t o = o0; o < o1; o++) {
+            int64_t off = (o * g->C + c) * g->inner + i0;
+            FN(run_grad)(dy + off, x + off, i1 - i0, mean, &a, &b);
         }
-    for (int k = 0; i < n; i++, k++) {
-        double d = (double)p[i] - mu0;
-        s1[k] += d;
-        s2[k] += d * d;
+    }
+    *sdy = a;
+    *sdyx = b;
+}
+
+/* Apply per-feature coefficients to the runs of one segment of feature c. */
+static void FN(runs_segment_normalize)(const T *x, T *y, const runs_geom *g,
+                                       int64_t c, int64_t s, FN(coef) k)
+{
+    int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
+    for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
+        int64_t o0, o1, i0, i1;
+        runs_chunk(g, j, &o0, &o1, &i0, &i1);
+        for (int64_t o = o0; o < o1; o++) {
+            int64_t off = (o * g->C + c) * g->inner + i0;
+            FN(run_normalize)(x + off, y + off, i1 - i0, k);
+        }
     }
 }
 
-/* sum(dy) and sum(dy * (x - mean)) */
-static void FN(run_grad_sums)(const T *dy, const T *x, int64_t n, double mean,
-                              double sdy[LANES], double sdyx[LANES])
+/* Coefficients of dx for feature c (see cbn.h), from the gradient sums. */
+typedef struct {
+    T a, b, k0, hi, lo;
+} FN(dcoef);
+
+static FN(dcoef) FN(make_dcoef)(double sdy, double sdyx, double m, double mean,
+                                double var, double eps, const double *gamma,
+                                int batch_stats, int64_t c, double *dgamma,
+                                double *dbeta)
 {
-    int64_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int k = 0; k < LANES; k++) {
-            double g = (double)dy[i + k];
-            sdy[k] += g;
-            sdyx[k] += g * ((double)x[i + k] - mean);
+    FN(dcoef) d;
+    double invstd = 1.0 / sqrt(var + eps);
+    double g = gamma ? gamma[c] : 1.0;
+    if (dgamma) dgamma[c] = sdyx * invstd;
+    if (dbeta) dbeta[c] = sdy;
+    d.a = (T)(g * invstd);
+    d.b = batch_stats ? (T)(-g * invstd * invstd * invstd * sdyx / m) : (T)0;
+    d.k0 = batch_stats ? (T)(-g * invstd * sdy / m) : (T)0;
+    d.hi = (T)mean;
+    d.lo = (T)(mean - (double)d.hi);
+    return d;
+}
+
+static void FN(runs_segment_dx)(const T *dy, const T *x, T *dx,
+                                const runs_geom *g, int64_t c, int64_t s,
+                                FN(dcoef) d, int batch_stats)
+{
+    int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
+    for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
+        int64_t o0, o1, i0, i1;
+        runs_chunk(g, j, &o0, &o1, &i0, &i1);
+        for (int64_t o = o0; o < o1; o++) {
+            int64_t off = (o * g->C + c) * g->inner + i0;
+            if (batch_stats)
+                FN(run_dx)(dy + off, x + off, dx + off, i1 - i0, d.a, d.b,
+                           d.k0, d.hi, d.lo);
+            else
+                FN(run_scale)(dy + off, dx + off, i1 - i0, d.a);
         }
-    for (int k = 0; i < n; i++, k++) {
-        double g = (double)dy[i];
-        sdy[k] += g;
-        sdyx[k] += g * ((double)x[i] - mean);
-    }
-}
-
-/* Statistics of feature c: first mean mu0, its correction, and M2. */
-static void FN(runs_feature_stats)(const T *x, int64_t outer, int64_t C,
-                                   int64_t inner, int64_t c, double *mu0,
-                                   double *corr, double *m2)
-{
-    const double m = (double)outer * (double)inner;
-    double acc[LANES] = {0}, s1[LANES] = {0}, s2[LANES] = {0};
-    for (int64_t o = 0; o < outer; o++)
-        FN(run_sum)(x + (o * C + c) * inner, inner, acc);
-    double mu = lanes_total(acc) / m;
-    for (int64_t o = 0; o < outer; o++)
-        FN(run_dev)(x + (o * C + c) * inner, inner, mu, s1, s2);
-    double d1 = lanes_total(s1), d2 = lanes_total(s2);
-    double M2 = d2 - d1 * d1 / m;
-    *mu0 = mu;
-    *corr = d1 / m;
-    *m2 = M2 < 0.0 ? 0.0 : M2; /* rounding only; NaN passes through */
-}
-
-static void FN(runs_normalize)(const T *x, T *y, int64_t outer, int64_t C,
-                               int64_t inner, int64_t c, FN(coef) k)
-{
-    for (int64_t o = 0; o < outer; o++) {
-        const T *xp = x + (o * C + c) * inner;
-        T *yp = y + (o * C + c) * inner;
-        for (int64_t i = 0; i < inner; i++)
-            yp[i] = FN(apply_coef)(xp[i], k);
     }
 }
 
@@ -139,18 +323,53 @@ static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *beta, double eps,
                                    double *mean, double *var)
 {
+    const runs_geom g = runs_geometry(outer, C, inner);
     const double m = (double)outer * (double)inner;
-    int64_t c;
-#pragma omp parallel for schedule(static) if (outer * C * inner >= CBN_PARALLEL_MIN_WORK)
-    for (c = 0; c < C; c++) {
-        double mu0, corr, m2;
-        FN(runs_feature_stats)(x, outer, C, inner, c, &mu0, &corr, &m2);
-        FN(coef) k = FN(make_coef)(mu0, corr, m2 / m, eps, gamma, beta, c);
-        if (y)
-            FN(runs_normalize)(x, y, outer, C, inner, c, k);
-        if (mean) mean[c] = mu0 + corr;
-        if (var) var[c] = m2 / m;
+    const int nt = threads_for(outer * C * inner);
+    moments *part = NULL;
+    if (split_batch(nt, C, g.nseg))
+        part = malloc((size_t)(C * g.nseg) * sizeof(moments));
+    if (!part) {
+        int64_t c;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (c = 0; c < C; c++) {
+            moments mo = FN(runs_feature_moments)(x, &g, c);
+            FN(coef) k = FN(make_coef)(mo.mean, mo.m2 / m, eps, gamma, beta, c);
+            if (y)
+                for (int64_t s = 0; s < g.nseg; s++)
+                    FN(runs_segment_normalize)(x, y, &g, c, s, k);
+            if (mean) mean[c] = mo.mean;
+            if (var) var[c] = mo.m2 / m;
+        }
+        return;
     }
+    /* few features: segments in parallel, then the same left-to-right merge */
+    int64_t idx, total = C * g.nseg;
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for schedule(static)
+        for (idx = 0; idx < total; idx++)
+            part[idx] = FN(runs_segment_moments)(x, &g, idx / g.nseg, idx % g.nseg);
+#pragma omp single
+        for (int64_t c = 0; c < C; c++) {
+            moments mo = {0.0, 0.0, 0.0};
+            for (int64_t s = 0; s < g.nseg; s++)
+                moments_merge(&mo, part[c * g.nseg + s]);
+            part[c * g.nseg] = mo; /* the feature's total, in its first slot */
+            if (mean) mean[c] = mo.mean;
+            if (var) var[c] = mo.m2 / m;
+        }
+        if (y) {
+#pragma omp for schedule(static)
+            for (idx = 0; idx < total; idx++) {
+                int64_t c = idx / g.nseg;
+                moments mo = part[c * g.nseg];
+                FN(coef) k = FN(make_coef)(mo.mean, mo.m2 / m, eps, gamma, beta, c);
+                FN(runs_segment_normalize)(x, y, &g, c, idx % g.nseg, k);
+            }
+        }
+    }
+    free(part);
 }
 
 static void FN(runs_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
@@ -158,11 +377,14 @@ static void FN(runs_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *var, const double *gamma,
                                    const double *beta, double eps)
 {
-    int64_t c;
-#pragma omp parallel for schedule(static) if (outer * C * inner >= CBN_PARALLEL_MIN_WORK)
-    for (c = 0; c < C; c++) {
-        FN(coef) k = FN(make_coef)(mean[c], 0.0, var[c], eps, gamma, beta, c);
-        FN(runs_normalize)(x, y, outer, C, inner, c, k);
+    const int nt = threads_for(outer * C * inner);
+    int64_t r;
+    /* every run is independent: share them out in order */
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (r = 0; r < outer * C; r++) {
+        int64_t c = r % C;
+        FN(coef) k = FN(make_coef)(mean[c], var[c], eps, gamma, beta, c);
+        FN(run_normalize)(x + r * inner, y + r * inner, inner, k);
     }
 }
 
@@ -172,118 +394,344 @@ static void FN(runs_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                               double eps, int batch_stats, double *dgamma,
                               double *dbeta)
 {
+    const runs_geom g = runs_geometry(outer, C, inner);
     const double m = (double)outer * (double)inner;
-    int64_t c;
-#pragma omp parallel for schedule(static) if (outer * C * inner >= CBN_PARALLEL_MIN_WORK)
-    for (c = 0; c < C; c++) {
-        double a1[LANES] = {0}, a2[LANES] = {0};
-        for (int64_t o = 0; o < outer; o++) {
-            int64_t off = (o * C + c) * inner;
-            FN(run_grad_sums)(dy + off, x + off, inner, mean[c], a1, a2);
-        }
-        double sdy = lanes_total(a1), sdyx = lanes_total(a2);
-        double invstd = 1.0 / sqrt(var[c] + eps);
-        double g = gamma ? gamma[c] : 1.0;
-        if (dgamma) dgamma[c] = sdyx * invstd;
-        if (dbeta) dbeta[c] = sdy;
-        if (!dx)
-            continue;
-        const T a = (T)(g * invstd);
-        if (batch_stats) {
-            /* dx = a*dy + b*(x - mean) + k, the formula of cbn.h expanded */
-            FN(coef) xc = FN(make_coef)(mean[c], 0.0, 0.0, 1.0, NULL, NULL, c);
-            const T b = (T)(-g * invstd * invstd * invstd * sdyx / m);
-            const T k = (T)(-g * invstd * sdy / m);
-            for (int64_t o = 0; o < outer; o++) {
-                int64_t off = (o * C + c) * inner;
-                for (int64_t i = 0; i < inner; i++)
-                    dx[off + i] = a * dy[off + i] +
-                                  b * ((x[off + i] - xc.hi) - xc.lo) + k;
+    const int nt = threads_for(outer * C * inner);
+    double *part = NULL;
+    if (split_batch(nt, C, g.nseg))
+        part = malloc((size_t)(2 * C * g.nseg) * sizeof(double));
+    if (!part) {
+        int64_t c;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (c = 0; c < C; c++) {
+            double sdy = 0.0, sdyx = 0.0;
+            for (int64_t s = 0; s < g.nseg; s++) {
+                double a, b;
+                FN(runs_segment_grad)(dy, x, &g, c, s, mean[c], &a, &b);
+                sdy += a;
+                sdyx += b;
             }
-        } else {
-            for (int64_t o = 0; o < outer; o++) {
-                int64_t off = (o * C + c) * inner;
-                for (int64_t i = 0; i < inner; i++)
-                    dx[off + i] = a * dy[off + i];
+            FN(dcoef) d = FN(make_dcoef)(sdy, sdyx, m, mean[c], var[c], eps,
+                                         gamma, batch_stats, c, dgamma, dbeta);
+            if (dx)
+                for (int64_t s = 0; s < g.nseg; s++)
+                    FN(runs_segment_dx)(dy, x, dx, &g, c, s, d, batch_stats);
+        }
+        return;
+    }
+    int64_t idx, total = C * g.nseg;
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for schedule(static)
+        for (idx = 0; idx < total; idx++) {
+            int64_t c = idx / g.nseg;
+            FN(runs_segment_grad)(dy, x, &g, c, idx % g.nseg, mean[c],
+                                  &part[2 * idx], &part[2 * idx + 1]);
+        }
+#pragma omp single
+        for (int64_t c = 0; c < C; c++) {
+            double sdy = 0.0, sdyx = 0.0;
+            for (int64_t s = 0; s < g.nseg; s++) {
+                sdy += part[2 * (c * g.nseg + s)];
+                sdyx += part[2 * (c * g.nseg + s) + 1];
+            }
+            part[2 * c * g.nseg] = sdy;
+            part[2 * c * g.nseg + 1] = sdyx;
+        }
+        if (dx) {
+#pragma omp for schedule(static)
+            for (idx = 0; idx < total; idx++) {
+                int64_t c = idx / g.nseg, first = 2 * c * g.nseg;
+                FN(dcoef) d = FN(make_dcoef)(part[first], part[first + 1], m,
+                                             mean[c], var[c], eps, gamma,
+                                             batch_stats, c, NULL, NULL);
+                FN(runs_segment_dx)(dy, x, dx, &g, c, idx % g.nseg, d, batch_stats);
             }
         }
     }
+    for (int64_t c = 0; c < C; c++)
+        FN(make_dcoef)(part[2 * c * g.nseg], part[2 * c * g.nseg + 1], m,
+                       mean[c], var[c], eps, gamma, batch_stats, c, dgamma, dbeta);
+    free(part);
 }
 
 /* ---------------------------------------------------------------- rows --- */
-/* inner == 1: row o is x[o*C .. o*C + C). Columns are processed in blocks of
-   at most ROW_BLOCK features, each block by one thread, with accumulators on
-   the stack; within a block the loops run along the row so they vectorize. */
+/* inner == 1: row r is x[r*C .. r*C + C). Column block b holds the features
+   [b*ROW_BLOCK, b*ROW_BLOCK + nb); segment s of a block holds the rows
+   [s*SEG_CHUNKS*R, ...), cut into chunks of R = rows_per_chunk(C) rows. */
 
-static void FN(rows_block_stats)(const T *x, int64_t outer, int64_t C,
-                                 int64_t c0, int nb, double *mu0,
-                                 double *corr, double *m2)
+/* The column sums below take k <= 4 rows `ld` apart at a time and add their
+   combined values to the accumulators once, so the accumulators (in L1, one
+   per column) are loaded and stored once per four rows rather than per row. */
+
+/* acc[j] += sum over the k rows of row[j], j < nb, in double */
+static void FN(rows_add)(const T *row, int64_t ld, int k, int nb, double *acc)
 {
-    const double m = (double)outer;
-    double s1[ROW_BLOCK], s2[ROW_BLOCK];
-    for (int j = 0; j < nb; j++)
-        mu0[j] = 0.0, s1[j] = 0.0, s2[j] = 0.0;
-    for (int64_t o = 0; o < outer; o++) {
-        const T *row = x + o * C + c0;
-        for (int j = 0; j < nb; j++)
-            mu0[j] += (double)row[j];
-    }
-    for (int j = 0; j < nb; j++)
-        mu0[j] /= m;
-    for (int64_t o = 0; o < outer; o++) {
-        const T *row = x + o * C + c0;
-        for (int j = 0; j < nb; j++) {
-            double d = (double)row[j] - mu0[j];
-            s1[j] += d;
-            s2[j] += d * d;
+    int j = 0;
+    for (; j + STEP <= nb; j += STEP) {
+        vd l, h, sl = vd_zero(), sh = vd_zero();
+        for (int r = 0; r < k; r++) {
+            load2(row + r * ld + j, &l, &h);
+            sl = vd_add(sl, l);
+            sh = vd_add(sh, h);
         }
+        vd_storeu(acc + j, vd_add(vd_loadu(acc + j), sl));
+        vd_storeu(acc + j + VD_N, vd_add(vd_loadu(acc + j + VD_N), sh));
     }
-    for (int j = 0; j < nb; j++) {
-        double M2 = s2[j] - s1[j] * s1[j] / m;
-        corr[j] = s1[j] / m;
-        m2[j] = M2 < 0.0 ? 0.0 : M2;
+    for (; j < nb; j++) {
+        double t = 0.0;
+        for (int r = 0; r < k; r++)
+            t += (double)row[r * ld + j];
+        acc[j] += t;
     }
 }
 
-static void FN(rows_block_normalize)(const T *x, T *y, int64_t outer,
-                                     int64_t C, int64_t c0, int nb,
-                                     const FN(coef) *k)
+/* s1[j] += sum(row[j] - mu[j]), s2[j] += sum((row[j] - mu[j])^2) over k rows */
+static void FN(rows_dev)(const T *row, int64_t ld, int k, int nb,
+                         const double *mu, double *s1, double *s2)
 {
-    T hi[ROW_BLOCK], lo[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
-    for (int j = 0; j < nb; j++)
-        hi[j] = k[j].hi, lo[j] = k[j].lo, sc[j] = k[j].scale, sh[j] = k[j].shift;
-    for (int64_t o = 0; o < outer; o++) {
-        const T *xr = x + o * C + c0;
-        T *yr = y + o * C + c0;
+    int j = 0;
+    for (; j + STEP <= nb; j += STEP) {
+        vd l, h, ml = vd_loadu(mu + j), mh = vd_loadu(mu + j + VD_N);
+        vd al = vd_zero(), ah = vd_zero(), ql = vd_zero(), qh = vd_zero();
+        for (int r = 0; r < k; r++) {
+            load2(row + r * ld + j, &l, &h);
+            l = vd_sub(l, ml);
+            h = vd_sub(h, mh);
+            al = vd_add(al, l);
+            ah = vd_add(ah, h);
+            ql = vd_fmadd(l, l, ql);
+            qh = vd_fmadd(h, h, qh);
+        }
+        vd_storeu(s1 + j, vd_add(vd_loadu(s1 + j), al));
+        vd_storeu(s1 + j + VD_N, vd_add(vd_loadu(s1 + j + VD_N), ah));
+        vd_storeu(s2 + j, vd_add(vd_loadu(s2 + j), ql));
+        vd_storeu(s2 + j + VD_N, vd_add(vd_loadu(s2 + j + VD_N), qh));
+    }
+    for (; j < nb; j++) {
+        double a = 0.0, q = 0.0;
+        for (int r = 0; r < k; r++) {
+            double d = (double)row[r * ld + j] - mu[j];
+            a += d;
+            q += d * d;
+        }
+        s1[j] += a;
+        s2[j] += q;
+    }
+}
+
+/* s1[j] += sum(dy[j]), s2[j] += sum(dy[j]*(x[j] - mean[j])) over k rows */
+static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
+                          const double *mean, double *s1, double *s2)
+{
+    int j = 0;
+    for (; j + STEP <= nb; j += STEP) {
+        vd gl, gh, xl, xh, ml = vd_loadu(mean + j), mh = vd_loadu(mean + j + VD_N);
+        vd al = vd_zero(), ah = vd_zero(), ql = vd_zero(), qh = vd_zero();
+        for (int r = 0; r < k; r++) {
+            load2(dyr + r * ld + j, &gl, &gh);
+            load2(xr + r * ld + j, &xl, &xh);
+            al = vd_add(al, gl);
+            ah = vd_add(ah, gh);
+            ql = vd_fmadd(gl, vd_sub(xl, ml), ql);
+            qh = vd_fmadd(gh, vd_sub(xh, mh), qh);
+        }
+        vd_storeu(s1 + j, vd_add(vd_loadu(s1 + j), al));
+        vd_storeu(s1 + j + VD_N, vd_add(vd_loadu(s1 + j + VD_N), ah));
+        vd_storeu(s2 + j, vd_add(vd_loadu(s2 + j), ql));
+        vd_storeu(s2 + j + VD_N, vd_add(vd_loadu(s2 + j + VD_N), qh));
+    }
+    for (; j < nb; j++) {
+        double a = 0.0, q = 0.0;
+        for (int r = 0; r < k; r++) {
+            double g = (double)dyr[r * ld + j];
+            a += g;
+            q += g * ((double)xr[r * ld + j] - mean[j]);
+        }
+        s1[j] += a;
+        s2[j] += q;
+    }
+}
+
+#define ROWS_AT_ONCE(a, b) ((b) - (a) < 4 ? (int)((b) - (a)) : 4)
+
+/* Moments of columns [c0, c0+nb) over rows [r0, r1), chunk by chunk, into
+   mean[j], m2[j]; returns the count. */
+static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
+                                       int64_t c0, int nb, int64_t r0,
+                                       int64_t r1, double *mean, double *m2)
+{
+    double mu[ROW_BLOCK], s1[ROW_BLOCK], s2[ROW_BLOCK], n = 0.0;
+    for (int64_t a = r0; a < r1; a += g->R) {
+        int64_t b = a + g->R < r1 ? a + g->R : r1, r;
+        double nk = (double)(b - a), inv = 1.0 / nk;
         for (int j = 0; j < nb; j++)
+            mu[j] = 0.0, s1[j] = 0.0, s2[j] = 0.0;
+        for (r = a; r < b; r += ROWS_AT_ONCE(r, b))
+            FN(rows_add)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, mu);
+        for (int j = 0; j < nb; j++)
+            mu[j] *= inv;
+        for (r = a; r < b; r += ROWS_AT_ONCE(r, b))
+            FN(rows_dev)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, mu, s1, s2);
+        fold_columns(nb, n, nk, mu, s1, s2, mean, m2);
+        n += nk;
+    }
+    return n;
+}
+
+/* y = ((x - hi) - lo)*sc + sh for rows [r0, r1) of columns [c0, c0+nb).
+   Row by row: going down a column instead would touch addresses a row apart,
+   which for rows of 4 KiB all fall in the same L1 set. */
+static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
+                               int nb, int64_t r0, int64_t r1, const T *hi,
+                               const T *lo, const T *sc, const T *sh)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const T *xr = x + r * g->C + c0;
+        T *yr = y + r * g->C + c0;
+        int j = 0;
+        for (; j + VT_N <= nb; j += VT_N) {
+            VT v = vt_sub(vt_sub(vt_loadu(xr + j), vt_loadu(hi + j)), vt_loadu(lo + j));
+            vt_storeu(yr + j, vt_fmadd(v, vt_loadu(sc + j), vt_loadu(sh + j)));
+        }
+        for (; j < nb; j++)
             yr[j] = ((xr[j] - hi[j]) - lo[j]) * sc[j] + sh[j];
     }
 }
 
-#define ROW_BLOCKS(C) (((C) + ROW_BLOCK - 1) / ROW_BLOCK)
-#define BLOCK_WIDTH(C, c0) ((int)((C) - (c0) < ROW_BLOCK ? (C) - (c0) : ROW_BLOCK))
+/* dx = a*dy + b*((x - hi) - lo) + k0 over rows [r0, r1) of a column block,
+   row by row (see rows_normalize). */
+static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
+                        int64_t c0, int nb, int64_t r0, int64_t r1,
+                        const FN(dcoef) *d, int batch_stats)
+{
+    T a[ROW_BLOCK], b[ROW_BLOCK], k0[ROW_BLOCK], hi[ROW_BLOCK], lo[ROW_BLOCK];
+    for (int j = 0; j < nb; j++)
+        a[j] = d[j].a, b[j] = d[j].b, k0[j] = d[j].k0, hi[j] = d[j].hi, lo[j] = d[j].lo;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t off = r * g->C + c0;
+        const T *gr = dy + off, *xr = x + off;
+        T *dr = dx + off;
+        int j = 0;
+        if (batch_stats) {
+            for (; j + VT_N <= nb; j += VT_N) {
+                VT xc = vt_sub(vt_sub(vt_loadu(xr + j), vt_loadu(hi + j)), vt_loadu(lo + j));
+                VT t = vt_fmadd(vt_loadu(b + j), xc, vt_loadu(k0 + j));
+                vt_storeu(dr + j, vt_fmadd(vt_loadu(a + j), vt_loadu(gr + j), t));
+            }
+            for (; j < nb; j++)
+                dr[j] = a[j] * gr[j] + (b[j] * ((xr[j] - hi[j]) - lo[j]) + k0[j]);
+        } else {
+            VT zero = vt_set1((T)0);
+            for (; j + VT_N <= nb; j += VT_N)
+                vt_storeu(dr + j, vt_fmadd(vt_loadu(a + j), vt_loadu(gr + j), zero));
+            for (; j < nb; j++)
+                dr[j] = a[j] * gr[j];
+        }
+    }
+}
+
+static void FN(rows_block_coefs)(int64_t c0, int nb, const double *mean,
+                                 const double *var, double eps,
+                                 const double *gamma, const double *beta,
+                                 T *hi, T *lo, T *sc, T *sh)
+{
+    for (int j = 0; j < nb; j++) {
+        FN(coef) k = FN(make_coef)(mean[j], var[j], eps, gamma, beta, c0 + j);
+        hi[j] = k.hi, lo[j] = k.lo, sc[j] = k.scale, sh[j] = k.shift;
+    }
+}
 
 static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *gamma, const double *beta,
                                    double eps, double *mean, double *var)
 {
-    int64_t b;
-#pragma omp parallel for schedule(static) if (outer * C >= CBN_PARALLEL_MIN_WORK)
-    for (b = 0; b < ROW_BLOCKS(C); b++) {
-        int64_t c0 = b * ROW_BLOCK;
-        int nb = BLOCK_WIDTH(C, c0);
-        double mu0[ROW_BLOCK], corr[ROW_BLOCK], m2[ROW_BLOCK];
-        FN(coef) k[ROW_BLOCK];
-        FN(rows_block_stats)(x, outer, C, c0, nb, mu0, corr, m2);
-        for (int j = 0; j < nb; j++) {
-            double v = m2[j] / (double)outer;
-            k[j] = FN(make_coef)(mu0[j], corr[j], v, eps, gamma, beta, c0 + j);
-            if (mean) mean[c0 + j] = mu0[j] + corr[j];
-            if (var) var[c0 + j] = v;
+    const rows_geom g = rows_geometry(outer, C);
+    const double m = (double)outer;
+    const int nt = threads_for(outer * C);
+    double *part = NULL;  /* per segment: mean[C], m2[C] */
+    if (split_batch(nt, g.nblocks, g.nseg))
+        part = malloc((size_t)(2 * C * g.nseg) * sizeof(double));
+    if (!part) {
+        int64_t b;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (b = 0; b < g.nblocks; b++) {
+            const int64_t c0 = b * ROW_BLOCK;
+            const int nb = block_width(&g, b);
+            double tmean[ROW_BLOCK], tm2[ROW_BLOCK], smean[ROW_BLOCK],
+                   sm2[ROW_BLOCK], tn = 0.0;
+            T hi[ROW_BLOCK], lo[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
+            for (int64_t s = 0; s < g.nseg; s++) {
+                int64_t r0, r1;
+                segment_rows(&g, s, &r0, &r1);
+                double n = FN(rows_segment_moments)(x, &g, c0, nb, r0, r1, smean, sm2);
+                merge_columns(nb, tn, n, smean, sm2, tmean, tm2);
+                tn += n;
+            }
+            for (int j = 0; j < nb; j++) {
+                tm2[j] /= m;  /* now the variance */
+                if (mean) mean[c0 + j] = tmean[j];
+                if (var) var[c0 + j] = tm2[j];
+            }
+            if (y) {
+                FN(rows_block_coefs)(c0, nb, tmean, tm2, eps, gamma, beta,
+                                     hi, lo, sc, sh);
+                FN(rows_normalize)(x, y, &g, c0, nb, 0, outer, hi, lo, sc, sh);
+            }
         }
-        if (y)
-            FN(rows_block_normalize)(x, y, outer, C, c0, nb, k);
+        return;
     }
+    /* few column blocks: segments in parallel, then the same merge order */
+    double *totals = part;  /* the first segment's slots receive the totals */
+    int64_t idx, total = g.nblocks * g.nseg;
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for schedule(static)
+        for (idx = 0; idx < total; idx++) {
+            int64_t b = idx / g.nseg, s = idx % g.nseg, r0, r1;
+            const int64_t c0 = b * ROW_BLOCK;
+            segment_rows(&g, s, &r0, &r1);
+            FN(rows_segment_moments)(x, &g, c0, block_width(&g, b), r0, r1,
+                                     part + 2 * C * s + c0,
+                                     part + 2 * C * s + C + c0);
+        }
+#pragma omp single
+        {
+            /* totals start as segment 0's partials; merge the others in order */
+            double *tmean = totals, *tm2 = totals + C, tn;
+            int64_t r0, r1;
+            segment_rows(&g, 0, &r0, &r1);
+            tn = (double)(r1 - r0);
+            for (int64_t s = 1; s < g.nseg; s++) {
+                segment_rows(&g, s, &r0, &r1);
+                for (int64_t b = 0; b < g.nblocks; b++)
+                    merge_columns(block_width(&g, b), tn, (double)(r1 - r0),
+                                  part + 2 * C * s + b * ROW_BLOCK,
+                                  part + 2 * C * s + C + b * ROW_BLOCK,
+                                  tmean + b * ROW_BLOCK, tm2 + b * ROW_BLOCK);
+                tn += (double)(r1 - r0);
+            }
+            for (int64_t c = 0; c < C; c++) {
+                tm2[c] /= m;  /* now the variance */
+                if (mean) mean[c] = tmean[c];
+                if (var) var[c] = tm2[c];
+            }
+        }
+        if (y) {
+#pragma omp for schedule(static)
+            for (idx = 0; idx < total; idx++) {
+                int64_t b = idx / g.nseg, s = idx % g.nseg, r0, r1;
+                const int64_t c0 = b * ROW_BLOCK;
+                const int nb = block_width(&g, b);
+                T hi[ROW_BLOCK], lo[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
+                segment_rows(&g, s, &r0, &r1);
+                FN(rows_block_coefs)(c0, nb, totals + c0, totals + C + c0, eps,
+                                     gamma, beta, hi, lo, sc, sh);
+                FN(rows_normalize)(x, y, &g, c0, nb, r0, r1, hi, lo, sc, sh);
+            }
+        }
+    }
+    free(part);
 }
 
 static void FN(rows_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
@@ -291,17 +739,32 @@ static void FN(rows_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *gamma, const double *beta,
                                    double eps)
 {
-    int64_t b;
-#pragma omp parallel for schedule(static) if (outer * C >= CBN_PARALLEL_MIN_WORK)
-    for (b = 0; b < ROW_BLOCKS(C); b++) {
-        int64_t c0 = b * ROW_BLOCK;
-        int nb = BLOCK_WIDTH(C, c0);
-        FN(coef) k[ROW_BLOCK];
-        for (int j = 0; j < nb; j++)
-            k[j] = FN(make_coef)(mean[c0 + j], 0.0, var[c0 + j], eps, gamma,
-                                 beta, c0 + j);
-        FN(rows_block_normalize)(x, y, outer, C, c0, nb, k);
+    const rows_geom g = rows_geometry(outer, C);
+    const int nt = threads_for(outer * C);
+    int64_t idx, total = g.nblocks * g.nseg;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (idx = 0; idx < total; idx++) {
+        int64_t b = idx % g.nblocks, s = idx / g.nblocks, r0, r1;
+        const int64_t c0 = b * ROW_BLOCK;
+        const int nb = block_width(&g, b);
+        T hi[ROW_BLOCK], lo[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
+        segment_rows(&g, s, &r0, &r1);
+        FN(rows_block_coefs)(c0, nb, mean + c0, var + c0, eps, gamma, beta,
+                             hi, lo, sc, sh);
+        FN(rows_normalize)(x, y, &g, c0, nb, r0, r1, hi, lo, sc, sh);
     }
+}
+
+/* Gradient sums of columns [c0, c0+nb) over rows [r0, r1), into s1, s2. */
+static void FN(rows_segment_grad)(const T *dy, const T *x, const rows_geom *g,
+                                  int64_t c0, int nb, int64_t r0, int64_t r1,
+                                  const double *mean, double *s1, double *s2)
+{
+    for (int j = 0; j < nb; j++)
+        s1[j] = 0.0, s2[j] = 0.0;
+    for (int64_t r = r0; r < r1; r += ROWS_AT_ONCE(r, r1))
+        FN(rows_grad)(dy + r * g->C + c0, x + r * g->C + c0, g->C,
+                      ROWS_AT_ONCE(r, r1), nb, mean, s1, s2);
 }
 
 static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
@@ -309,58 +772,86 @@ static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                               const double *gamma, double eps, int batch_stats,
                               double *dgamma, double *dbeta)
 {
+    const rows_geom g = rows_geometry(outer, C);
     const double m = (double)outer;
-    int64_t b;
-#pragma omp parallel for schedule(static) if (outer * C >= CBN_PARALLEL_MIN_WORK)
-    for (b = 0; b < ROW_BLOCKS(C); b++) {
-        int64_t c0 = b * ROW_BLOCK;
-        int nb = BLOCK_WIDTH(C, c0);
-        double sdy[ROW_BLOCK], sdyx[ROW_BLOCK];
-        T ka[ROW_BLOCK], kb[ROW_BLOCK], kk[ROW_BLOCK], hi[ROW_BLOCK], lo[ROW_BLOCK];
-        for (int j = 0; j < nb; j++)
-            sdy[j] = 0.0, sdyx[j] = 0.0;
-        for (int64_t o = 0; o < outer; o++) {
-            const T *gr = dy + o * C + c0, *xr = x + o * C + c0;
-            const double *mr = mean + c0;
-            for (int j = 0; j < nb; j++) {
-                double g = (double)gr[j];
-                sdy[j] += g;
-                sdyx[j] += g * ((double)xr[j] - mr[j]);
+    const int nt = threads_for(outer * C);
+    double *part = NULL;  /* per segment: sum dy [C], sum dy*(x-mean) [C] */
+    if (split_batch(nt, g.nblocks, g.nseg))
+        part = malloc((size_t)(2 * C * g.nseg) * sizeof(double));
+    if (!part) {
+        int64_t b;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (b = 0; b < g.nblocks; b++) {
+            const int64_t c0 = b * ROW_BLOCK;
+            const int nb = block_width(&g, b);
+            double t1[ROW_BLOCK] = {0}, t2[ROW_BLOCK] = {0}, s1[ROW_BLOCK],
+                   s2[ROW_BLOCK];
+            FN(dcoef) d[ROW_BLOCK];
+            for (int64_t s = 0; s < g.nseg; s++) {
+                int64_t r0, r1;
+                segment_rows(&g, s, &r0, &r1);
+                FN(rows_segment_grad)(dy, x, &g, c0, nb, r0, r1, mean + c0, s1, s2);
+                for (int j = 0; j < nb; j++)
+                    t1[j] += s1[j], t2[j] += s2[j];
+            }
+            for (int j = 0; j < nb; j++)
+                d[j] = FN(make_dcoef)(t1[j], t2[j], m, mean[c0 + j], var[c0 + j],
+                                      eps, gamma, batch_stats, c0 + j, dgamma, dbeta);
+            if (dx)
+                FN(rows_dx)(dy, x, dx, &g, c0, nb, 0, outer, d, batch_stats);
+        }
+        return;
+    }
+    int64_t idx, total = g.nblocks * g.nseg;
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for schedule(static)
+        for (idx = 0; idx < total; idx++) {
+            int64_t b = idx / g.nseg, s = idx % g.nseg, r0, r1;
+            const int64_t c0 = b * ROW_BLOCK;
+            segment_rows(&g, s, &r0, &r1);
+            FN(rows_segment_grad)(dy, x, &g, c0, block_width(&g, b), r0, r1,
+                                  mean + c0, part + 2 * C * s + c0,
+                                  part + 2 * C * s + C + c0);
+        }
+#pragma omp single
+        {
+            /* totals into segment 0's slots: 0 + s0 + s1 + ..., as above */
+            for (int64_t c = 0; c < C; c++) {
+                double t1 = 0.0, t2 = 0.0;
+                for (int64_t s = 0; s < g.nseg; s++) {
+                    t1 += part[2 * C * s + c];
+                    t2 += part[2 * C * s + C + c];
+                }
+                part[c] = t1;
+                part[C + c] = t2;
             }
         }
-        for (int j = 0; j < nb; j++) {
-            int64_t c = c0 + j;
-            double invstd = 1.0 / sqrt(var[c] + eps);
-            double g = gamma ? gamma[c] : 1.0;
-            FN(coef) xc = FN(make_coef)(mean[c], 0.0, 0.0, 1.0, NULL, NULL, c);
-            if (dgamma) dgamma[c] = sdyx[j] * invstd;
-            if (dbeta) dbeta[c] = sdy[j];
-            ka[j] = (T)(g * invstd);
-            kb[j] = (T)(-g * invstd * invstd * invstd * sdyx[j] / m);
-            kk[j] = (T)(-g * invstd * sdy[j] / m);
-            hi[j] = xc.hi;
-            lo[j] = xc.lo;
-        }
-        if (!dx)
-            continue;
-        for (int64_t o = 0; o < outer; o++) {
-            const T *gr = dy + o * C + c0, *xr = x + o * C + c0;
-            T *dr = dx + o * C + c0;
-            if (batch_stats)
+        if (dx) {
+#pragma omp for schedule(static)
+            for (idx = 0; idx < total; idx++) {
+                int64_t b = idx / g.nseg, s = idx % g.nseg, r0, r1;
+                const int64_t c0 = b * ROW_BLOCK;
+                const int nb = block_width(&g, b);
+                FN(dcoef) d[ROW_BLOCK];
                 for (int j = 0; j < nb; j++)
-                    dr[j] = ka[j] * gr[j] + kb[j] * ((xr[j] - hi[j]) - lo[j]) + kk[j];
-            else
-                for (int j = 0; j < nb; j++)
-                    dr[j] = ka[j] * gr[j];
+                    d[j] = FN(make_dcoef)(part[c0 + j], part[C + c0 + j], m,
+                                          mean[c0 + j], var[c0 + j], eps, gamma,
+                                          batch_stats, c0 + j, NULL, NULL);
+                segment_rows(&g, s, &r0, &r1);
+                FN(rows_dx)(dy, x, dx, &g, c0, nb, r0, r1, d, batch_stats);
+            }
         }
     }
+    for (int64_t c = 0; c < C; c++)
+        FN(make_dcoef)(part[c], part[C + c], m, mean[c], var[c], eps, gamma,
+                       batch_stats, c, dgamma, dbeta);
+    free(part);
 }
 
-#undef ROW_BLOCKS
-#undef BLOCK_WIDTH
-
 /* ------------------------------------------------------------ dispatch --- */
-/* The table entries: pick the loop shape from the layout. */
+/* The table entries: pick the loop shape from the layout. forward_train with
+   y == NULL computes only the statistics (cbn_stats_*). */
 
 static void FN(forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                               int64_t inner, const double *gamma,
@@ -397,6 +888,16 @@ static void FN(backward)(const T *dy, const T *x, T *dx, int64_t outer,
                           batch_stats, dgamma, dbeta);
 }
 
+#undef VT
+#undef VT_N
+#undef vt_set1
+#undef vt_sub
+#undef vt_fmadd
+#undef vt_loadu
+#undef vt_storeu
+#undef load2
+#undef STEP
+#undef ROWS_AT_ONCE
 #undef FN
 #undef CBN_CAT
 #undef CBN_CAT_

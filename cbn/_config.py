@@ -1,0 +1,44 @@
+"""cbn.show_config: what this build of cbn runs with."""
+import platform
+
+import numpy as np
+
+from cbn import kernels
+
+
+def _openmp_runtimes():
+    """File paths of the OpenMP runtimes loaded in this process (threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return [i["filepath"] for i in threadpool_info() if i.get("user_api") == "openmp"]
+
+
+def show_config():
+    """Print cbn's build and run-time configuration.
+
+    The SIMD level in use and those the CPU supports, the OpenMP version the
+    C core was built with and the runtime library loaded (when threadpoolctl
+    is installed), and the thread count large inputs use.
+
+    Examples
+    --------
+    >>> import cbn
+    >>> cbn.show_config()  # doctest: +ELLIPSIS
+    cbn ...
+    """
+    from cbn import __version__
+    omp = kernels.openmp_version()
+    runtimes = _openmp_runtimes()
+    lines = [
+        f"cbn {__version__} (numpy {np.__version__}, Python {platform.python_version()}, "
+        f"{platform.machine()})",
+        f"  SIMD level in use:  {kernels.get_simd()}",
+        f"  SIMD levels here:   {', '.join(kernels.simd_levels())}",
+        f"  OpenMP:             {('version ' + str(omp)) if omp else 'none (serial build)'}",
+    ]
+    if runtimes is not None:
+        lines.append(f"  OpenMP runtime:     {', '.join(runtimes) or 'not loaded'}")
+    lines.append(f"  threads:            {kernels.get_num_threads()}")
+    print("\n".join(lines))

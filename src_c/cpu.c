@@ -1,0 +1,71 @@
+/*
+ * cpu.c -- run-time detection of the instruction sets the kernels can use.
+ *
+ * A level is usable when the CPU has the instructions (CPUID) and the
+ * operating system saves the wider registers on context switch (XGETBV):
+ * AVX needs the SSE and AVX state, AVX-512 also the opmask and ZMM state.
+ */
+#include "kernels.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+
+#if defined(_MSC_VER)
+#include <intrin.h>
+static void cpuid(int leaf, int sub, unsigned r[4])
+{
+    int v[4];
+    __cpuidex(v, leaf, sub);
+    r[0] = v[0], r[1] = v[1], r[2] = v[2], r[3] = v[3];
+}
+static unsigned long long xcr0(void) { return _xgetbv(0); }
+#else
+#include <cpuid.h>
+static void cpuid(int leaf, int sub, unsigned r[4])
+{
+    r[0] = r[1] = r[2] = r[3] = 0;
+    __get_cpuid_count((unsigned)leaf, (unsigned)sub, &r[0], &r[1], &r[2], &r[3]);
+}
+static unsigned long long xcr0(void)
+{
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+#endif
+
+/* CPUID.1:ECX has FMA (12), OSXSAVE (27), AVX (28); CPUID.7.0:EBX has AVX2 (5)
+   and AVX512F (16). XCR0 bits 1-2 are SSE/AVX state, 5-7 the AVX-512 state. */
+static int os_avx(void)
+{
+    unsigned r[4];
+    cpuid(1, 0, r);
+    if (!(r[2] & (1u << 27)) || !(r[2] & (1u << 28)))
+        return 0;
+    return (xcr0() & 0x6) == 0x6;
+}
+
+int cbn_cpu_has_avx2_fma(void)
+{
+    unsigned r1[4], r7[4];
+    if (!os_avx())
+        return 0;
+    cpuid(1, 0, r1);
+    cpuid(7, 0, r7);
+    return (r1[2] & (1u << 12)) && (r7[1] & (1u << 5));
+}
+
+int cbn_cpu_has_avx512f(void)
+{
+    unsigned r7[4];
+    if (!cbn_cpu_has_avx2_fma() || (xcr0() & 0xe6) != 0xe6)
+        return 0;
+    cpuid(7, 0, r7);
+    return (r7[1] & (1u << 16)) != 0;
+}
+
+#else
+
+int cbn_cpu_has_avx2_fma(void) { return 0; }
+int cbn_cpu_has_avx512f(void) { return 0; }
+
+#endif

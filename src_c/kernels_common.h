@@ -1,0 +1,219 @@
+/*
+ * kernels_common.h -- type-independent pieces of the kernels: how a feature's
+ * batch is cut into chunks and segments, and how partial statistics merge.
+ * Included once by each kernels_<level>.c, before kernels_template.h.
+ *
+ * The reduction tree
+ * ------------------
+ * A feature's m values are cut into chunks of about CHUNK elements, small
+ * enough to stay in L1 between two passes; consecutive chunks are grouped
+ * into segments of SEG_CHUNKS chunks. Statistics are computed per chunk
+ * (exact two-pass: mean, then sum of squared deviations), merged chunk by
+ * chunk within a segment and segment by segment within the feature, always
+ * left to right (Chan et al.'s pairwise update, stable for any mean).
+ * The cuts depend only on the block's shape, so the result is the same
+ * whether one thread does a whole feature or several threads share its
+ * segments: bitwise identical for any thread count.
+ */
+#ifndef CBN_KERNELS_COMMON_H
+#define CBN_KERNELS_COMMON_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "kernels.h"
+
+#define CHUNK 2048      /* elements per chunk (runs layout) */
+#define SEG_CHUNKS 16   /* chunks per segment */
+#define ROW_BLOCK 256   /* features per column block (rows layout) */
+
+/* Count, mean and sum of squared deviations of some values. */
+typedef struct {
+    double n, mean, m2;
+} moments;
+
+/* Merge b into a (Chan, Golub & LeVeque). */
+static inline void moments_merge(moments *a, moments b)
+{
+    if (b.n == 0.0)
+        return;
+    if (a->n == 0.0) {
+        *a = b;
+        return;
+    }
+    double n = a->n + b.n, d = b.mean - a->mean;
+    a->mean += d * (b.n / n);
+    a->m2 += b.m2 + d * d * (a->n * (b.n / n));
+    a->n = n;
+}
+
+/* Moments of n values from their sum s1 = sum(x - mu) and s2 = sum((x - mu)^2)
+   around a first estimate mu (the corrected two-pass formula). */
+static inline moments moments_from_dev(double n, double mu, double s1, double s2)
+{
+    moments r;
+    double m2 = s2 - s1 * (s1 / n);
+    r.n = n;
+    r.mean = mu + s1 / n;
+    r.m2 = m2 < 0.0 ? 0.0 : m2; /* rounding only; NaN passes */
+    return r;
+}
+
+/* ---------------------------------------------------- runs (inner > 1) --- */
+
+/* How one feature's runs are cut. A chunk is the rectangle of rows
+   [o0, o1) and columns [i0, i1) of the feature's (outer, inner) slab. */
+typedef struct {
+    int64_t outer, C, inner;
+    int64_t pieces;   /* chunks per run (long runs), or 0 */
+    int64_t runs;     /* runs per chunk (short runs) */
+    int64_t nchunks;  /* per feature */
+    int64_t nseg;     /* per feature */
+} runs_geom;
+
+static inline runs_geom runs_geometry(int64_t outer, int64_t C, int64_t inner)
+{
+    runs_geom g;
+    g.outer = outer;
+    g.C = C;
+    g.inner = inner;
+    if (inner >= CHUNK) {
+        g.pieces = (inner + CHUNK - 1) / CHUNK;
+        g.runs = 1;
+        g.nchunks = outer * g.pieces;
+    } else {
+        g.pieces = 0;
+        g.runs = CHUNK / inner;
+        g.nchunks = (outer + g.runs - 1) / g.runs;
+    }
+    g.nseg = (g.nchunks + SEG_CHUNKS - 1) / SEG_CHUNKS;
+    return g;
+}
+
+static inline void runs_chunk(const runs_geom *g, int64_t j, int64_t *o0,
+                              int64_t *o1, int64_t *i0, int64_t *i1)
+{
+    if (g->pieces) {
+        int64_t p = j % g->pieces;
+        *o0 = j / g->pieces;
+        *o1 = *o0 + 1;
+        *i0 = p * CHUNK;
+        *i1 = *i0 + CHUNK < g->inner ? *i0 + CHUNK : g->inner;
+    } else {
+        *o0 = j * g->runs;
+        *o1 = *o0 + g->runs < g->outer ? *o0 + g->runs : g->outer;
+        *i0 = 0;
+        *i1 = g->inner;
+    }
+}
+
+/* ------------------------------------------------------ rows (inner == 1) */
+
+/* Rows per chunk: about CHUNK values of a column block, at least 16 rows so
+   the per-chunk merge is cheap next to the sums. Depends on C only. */
+static inline int64_t rows_per_chunk(int64_t C)
+{
+    int64_t w = C < ROW_BLOCK ? C : ROW_BLOCK;
+    int64_t r = 4 * CHUNK / w;
+    return r < 16 ? 16 : r;
+}
+
+/* How the rows of a column block are cut: column block b holds the features
+   [b*ROW_BLOCK, b*ROW_BLOCK + nb); segment s the rows [s*seg_rows, ...),
+   in chunks of R rows. */
+typedef struct {
+    int64_t outer, C, R, seg_rows, nblocks, nseg;
+} rows_geom;
+
+static inline rows_geom rows_geometry(int64_t outer, int64_t C)
+{
+    rows_geom g;
+    g.outer = outer;
+    g.C = C;
+    g.R = rows_per_chunk(C);
+    g.seg_rows = SEG_CHUNKS * g.R;
+    g.nblocks = (C + ROW_BLOCK - 1) / ROW_BLOCK;
+    g.nseg = (outer + g.seg_rows - 1) / g.seg_rows;
+    return g;
+}
+
+static inline int block_width(const rows_geom *g, int64_t b)
+{
+    int64_t w = g->C - b * ROW_BLOCK;
+    return (int)(w < ROW_BLOCK ? w : ROW_BLOCK);
+}
+
+static inline void segment_rows(const rows_geom *g, int64_t s, int64_t *r0,
+                                int64_t *r1)
+{
+    *r0 = s * g->seg_rows;
+    *r1 = *r0 + g->seg_rows < g->outer ? *r0 + g->seg_rows : g->outer;
+}
+
+/* Fold the moments of a group of nk rows -- per column j: first mean mu[j],
+   s1[j] = sum(x - mu[j]), s2[j] = sum((x - mu[j])^2) -- into running moments
+   (count n before the group; mean, m2 per column). Every column shares the
+   counts, so the divisions happen once and the loops vectorize. */
+static inline void fold_columns(int nb, double n, double nk, const double *mu,
+                                const double *s1, const double *s2,
+                                double *mean, double *m2)
+{
+    const double inv = 1.0 / nk;
+    if (n == 0.0) {
+        for (int j = 0; j < nb; j++) {
+            double q = s2[j] - s1[j] * (s1[j] * inv);
+            mean[j] = mu[j] + s1[j] * inv;
+            m2[j] = q < 0.0 ? 0.0 : q; /* rounding only; NaN passes */
+        }
+        return;
+    }
+    const double wb = nk / (n + nk), wab = n * wb;
+    for (int j = 0; j < nb; j++) {
+        double q = s2[j] - s1[j] * (s1[j] * inv);
+        double d = (mu[j] + s1[j] * inv) - mean[j];
+        mean[j] += d * wb;
+        m2[j] += (q < 0.0 ? 0.0 : q) + d * d * wab;
+    }
+}
+
+/* Merge partial moments (count nk; pmean, pm2 per column) into running ones
+   (count n): Chan's update with the divisions shared by all columns. */
+static inline void merge_columns(int nb, double n, double nk,
+                                 const double *pmean, const double *pm2,
+                                 double *mean, double *m2)
+{
+    if (n == 0.0) {
+        for (int j = 0; j < nb; j++)
+            mean[j] = pmean[j], m2[j] = pm2[j];
+        return;
+    }
+    const double wb = nk / (n + nk), wab = n * wb;
+    for (int j = 0; j < nb; j++) {
+        double d = pmean[j] - mean[j];
+        mean[j] += d * wb;
+        m2[j] += pm2[j] + d * d * wab;
+    }
+}
+
+/* Whether to share features' segments among threads rather than features:
+   when there are too few features to keep every thread busy. */
+static inline int split_batch(int nt, int64_t C, int64_t nseg)
+{
+    return nt > 1 && nseg > 1 && C < 4 * (int64_t)nt;
+}
+
+/* ------------------------------------------------------------- threads --- */
+
+/* Threads for a call with `work` elements: serial below the threshold. */
+static inline int threads_for(int64_t work)
+{
+    int nt = cbn_threads();
+    return work < CBN_PARALLEL_MIN_WORK ? 1 : nt;
+}
+
+#endif /* CBN_KERNELS_COMMON_H */

@@ -1,0 +1,37 @@
+/*
+ * kernels_instantiate.h -- stamp out one level's kernel table.
+ *
+ * Included by kernels_<level>.c after its vector layer simd/<level>.h, with
+ * CBN_TABLE naming the table to define. Instantiates kernels_template.h for
+ * float and double and collects the entry points.
+ */
+#include "kernels_common.h"
+
+/* Two double vectors from 2*VD_N doubles (vd_load2_f32 widens floats). */
+static inline void vd_load2_f64(const double *p, vd *lo, vd *hi)
+{
+    *lo = vd_loadu(p);
+    *hi = vd_loadu(p + VD_N);
+}
+
+#define T float
+#define SFX f32
+#define T_IS_F32 1
+#include "kernels_template.h"
+#undef T
+#undef SFX
+#undef T_IS_F32
+
+#define T double
+#define SFX f64
+#define T_IS_F32 0
+#include "kernels_template.h"
+#undef T
+#undef SFX
+#undef T_IS_F32
+
+const cbn_kernel_table CBN_TABLE = {
+    CBN_ISA_NAME,
+    forward_train_f32, forward_infer_f32, backward_f32,
+    forward_train_f64, forward_infer_f64, backward_f64,
+};

@@ -1,0 +1,33 @@
+/*
+ * simd/neon.h -- the arm64 baseline: NEON (Advanced SIMD), 2 doubles or 4
+ * floats a vector, with fused multiply-add. Part of every arm64 CPU.
+ */
+#include <arm_neon.h>
+
+#define CBN_ISA_NAME "neon"
+#define VD_N 2
+#define VF_N 4
+typedef float64x2_t vd;
+typedef float32x4_t vf;
+
+static inline vd vd_zero(void) { return vdupq_n_f64(0.0); }
+static inline vd vd_set1(double a) { return vdupq_n_f64(a); }
+static inline vd vd_add(vd a, vd b) { return vaddq_f64(a, b); }
+static inline vd vd_sub(vd a, vd b) { return vsubq_f64(a, b); }
+static inline vd vd_mul(vd a, vd b) { return vmulq_f64(a, b); }
+static inline vd vd_fmadd(vd a, vd b, vd c) { return vfmaq_f64(c, a, b); }
+static inline vd vd_loadu(const double *p) { return vld1q_f64(p); }
+static inline void vd_storeu(double *p, vd a) { vst1q_f64(p, a); }
+static inline double vd_hsum(vd a) { return vgetq_lane_f64(a, 0) + vgetq_lane_f64(a, 1); }
+static inline void vd_load2_f32(const float *p, vd *lo, vd *hi)
+{
+    float32x4_t v = vld1q_f32(p);
+    *lo = vcvt_f64_f32(vget_low_f32(v));
+    *hi = vcvt_high_f64_f32(v);
+}
+
+static inline vf vf_set1(float a) { return vdupq_n_f32(a); }
+static inline vf vf_sub(vf a, vf b) { return vsubq_f32(a, b); }
+static inline vf vf_fmadd(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }
+static inline vf vf_loadu(const float *p) { return vld1q_f32(p); }
+static inline void vf_storeu(float *p, vf a) { vst1q_f32(p, a); }

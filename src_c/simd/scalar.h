@@ -1,0 +1,31 @@
+/*
+ * simd/scalar.h -- the vector layer with one lane: plain C arithmetic.
+ * Kernels compiled against it are the reference the SIMD levels are tested
+ * against. See simd/README in kernels_template.h for the operations.
+ */
+#define CBN_ISA_NAME "scalar"
+#define VD_N 1
+#define VF_N 1
+typedef double vd;
+typedef float vf;
+
+static inline vd vd_zero(void) { return 0.0; }
+static inline vd vd_set1(double a) { return a; }
+static inline vd vd_add(vd a, vd b) { return a + b; }
+static inline vd vd_sub(vd a, vd b) { return a - b; }
+static inline vd vd_mul(vd a, vd b) { return a * b; }
+static inline vd vd_fmadd(vd a, vd b, vd c) { return a * b + c; }
+static inline vd vd_loadu(const double *p) { return *p; }
+static inline void vd_storeu(double *p, vd a) { *p = a; }
+static inline double vd_hsum(vd a) { return a; }
+static inline void vd_load2_f32(const float *p, vd *lo, vd *hi)
+{
+    *lo = (double)p[0];
+    *hi = (double)p[1];
+}
+
+static inline vf vf_set1(float a) { return a; }
+static inline vf vf_sub(vf a, vf b) { return a - b; }
+static inline vf vf_fmadd(vf a, vf b, vf c) { return a * b + c; }
+static inline vf vf_loadu(const float *p) { return *p; }
+static inline void vf_storeu(float *p, vf a) { *p = a; }

@@ -1,0 +1,37 @@
+/*
+ * simd/sse2.h -- the x86-64 baseline: SSE2, 2 doubles or 4 floats a vector.
+ * SSE2 is part of x86-64, so this level needs no run-time check. No FMA here:
+ * fmadd is a multiply and an add.
+ */
+#include <emmintrin.h>
+
+#define CBN_ISA_NAME "sse2"
+#define VD_N 2
+#define VF_N 4
+typedef __m128d vd;
+typedef __m128 vf;
+
+static inline vd vd_zero(void) { return _mm_setzero_pd(); }
+static inline vd vd_set1(double a) { return _mm_set1_pd(a); }
+static inline vd vd_add(vd a, vd b) { return _mm_add_pd(a, b); }
+static inline vd vd_sub(vd a, vd b) { return _mm_sub_pd(a, b); }
+static inline vd vd_mul(vd a, vd b) { return _mm_mul_pd(a, b); }
+static inline vd vd_fmadd(vd a, vd b, vd c) { return _mm_add_pd(_mm_mul_pd(a, b), c); }
+static inline vd vd_loadu(const double *p) { return _mm_loadu_pd(p); }
+static inline void vd_storeu(double *p, vd a) { _mm_storeu_pd(p, a); }
+static inline double vd_hsum(vd a)
+{
+    return _mm_cvtsd_f64(_mm_add_sd(a, _mm_unpackhi_pd(a, a)));
+}
+static inline void vd_load2_f32(const float *p, vd *lo, vd *hi)
+{
+    __m128 v = _mm_loadu_ps(p);
+    *lo = _mm_cvtps_pd(v);
+    *hi = _mm_cvtps_pd(_mm_movehl_ps(v, v));
+}
+
+static inline vf vf_set1(float a) { return _mm_set1_ps(a); }
+static inline vf vf_sub(vf a, vf b) { return _mm_sub_ps(a, b); }
+static inline vf vf_fmadd(vf a, vf b, vf c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
+static inline vf vf_loadu(const float *p) { return _mm_loadu_ps(p); }
+static inline void vf_storeu(float *p, vf a) { _mm_storeu_ps(p, a); }

@@ -1,0 +1,143 @@
+"""Every SIMD level against the scalar reference, and the run-time configuration.
+
+The kernels are one template compiled per instruction-set level; the scalar
+level is plain C. Each level the CPU supports must agree with it (to rounding:
+vector lanes sum in another order) on shapes that reach every code path:
+short and long runs (more than one chunk, more than one segment), row blocks
+wider than a vector and with tails, and both data types.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cbn
+from cbn import kernels
+from oracle import normalize_ref
+
+LEVELS = kernels.simd_levels()
+
+# (shape, batch axes): runs with inner < and > CHUNK (2048), several segments
+# (> 16 chunks per feature), rows with C below, above and not a multiple of
+# the 256-column block, odd sizes for vector tails.
+CASES = [
+    ((7, 5, 33), (0, 2)),
+    ((3, 2, 5000), (0, 2)),
+    ((64, 3, 700), (0, 2)),
+    ((9, 3, 37000), (0, 2)),
+    ((37, 19), 0),
+    ((300, 300), 0),
+    ((1030, 5), 0),
+    ((100000, 3), 0),
+    ((5, 7, 9, 11), (0, 1, 2)),
+]
+
+
+@pytest.fixture
+def simd_level():
+    """Restore the default level after a test that changes it."""
+    before = kernels.get_simd()
+    yield kernels.set_simd
+    kernels.set_simd(before)
+
+
+def run_all(x, axis, dy):
+    y, mean, var = cbn.normalize_batch(x, 1.5, -0.5, axis=axis, return_stats=True)
+    ye = cbn.normalize_batch(x, 1.5, -0.5, axis=axis, mean=mean + 0.25, var=var * 2)
+    grads = cbn.normalize_batch_backward(dy, x, mean, var, 1.5, axis=axis)
+    frozen = cbn.normalize_batch_backward(dy, x, mean, var, 1.5, axis=axis,
+                                          batch_stats=False)
+    return (y, mean, var, ye) + grads + frozen
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", CASES)
+def test_level_matches_scalar_reference(simd_level, level, dtype, shape, axis):
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=shape) * 3 + 100).astype(dtype)
+    dy = rng.normal(size=shape).astype(dtype)
+    simd_level("scalar")
+    ref = run_all(x, axis, dy)
+    simd_level(level)
+    got = run_all(x, axis, dy)
+    # statistics and outputs are computed in double (float32: also rounded
+    # once to float32), so levels differ only by summation order
+    rtol = 1e-12 if dtype == np.float64 else 2e-6
+    for r, g in zip(ref, got):
+        assert g.dtype == r.dtype and g.shape == r.shape
+        scale = max(1.0, float(np.abs(r).max()))
+        np.testing.assert_allclose(g, r, rtol=0, atol=rtol * scale)
+    # and the reference itself is right
+    yref = normalize_ref(x, 1.5, -0.5, axis=axis)[0]
+    np.testing.assert_allclose(ref[0], yref, atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_level_results_do_not_depend_on_threads(simd_level, level):
+    # C = 3 features and 9*37000 values each: with 2 threads the kernels share
+    # each feature's segments between threads, with 1 they do not.
+    simd_level(level)
+    rng = np.random.default_rng(3)
+    outs = []
+    for shape, axis in (((9, 3, 37000), (0, 2)), ((100000, 3), 0)):
+        x = rng.normal(5, 2, size=shape).astype(np.float32)
+        for n in (1, 2):
+            cbn.set_num_threads(n)
+            try:
+                outs.append((n, run_all(x, axis, x[::-1].copy())))
+            finally:
+                cbn.set_num_threads(0)
+    for (n1, a), (n2, b) in zip(outs[::2], outs[1::2]):
+        for u, v in zip(a, b):
+            assert u.tobytes() == v.tobytes()
+
+
+def test_set_num_threads_round_trip():
+    default = cbn.get_num_threads()
+    try:
+        cbn.set_num_threads(1)
+        assert cbn.get_num_threads() == 1
+        cbn.set_num_threads(3)
+        assert cbn.get_num_threads() == 3
+    finally:
+        cbn.set_num_threads(0)
+    assert cbn.get_num_threads() == default
+    with pytest.raises(ValueError):
+        cbn.set_num_threads(-1)
+
+
+def test_unknown_level_is_rejected_and_nothing_changes():
+    before = kernels.get_simd()
+    with pytest.raises(ValueError, match="not available"):
+        kernels.set_simd("avx9000")
+    assert kernels.get_simd() == before
+    assert LEVELS[0] == "scalar" and kernels.get_simd() == LEVELS[-1]
+
+
+def _python(code, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(cbn.__file__)))
+
+
+def test_environment_variable_forces_a_level():
+    r = _python("import cbn.kernels as k; print(k.get_simd())", CBN_SIMD="scalar")
+    assert r.returncode == 0 and r.stdout.strip() == "scalar"
+    r = _python("import cbn.kernels as k; print(k.get_simd())", CBN_SIMD="nonsense")
+    assert r.returncode == 0 and r.stdout.strip() == LEVELS[-1]
+    assert "ignoring CBN_SIMD" in r.stderr
+
+
+def test_show_config_reports_level_runtime_and_threads(capsys):
+    cbn.show_config()
+    out = capsys.readouterr().out
+    assert kernels.get_simd() in out
+    assert f"threads:            {cbn.get_num_threads()}" in out
+    if kernels.openmp_version():
+        threadpoolctl = pytest.importorskip("threadpoolctl")
+        apis = [i["user_api"] for i in threadpoolctl.threadpool_info()]
+        assert "openmp" in apis
+        assert "OpenMP runtime" in out
