@@ -6,6 +6,10 @@ demo
     Train a small NumPy MLP with and without ``cbn.BatchNorm1d`` on badly
     scaled synthetic data and print both loss curves side by side
     (see :mod:`cbn._demo`).
+bench
+    Time cbn's forward (training and eval) and backward against the memory
+    bandwidth floor (a copy of the same array) and, when it imports, PyTorch
+    (see :mod:`cbn._bench`).
 
 Each command lives in its own module, which provides ``add_arguments(parser)``
 and ``main(args) -> int`` (the exit status); adding one is one entry in
@@ -19,6 +23,7 @@ import sys
 COMMANDS = {
     "demo": ("cbn._demo", "train an MLP with and without BatchNorm1d on badly "
                           "scaled data and compare the losses"),
+    "bench": ("cbn._bench", "time cbn against the memory-bandwidth floor and PyTorch"),
 }
 
 

@@ -16,6 +16,15 @@
    parallel region costs more than normalizing a few thousand numbers. */
 #define CBN_PARALLEL_MIN_WORK 65536
 
+/* Output size from which kernels use streaming stores (see "Output stores"
+   in kernels_template.h): for training and backward, whose outputs are
+   written from data just read into L2, and for inference with given
+   statistics, a pure stream that only gains once the data are well beyond
+   what the last-level cache holds. Measured, not derived: see the
+   benchmark (python -m cbn bench). */
+#define CBN_STREAM_MIN_BYTES ((int64_t)16 << 20)
+#define CBN_STREAM_MIN_BYTES_EVAL ((int64_t)64 << 20)
+
 /* Per-data-type entries; T is float (f32) or double (f64). Argument order and
    meaning follow the public functions in cbn.h, except that forward_train
    also serves cbn_stats_*: with y == NULL it only computes the statistics. */

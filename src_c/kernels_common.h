@@ -8,9 +8,9 @@
  * A feature's m values are cut into chunks of about CHUNK elements, small
  * enough to stay in L1 between two passes; consecutive chunks are grouped
  * into segments of SEG_CHUNKS chunks. Statistics are computed per chunk
- * (exact two-pass: mean, then sum of squared deviations), merged chunk by
- * chunk within a segment and segment by segment within the feature, always
- * left to right (Chan et al.'s pairwise update, stable for any mean).
+ * (see "One pass or two" below), merged chunk by chunk within a segment and
+ * segment by segment within the feature, always left to right (Chan et al.'s
+ * pairwise update, stable for any mean).
  * The cuts depend only on the block's shape, so the result is the same
  * whether one thread does a whole feature or several threads share its
  * segments: bitwise identical for any thread count.
@@ -64,6 +64,29 @@ static inline moments moments_from_dev(double n, double mu, double s1, double s2
     return r;
 }
 
+/* One pass or two
+   ---------------
+   A chunk's moments come from one pass over it, s1 = sum(x - K) and
+   s2 = sum((x - K)^2) around a shift K (its segment's running mean, or the
+   segment's first value), with m2 = s2 - s1^2/n. That subtraction cancels
+   when K is far from the chunk's mean: it loses log2(s2/m2) bits. When
+   s1^2/n > s2/2 (more than one bit would be lost; also NaN) the kernels
+   redo the chunk, still in L1, with the exact two passes. So data is read
+   from memory once, and the variance is always within a few units in the
+   last place of double precision. */
+static inline int shift_is_accurate(double n, double s1, double s2)
+{
+    return s1 * (s1 / n) <= 0.5 * s2;
+}
+
+/* Whether an output of `bytes` bytes is written with streaming stores (see
+   "Output stores" in kernels_template.h): when it is far larger than what
+   the caches could keep anyway. */
+static inline int streams_output(int64_t bytes)
+{
+    return bytes >= CBN_STREAM_MIN_BYTES;
+}
+
 /* ---------------------------------------------------- runs (inner > 1) --- */
 
 /* How one feature's runs are cut. A chunk is the rectangle of rows
@@ -74,9 +97,11 @@ typedef struct {
     int64_t runs;     /* runs per chunk (short runs) */
     int64_t nchunks;  /* per feature */
     int64_t nseg;     /* per feature */
+    int stream;       /* write the output with streaming stores */
 } runs_geom;
 
-static inline runs_geom runs_geometry(int64_t outer, int64_t C, int64_t inner)
+static inline runs_geom runs_geometry(int64_t outer, int64_t C, int64_t inner,
+                                      size_t elsize)
 {
     runs_geom g;
     g.outer = outer;
@@ -92,6 +117,7 @@ static inline runs_geom runs_geometry(int64_t outer, int64_t C, int64_t inner)
         g.nchunks = (outer + g.runs - 1) / g.runs;
     }
     g.nseg = (g.nchunks + SEG_CHUNKS - 1) / SEG_CHUNKS;
+    g.stream = streams_output(outer * C * inner * (int64_t)elsize);
     return g;
 }
 
@@ -128,9 +154,10 @@ static inline int64_t rows_per_chunk(int64_t C)
    in chunks of R rows. */
 typedef struct {
     int64_t outer, C, R, seg_rows, nblocks, nseg;
+    int stream;  /* write the output with streaming stores */
 } rows_geom;
 
-static inline rows_geom rows_geometry(int64_t outer, int64_t C)
+static inline rows_geom rows_geometry(int64_t outer, int64_t C, size_t elsize)
 {
     rows_geom g;
     g.outer = outer;
@@ -139,6 +166,8 @@ static inline rows_geom rows_geometry(int64_t outer, int64_t C)
     g.seg_rows = SEG_CHUNKS * g.R;
     g.nblocks = (C + ROW_BLOCK - 1) / ROW_BLOCK;
     g.nseg = (outer + g.seg_rows - 1) / g.seg_rows;
+    g.stream = 0;  /* rows start anywhere: aligning each would cost more */
+    (void)elsize;
     return g;
 }
 

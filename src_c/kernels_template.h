@@ -44,6 +44,8 @@
 #define vt_fmadd vf_fmadd
 #define vt_loadu vf_loadu
 #define vt_storeu vf_storeu
+#define vt_stream vf_stream
+#define st_fmadd sf_fmadd
 #define load2 vd_load2_f32
 #else
 #define VT vd
@@ -53,6 +55,8 @@
 #define vt_fmadd vd_fmadd
 #define vt_loadu vd_loadu
 #define vt_storeu vd_storeu
+#define vt_stream vd_stream
+#define st_fmadd sd_fmadd
 #define load2 vd_load2_f64
 #endif
 
@@ -170,67 +174,121 @@ static void FN(run_grad)(const T *dy, const T *x, int64_t n, double mu,
     *s2 += b;
 }
 
-static void FN(run_normalize)(const T *x, T *y, int64_t n, FN(coef) k)
+/* Output stores
+   -------------
+   Outputs much larger than the caches are written with streaming stores
+   (`stream`): a normal store first reads the line it writes, which for
+   data headed to DRAM is a third memory transfer beside reading x and
+   writing y. Streaming stores need aligned addresses, so the first few
+   elements are stored one by one; scalar elements use st_fmadd, rounded
+   exactly like the vector lanes, so where the cut falls changes nothing. */
+
+/* How many of n elements at y to store singly before y is vector-aligned
+   (all of them if y is not even element-aligned). */
+static inline int64_t FN(peel)(const T *y, int64_t n)
+{
+    const uintptr_t w = (uintptr_t)(VT_N * sizeof(T));
+    uintptr_t a = (uintptr_t)y % w;
+    int64_t k = a % sizeof(T) ? n : (int64_t)(a ? (w - a) / sizeof(T) : 0);
+    return k < n ? k : n;
+}
+
+static void FN(run_normalize)(const T *x, T *y, int64_t n, FN(coef) k,
+                              int stream)
 {
     VT hi = vt_set1(k.hi), lo = vt_set1(k.lo), sc = vt_set1(k.scale),
        sh = vt_set1(k.shift);
     int64_t i = 0;
+    for (int64_t p = FN(peel)(y, n); i < p; i++)
+        y[i] = st_fmadd((x[i] - k.hi) - k.lo, k.scale, k.shift);
+    if (stream) {
+        for (; i + VT_N <= n; i += VT_N)
+            vt_stream(y + i, vt_fmadd(vt_sub(vt_sub(vt_loadu(x + i), hi), lo), sc, sh));
+    }
     for (; i + VT_N <= n; i += VT_N)
         vt_storeu(y + i, vt_fmadd(vt_sub(vt_sub(vt_loadu(x + i), hi), lo), sc, sh));
     for (; i < n; i++)
-        y[i] = ((x[i] - k.hi) - k.lo) * k.scale + k.shift;
+        y[i] = st_fmadd((x[i] - k.hi) - k.lo, k.scale, k.shift);
 }
 
 /* dx = a*dy + b*((x - hi) - lo) + k0 */
 static void FN(run_dx)(const T *dy, const T *x, T *dx, int64_t n, T a, T b,
-                       T k0, T hi, T lo)
+                       T k0, T hi, T lo, int stream)
 {
     VT va = vt_set1(a), vb = vt_set1(b), vk = vt_set1(k0), vhi = vt_set1(hi),
        vlo = vt_set1(lo);
     int64_t i = 0;
+    for (int64_t p = FN(peel)(dx, n); i < p; i++)
+        dx[i] = st_fmadd(a, dy[i], st_fmadd(b, (x[i] - hi) - lo, k0));
+    if (stream) {
+        for (; i + VT_N <= n; i += VT_N) {
+            VT xc = vt_sub(vt_sub(vt_loadu(x + i), vhi), vlo);
+            vt_stream(dx + i, vt_fmadd(va, vt_loadu(dy + i), vt_fmadd(vb, xc, vk)));
+        }
+    }
     for (; i + VT_N <= n; i += VT_N) {
         VT xc = vt_sub(vt_sub(vt_loadu(x + i), vhi), vlo);
         vt_storeu(dx + i, vt_fmadd(va, vt_loadu(dy + i), vt_fmadd(vb, xc, vk)));
     }
     for (; i < n; i++)
-        dx[i] = a * dy[i] + (b * ((x[i] - hi) - lo) + k0);
+        dx[i] = st_fmadd(a, dy[i], st_fmadd(b, (x[i] - hi) - lo, k0));
 }
 
 /* dx = a*dy (frozen statistics: x plays no part) */
-static void FN(run_scale)(const T *dy, T *dx, int64_t n, T a)
+static void FN(run_scale)(const T *dy, T *dx, int64_t n, T a, int stream)
 {
     VT va = vt_set1(a), zero = vt_set1((T)0);
     int64_t i = 0;
+    for (int64_t p = FN(peel)(dx, n); i < p; i++)
+        dx[i] = st_fmadd(a, dy[i], (T)0);
+    if (stream) {
+        for (; i + VT_N <= n; i += VT_N)
+            vt_stream(dx + i, vt_fmadd(va, vt_loadu(dy + i), zero));
+    }
     for (; i + VT_N <= n; i += VT_N)
         vt_storeu(dx + i, vt_fmadd(va, vt_loadu(dy + i), zero));
     for (; i < n; i++)
-        dx[i] = a * dy[i];
+        dx[i] = st_fmadd(a, dy[i], (T)0);
 }
 
 /* ---------------------------------------------------------------- runs --- */
 
+/* Moments of chunk j of feature c, in one pass around the shift K when that
+   is accurate, else in two (see "One pass or two" in kernels_common.h). */
 static moments FN(runs_chunk_moments)(const T *x, const runs_geom *g,
-                                      int64_t c, int64_t j)
+                                      int64_t c, int64_t j, double K)
 {
     int64_t o0, o1, i0, i1, o;
     runs_chunk(g, j, &o0, &o1, &i0, &i1);
     const double n = (double)(o1 - o0) * (double)(i1 - i0);
-    double s = 0.0, s1 = 0.0, s2 = 0.0;
+    double s1 = 0.0, s2 = 0.0;
     for (o = o0; o < o1; o++)
-        s += FN(run_sum)(x + (o * g->C + c) * g->inner + i0, i1 - i0);
-    const double mu = s / n;
-    for (o = o0; o < o1; o++)
-        FN(run_dev)(x + (o * g->C + c) * g->inner + i0, i1 - i0, mu, &s1, &s2);
-    return moments_from_dev(n, mu, s1, s2);
+        FN(run_dev)(x + (o * g->C + c) * g->inner + i0, i1 - i0, K, &s1, &s2);
+    if (!shift_is_accurate(n, s1, s2)) {
+        double s = 0.0;
+        for (o = o0; o < o1; o++)
+            s += FN(run_sum)(x + (o * g->C + c) * g->inner + i0, i1 - i0);
+        K = s / n;
+        s1 = s2 = 0.0;
+        for (o = o0; o < o1; o++)
+            FN(run_dev)(x + (o * g->C + c) * g->inner + i0, i1 - i0, K, &s1, &s2);
+    }
+    return moments_from_dev(n, K, s1, s2);
 }
 
 static moments FN(runs_segment_moments)(const T *x, const runs_geom *g,
                                         int64_t c, int64_t s)
 {
     moments acc = {0.0, 0.0, 0.0};
-    int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
-    for (int64_t j = s * SEG_CHUNKS; j < j1; j++)
-        moments_merge(&acc, FN(runs_chunk_moments)(x, g, c, j));
+    int64_t j0 = s * SEG_CHUNKS, j1 = j0 + SEG_CHUNKS < g->nchunks ? j0 + SEG_CHUNKS : g->nchunks;
+    int64_t o0, o1, i0, i1;
+    runs_chunk(g, j0, &o0, &o1, &i0, &i1);
+    /* the segment's first value shifts its first chunk, its running mean the rest */
+    double K = (double)x[(o0 * g->C + c) * g->inner + i0];
+    for (int64_t j = j0; j < j1; j++) {
+        moments_merge(&acc, FN(runs_chunk_moments)(x, g, c, j, K));
+        K = acc.mean;
+    }
     return acc;
 }
 
@@ -271,9 +329,11 @@ static void FN(runs_segment_normalize)(const T *x, T *y, const runs_geom *g,
         runs_chunk(g, j, &o0, &o1, &i0, &i1);
         for (int64_t o = o0; o < o1; o++) {
             int64_t off = (o * g->C + c) * g->inner + i0;
-            FN(run_normalize)(x + off, y + off, i1 - i0, k);
+            FN(run_normalize)(x + off, y + off, i1 - i0, k, g->stream);
         }
     }
+    if (g->stream)
+        stream_fence();
 }
 
 /* Coefficients of dx for feature c (see cbn.h), from the gradient sums. */
@@ -311,11 +371,13 @@ static void FN(runs_segment_dx)(const T *dy, const T *x, T *dx,
             int64_t off = (o * g->C + c) * g->inner + i0;
             if (batch_stats)
                 FN(run_dx)(dy + off, x + off, dx + off, i1 - i0, d.a, d.b,
-                           d.k0, d.hi, d.lo);
+                           d.k0, d.hi, d.lo, g->stream);
             else
-                FN(run_scale)(dy + off, dx + off, i1 - i0, d.a);
+                FN(run_scale)(dy + off, dx + off, i1 - i0, d.a, g->stream);
         }
     }
+    if (g->stream)
+        stream_fence();
 }
 
 static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
@@ -323,7 +385,7 @@ static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *beta, double eps,
                                    double *mean, double *var)
 {
-    const runs_geom g = runs_geometry(outer, C, inner);
+    const runs_geom g = runs_geometry(outer, C, inner, sizeof(T));
     const double m = (double)outer * (double)inner;
     const int nt = threads_for(outer * C * inner);
     moments *part = NULL;
@@ -378,13 +440,16 @@ static void FN(runs_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *beta, double eps)
 {
     const int nt = threads_for(outer * C * inner);
+    const int stream = outer * C * inner * (int64_t)sizeof(T) >= CBN_STREAM_MIN_BYTES_EVAL;
     int64_t r;
     /* every run is independent: share them out in order */
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (r = 0; r < outer * C; r++) {
         int64_t c = r % C;
         FN(coef) k = FN(make_coef)(mean[c], var[c], eps, gamma, beta, c);
-        FN(run_normalize)(x + r * inner, y + r * inner, inner, k);
+        FN(run_normalize)(x + r * inner, y + r * inner, inner, k, stream);
+        if (stream)
+            stream_fence();
     }
 }
 
@@ -394,7 +459,7 @@ static void FN(runs_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                               double eps, int batch_stats, double *dgamma,
                               double *dbeta)
 {
-    const runs_geom g = runs_geometry(outer, C, inner);
+    const runs_geom g = runs_geometry(outer, C, inner, sizeof(T));
     const double m = (double)outer * (double)inner;
     const int nt = threads_for(outer * C * inner);
     double *part = NULL;
@@ -595,7 +660,7 @@ static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
             vt_storeu(yr + j, vt_fmadd(v, vt_loadu(sc + j), vt_loadu(sh + j)));
         }
         for (; j < nb; j++)
-            yr[j] = ((xr[j] - hi[j]) - lo[j]) * sc[j] + sh[j];
+            yr[j] = st_fmadd((xr[j] - hi[j]) - lo[j], sc[j], sh[j]);
     }
 }
 
@@ -620,13 +685,13 @@ static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
                 vt_storeu(dr + j, vt_fmadd(vt_loadu(a + j), vt_loadu(gr + j), t));
             }
             for (; j < nb; j++)
-                dr[j] = a[j] * gr[j] + (b[j] * ((xr[j] - hi[j]) - lo[j]) + k0[j]);
-        } else {
+                dr[j] = st_fmadd(a[j], gr[j], st_fmadd(b[j], (xr[j] - hi[j]) - lo[j], k0[j]));
+        } else {  /* dx = a*dy: x plays no part (a NaN there stays out) */
             VT zero = vt_set1((T)0);
             for (; j + VT_N <= nb; j += VT_N)
                 vt_storeu(dr + j, vt_fmadd(vt_loadu(a + j), vt_loadu(gr + j), zero));
             for (; j < nb; j++)
-                dr[j] = a[j] * gr[j];
+                dr[j] = st_fmadd(a[j], gr[j], (T)0);
         }
     }
 }
@@ -646,7 +711,7 @@ static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *gamma, const double *beta,
                                    double eps, double *mean, double *var)
 {
-    const rows_geom g = rows_geometry(outer, C);
+    const rows_geom g = rows_geometry(outer, C, sizeof(T));
     const double m = (double)outer;
     const int nt = threads_for(outer * C);
     double *part = NULL;  /* per segment: mean[C], m2[C] */
@@ -739,7 +804,7 @@ static void FN(rows_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *gamma, const double *beta,
                                    double eps)
 {
-    const rows_geom g = rows_geometry(outer, C);
+    const rows_geom g = rows_geometry(outer, C, sizeof(T));
     const int nt = threads_for(outer * C);
     int64_t idx, total = g.nblocks * g.nseg;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -772,7 +837,7 @@ static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                               const double *gamma, double eps, int batch_stats,
                               double *dgamma, double *dbeta)
 {
-    const rows_geom g = rows_geometry(outer, C);
+    const rows_geom g = rows_geometry(outer, C, sizeof(T));
     const double m = (double)outer;
     const int nt = threads_for(outer * C);
     double *part = NULL;  /* per segment: sum dy [C], sum dy*(x-mean) [C] */
@@ -895,6 +960,8 @@ static void FN(backward)(const T *dy, const T *x, T *dx, int64_t outer,
 #undef vt_fmadd
 #undef vt_loadu
 #undef vt_storeu
+#undef vt_stream
+#undef st_fmadd
 #undef load2
 #undef STEP
 #undef ROWS_AT_ONCE

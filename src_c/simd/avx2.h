@@ -3,6 +3,7 @@
  * file compiles its functions for this target (see kernels_avx2.c); the
  * dispatcher only selects it when the CPU and OS support AVX2 and FMA.
  */
+#include <math.h>
 #include <immintrin.h>
 
 #define CBN_ISA_NAME "avx2"
@@ -35,3 +36,12 @@ static inline vf vf_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 static inline vf vf_fmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 static inline vf vf_loadu(const float *p) { return _mm256_loadu_ps(p); }
 static inline void vf_storeu(float *p, vf a) { _mm256_storeu_ps(p, a); }
+
+static inline void vd_stream(double *p, vd a) { _mm256_stream_pd(p, a); }
+static inline void vf_stream(float *p, vf a) { _mm256_stream_ps(p, a); }
+static inline void stream_fence(void) { _mm_sfence(); }
+
+/* Scalar a*b + c rounded like vd_fmadd/vf_fmadd (fused here), for the
+   elements before and after the vector loops. */
+static inline double sd_fmadd(double a, double b, double c) { return fma(a, b, c); }
+static inline float sf_fmadd(float a, float b, float c) { return fmaf(a, b, c); }

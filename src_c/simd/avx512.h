@@ -3,6 +3,7 @@
  * file compiles its functions for this target (see kernels_avx512.c); the
  * dispatcher only selects it when the CPU and OS support AVX-512F.
  */
+#include <math.h>
 #include <immintrin.h>
 
 #define CBN_ISA_NAME "avx512"
@@ -36,3 +37,12 @@ static inline vf vf_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 static inline vf vf_fmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 static inline vf vf_loadu(const float *p) { return _mm512_loadu_ps(p); }
 static inline void vf_storeu(float *p, vf a) { _mm512_storeu_ps(p, a); }
+
+static inline void vd_stream(double *p, vd a) { _mm512_stream_pd(p, a); }
+static inline void vf_stream(float *p, vf a) { _mm512_stream_ps(p, a); }
+static inline void stream_fence(void) { _mm_sfence(); }
+
+/* Scalar a*b + c rounded like vd_fmadd/vf_fmadd (fused here), for the
+   elements before and after the vector loops. */
+static inline double sd_fmadd(double a, double b, double c) { return fma(a, b, c); }
+static inline float sf_fmadd(float a, float b, float c) { return fmaf(a, b, c); }

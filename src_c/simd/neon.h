@@ -2,6 +2,7 @@
  * simd/neon.h -- the arm64 baseline: NEON (Advanced SIMD), 2 doubles or 4
  * floats a vector, with fused multiply-add. Part of every arm64 CPU.
  */
+#include <math.h>
 #include <arm_neon.h>
 
 #define CBN_ISA_NAME "neon"
@@ -31,3 +32,13 @@ static inline vf vf_sub(vf a, vf b) { return vsubq_f32(a, b); }
 static inline vf vf_fmadd(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }
 static inline vf vf_loadu(const float *p) { return vld1q_f32(p); }
 static inline void vf_storeu(float *p, vf a) { vst1q_f32(p, a); }
+
+/* arm64 has no streaming store intrinsic worth using here: plain stores. */
+static inline void vd_stream(double *p, vd a) { vst1q_f64(p, a); }
+static inline void vf_stream(float *p, vf a) { vst1q_f32(p, a); }
+static inline void stream_fence(void) {}
+
+/* Scalar a*b + c rounded like vd_fmadd/vf_fmadd (fused here), for the
+   elements before and after the vector loops. */
+static inline double sd_fmadd(double a, double b, double c) { return fma(a, b, c); }
+static inline float sf_fmadd(float a, float b, float c) { return fmaf(a, b, c); }

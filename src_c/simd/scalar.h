@@ -29,3 +29,14 @@ static inline vf vf_sub(vf a, vf b) { return a - b; }
 static inline vf vf_fmadd(vf a, vf b, vf c) { return a * b + c; }
 static inline vf vf_loadu(const float *p) { return *p; }
 static inline void vf_storeu(float *p, vf a) { *p = a; }
+
+/* Streaming (non-temporal) stores of a vector to an address aligned to its
+   size, and the fence that orders them; plain stores here. */
+static inline void vd_stream(double *p, vd a) { *p = a; }
+static inline void vf_stream(float *p, vf a) { *p = a; }
+static inline void stream_fence(void) {}
+
+/* Scalar a*b + c rounded like vd_fmadd/vf_fmadd (not fused here), for the
+   elements before and after the vector loops. */
+static inline double sd_fmadd(double a, double b, double c) { return a * b + c; }
+static inline float sf_fmadd(float a, float b, float c) { return a * b + c; }

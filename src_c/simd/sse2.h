@@ -35,3 +35,12 @@ static inline vf vf_sub(vf a, vf b) { return _mm_sub_ps(a, b); }
 static inline vf vf_fmadd(vf a, vf b, vf c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
 static inline vf vf_loadu(const float *p) { return _mm_loadu_ps(p); }
 static inline void vf_storeu(float *p, vf a) { _mm_storeu_ps(p, a); }
+
+static inline void vd_stream(double *p, vd a) { _mm_stream_pd(p, a); }
+static inline void vf_stream(float *p, vf a) { _mm_stream_ps(p, a); }
+static inline void stream_fence(void) { _mm_sfence(); }
+
+/* Scalar a*b + c rounded like vd_fmadd/vf_fmadd (not fused here), for the
+   elements before and after the vector loops. */
+static inline double sd_fmadd(double a, double b, double c) { return a * b + c; }
+static inline float sf_fmadd(float a, float b, float c) { return a * b + c; }

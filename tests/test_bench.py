@@ -1,0 +1,134 @@
+"""The benchmark's command line, ``python -m cbn bench`` (cbn/_bench.py).
+
+A smoke test only: timings depend on the machine and on what else runs on
+it, so nothing here asserts a speed. It checks that a quick run measures
+every case and writes well-formed numbers, and that the options behave as
+documented, ``--plot`` included with and without matplotlib.
+"""
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import cbn
+from cbn import _bench
+from cbn.__main__ import main
+
+REPO_ROOT = pathlib.Path(cbn.__file__).resolve().parent.parent
+THREADS = (1, 2)
+
+
+def run_cli(*argv, timeout=120):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "cbn", "bench", *argv], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One ``--quick`` run through the command line: its output and JSON."""
+    target = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = run_cli("--quick", "--threads", ",".join(map(str, THREADS)),
+                   "--json", str(target))
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, json.loads(target.read_text())
+
+
+def test_quick_run_measures_every_case_at_every_thread_count(quick_run):
+    _, result = quick_run
+    expected = [c.name for c in _bench.select_cases(quick=True)]
+    assert len(expected) == len(_bench.CASES) - 1   # all but the large case
+    for n in THREADS:
+        assert [r["case"] for r in result["records"] if r["threads"] == n] == expected
+    assert result["meta"]["threads"] == list(THREADS)
+    assert result["meta"]["simd"] in result["meta"]["simd_levels"]
+
+
+def test_records_hold_positive_finite_numbers(quick_run):
+    _, result = quick_run
+    variants = ["floor", *_bench.CBN_VARIANTS]
+    if result["meta"]["torch"]:
+        variants += _bench.TORCH_VARIANTS
+    for r in result["records"]:
+        assert set(r["seconds"]) == set(variants)
+        assert set(r["ratio_to_floor"]) == set(variants) - {"floor"}
+        stats = list(r["seconds"].values()) + list(r["ratio_to_floor"].values())
+        if result["meta"]["torch"]:
+            assert set(r["speedup_over_torch"]) == set(_bench.OPERATIONS)
+            stats += list(r["speedup_over_torch"].values())
+        else:
+            assert "speedup_over_torch" not in r
+        for s in stats:
+            assert len(s["rounds"]) == _bench.QUICK.rounds
+            assert s["min"] <= s["median"] <= s["max"]
+            for value in [s["median"], s["min"], s["max"], *s["rounds"]]:
+                assert math.isfinite(value) and value > 0
+        assert math.isfinite(r["gbps_train"]) and r["gbps_train"] > 0
+
+
+@pytest.mark.skipif(not has_torch(), reason="torch is not installed")
+def test_torch_computes_what_cbn_computes(quick_run):
+    # Otherwise the comparison would be between two different operations.
+    _, result = quick_run
+    for r in result["records"]:
+        for op, diff in r["max_abs_diff_vs_torch"].items():
+            assert diff < 1e-3, (r["label"], op)
+
+
+def test_report_has_a_table_per_thread_count(quick_run):
+    out, result = quick_run
+    assert result["meta"]["cpu"] in out and result["meta"]["simd"] in out
+    lines = out.splitlines()
+    for n in THREADS:
+        start = lines.index(f"threads: {n}")
+        rows = lines[start + 3:start + 3 + len(_bench.select_cases(quick=True))]
+        assert [row.split(" (")[0] for row in rows] == [
+            c.title for c in _bench.select_cases(quick=True)]
+    assert "µs" in next(line for line in lines if line.startswith("tiny"))
+
+
+def test_case_filter_and_bad_options(capsys):
+    assert [c.name for c in _bench.select_cases(patterns=["F64"])] == [
+        "2d-wide-f64", "nchw-f64"]
+    assert "nchw-large" not in [c.name for c in _bench.select_cases(quick=True)]
+    assert main(["bench", "--cases", "no-such-case"]) == 2
+    assert "no case matches" in capsys.readouterr().err
+    for argv in (["--threads", "0"], ["--threads", "x"], ["--threads", ""]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["bench", *argv])
+        assert exit_info.value.code == 2
+
+
+def test_plot_without_matplotlib_fails_before_measuring(tmp_path, monkeypatch, capsys):
+    # A None entry in sys.modules makes ``import matplotlib`` raise ImportError,
+    # whether or not matplotlib is installed.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    target = tmp_path / "bars.png"
+    assert main(["bench", "--quick", "--plot", str(target)]) == 1
+    out, err = capsys.readouterr()
+    assert "matplotlib" in err
+    assert "threads:" not in out, "the benchmark ran although it could not plot"
+    assert not target.exists()
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "bars.png"
+    proc = run_cli("--quick", "--cases", "2d-tall,tiny", "--threads", "1",
+                   "--plot", str(target))
+    assert proc.returncode == 0, proc.stderr
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(target) in proc.stdout
