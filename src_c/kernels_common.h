@@ -30,7 +30,7 @@
 
 #define CHUNK 2048      /* elements per chunk (runs layout) */
 #define SEG_CHUNKS 16   /* chunks per segment */
-#define ROW_BLOCK 256   /* features per column block (rows layout) */
+#define ROW_BLOCK 1024  /* features per column block (rows layout) */
 
 /* Count, mean and sum of squared deviations of some values. */
 typedef struct {
@@ -140,13 +140,14 @@ static inline void runs_chunk(const runs_geom *g, int64_t j, int64_t *o0,
 
 /* ------------------------------------------------------ rows (inner == 1) */
 
-/* Rows per chunk: about CHUNK values of a column block, at least 16 rows so
-   the per-chunk merge is cheap next to the sums. Depends on C only. */
+/* Rows per chunk: about 4*CHUNK values of a column block, and at least 64
+   rows, so the per-chunk work on each column (check, fold) stays small next
+   to the sums. Depends on C only. */
 static inline int64_t rows_per_chunk(int64_t C)
 {
     int64_t w = C < ROW_BLOCK ? C : ROW_BLOCK;
     int64_t r = 4 * CHUNK / w;
-    return r < 16 ? 16 : r;
+    return r < 64 ? 64 : r;
 }
 
 /* How the rows of a column block are cut: column block b holds the features

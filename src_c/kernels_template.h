@@ -153,9 +153,24 @@ static void FN(run_dev)(const T *p, int64_t n, double mu, double *s1, double *s2
 static void FN(run_grad)(const T *dy, const T *x, int64_t n, double mu,
                          double *s1, double *s2)
 {
-    vd m = vd_set1(mu), g0 = vd_zero(), g1 = vd_zero(), q0 = vd_zero(),
-       q1 = vd_zero(), gl, gh, xl, xh;
+    vd m = vd_set1(mu), g0 = vd_zero(), g1 = vd_zero(), g2 = vd_zero(),
+       g3 = vd_zero(), q0 = vd_zero(), q1 = vd_zero(), q2 = vd_zero(),
+       q3 = vd_zero(), gl, gh, xl, xh;
     int64_t i = 0;
+    for (; i + 2 * STEP <= n; i += 2 * STEP) {
+        load2(dy + i, &gl, &gh);
+        load2(x + i, &xl, &xh);
+        g0 = vd_add(g0, gl);
+        g1 = vd_add(g1, gh);
+        q0 = vd_fmadd(gl, vd_sub(xl, m), q0);
+        q1 = vd_fmadd(gh, vd_sub(xh, m), q1);
+        load2(dy + i + STEP, &gl, &gh);
+        load2(x + i + STEP, &xl, &xh);
+        g2 = vd_add(g2, gl);
+        g3 = vd_add(g3, gh);
+        q2 = vd_fmadd(gl, vd_sub(xl, m), q2);
+        q3 = vd_fmadd(gh, vd_sub(xh, m), q3);
+    }
     for (; i + STEP <= n; i += STEP) {
         load2(dy + i, &gl, &gh);
         load2(x + i, &xl, &xh);
@@ -164,7 +179,8 @@ static void FN(run_grad)(const T *dy, const T *x, int64_t n, double mu,
         q0 = vd_fmadd(gl, vd_sub(xl, m), q0);
         q1 = vd_fmadd(gh, vd_sub(xh, m), q1);
     }
-    double a = vd_hsum(vd_add(g0, g1)), b = vd_hsum(vd_add(q0, q1));
+    double a = vd_hsum(vd_add(vd_add(g0, g1), vd_add(g2, g3)));
+    double b = vd_hsum(vd_add(vd_add(q0, q1), vd_add(q2, q3)));
     for (; i < n; i++) {
         double g = (double)dy[i];
         a += g;
@@ -626,20 +642,36 @@ static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
                                        int64_t c0, int nb, int64_t r0,
                                        int64_t r1, double *mean, double *m2)
 {
-    double mu[ROW_BLOCK], s1[ROW_BLOCK], s2[ROW_BLOCK], n = 0.0;
+    double K[ROW_BLOCK], s1[ROW_BLOCK], s2[ROW_BLOCK], n = 0.0;
+    /* shifts: the segment's first row, then its running means */
+    for (int j = 0; j < nb; j++) {
+        K[j] = (double)x[r0 * g->C + c0 + j];
+        mean[j] = 0.0, m2[j] = 0.0;
+    }
     for (int64_t a = r0; a < r1; a += g->R) {
         int64_t b = a + g->R < r1 ? a + g->R : r1, r;
-        double nk = (double)(b - a), inv = 1.0 / nk;
+        double nk = (double)(b - a);
+        int accurate = 1;
         for (int j = 0; j < nb; j++)
-            mu[j] = 0.0, s1[j] = 0.0, s2[j] = 0.0;
+            s1[j] = 0.0, s2[j] = 0.0;
         for (r = a; r < b; r += ROWS_AT_ONCE(r, b))
-            FN(rows_add)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, mu);
+            FN(rows_dev)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, K, s1, s2);
         for (int j = 0; j < nb; j++)
-            mu[j] *= inv;
-        for (r = a; r < b; r += ROWS_AT_ONCE(r, b))
-            FN(rows_dev)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, mu, s1, s2);
-        fold_columns(nb, n, nk, mu, s1, s2, mean, m2);
+            accurate &= shift_is_accurate(nk, s1[j], s2[j]);
+        if (!accurate) {  /* exact two passes over the chunk, all columns */
+            for (int j = 0; j < nb; j++)
+                K[j] = 0.0, s1[j] = 0.0, s2[j] = 0.0;
+            for (r = a; r < b; r += ROWS_AT_ONCE(r, b))
+                FN(rows_add)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, K);
+            for (int j = 0; j < nb; j++)
+                K[j] /= nk;
+            for (r = a; r < b; r += ROWS_AT_ONCE(r, b))
+                FN(rows_dev)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, K, s1, s2);
+        }
+        fold_columns(nb, n, nk, K, s1, s2, mean, m2);
         n += nk;
+        for (int j = 0; j < nb; j++)
+            K[j] = mean[j];
     }
     return n;
 }

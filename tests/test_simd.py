@@ -143,3 +143,32 @@ def test_show_config_reports_level_runtime_and_threads(capsys):
         apis = [i["user_api"] for i in threadpoolctl.threadpool_info()]
         assert "openmp" in apis
         assert "OpenMP runtime" in out
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((40, 3, 300), (0, 2)), ((5000, 7), 0)])
+def test_statistics_exact_when_chunks_need_two_passes(simd_level, level, dtype,
+                                                      shape, axis):
+    # Chunks are summed once around a shift (the first value, then the running
+    # mean) and redone with two passes when that would lose precision: an
+    # outlier first value, and a ramp whose later chunks lie far from the
+    # running mean, must both reach the two-pass accuracy.
+    simd_level(level)
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=shape)
+    first = (0, 0, 0) if len(shape) == 3 else (0, 0)
+    x[first] = 1e7                                   # outlier first value
+    ramp = np.linspace(0, 1e5, x.size).reshape(shape)
+    for data in (x, x + ramp, np.sort(x, axis=0) * 1e3 + 1e6):
+        data = data.astype(dtype)
+        y, mean, var = cbn.normalize_batch(data, axis=axis, return_stats=True)
+        yref, mref, vref = normalize_ref(data, axis=axis)
+        np.testing.assert_allclose(mean, mref, rtol=1e-13, atol=0)
+        np.testing.assert_allclose(var, vref, rtol=1e-11, atol=0)
+        if dtype == np.float32:  # a few float32 units in the last place
+            np.testing.assert_allclose(y, yref, rtol=3e-7, atol=2e-6)
+        else:
+            # (x - mean) cancels: the error scales with the largest |y|
+            scale = max(1.0, float(np.abs(yref).max()))
+            np.testing.assert_allclose(y, yref, rtol=1e-12, atol=1e-12 * scale)
