@@ -164,7 +164,9 @@ static inline rows_geom rows_geometry(int64_t outer, int64_t C, size_t elsize)
     g.outer = outer;
     g.C = C;
     g.R = rows_per_chunk(C);
-    g.seg_rows = SEG_CHUNKS * g.R;
+    /* short segments: rows carry no per-run cost to amortize, and threads
+       need several segments to share when the columns fit one block */
+    g.seg_rows = 2 * g.R;
     g.nblocks = (C + ROW_BLOCK - 1) / ROW_BLOCK;
     g.nseg = (outer + g.seg_rows - 1) / g.seg_rows;
     g.stream = 0;  /* rows start anywhere: aligning each would cost more */

@@ -728,14 +728,24 @@ static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
     }
 }
 
+/* The coefficients of make_coef for columns [c0, c0+nb), as straight loops
+   the compiler vectorizes (square roots and divisions included). */
 static void FN(rows_block_coefs)(int64_t c0, int nb, const double *mean,
                                  const double *var, double eps,
                                  const double *gamma, const double *beta,
                                  T *hi, T *lo, T *sc, T *sh)
 {
+    double inv[ROW_BLOCK];
+    for (int j = 0; j < nb; j++)
+        inv[j] = 1.0 / sqrt(var[j] + eps);
+    if (gamma)
+        for (int j = 0; j < nb; j++)
+            inv[j] *= gamma[c0 + j];
     for (int j = 0; j < nb; j++) {
-        FN(coef) k = FN(make_coef)(mean[j], var[j], eps, gamma, beta, c0 + j);
-        hi[j] = k.hi, lo[j] = k.lo, sc[j] = k.scale, sh[j] = k.shift;
+        hi[j] = (T)mean[j];
+        lo[j] = (T)(mean[j] - (double)hi[j]);
+        sc[j] = (T)inv[j];
+        sh[j] = beta ? (T)beta[c0 + j] : (T)0;
     }
 }
 
