@@ -26,9 +26,10 @@
  *   (feature, segment) pairs with partial statistics merged afterwards in
  *   the fixed order -- the same arithmetic either way.
  * - The normalize pass works in T, not double, but stays accurate for data far
- *   from zero: the double mean is split into hi = (T)mean and a small lo, and
- *   (x - hi) is exact when x is near the mean (Sterbenz), so
- *   ((x - hi) - lo)*scale + shift loses only a few units in the last place.
+ *   from zero: with hi = (T)mean, (x - hi) is exact when x is near the mean
+ *   (Sterbenz), and the rest of the mean, lo = mean - hi, is folded into the
+ *   shift in double: y = (x - hi)*scale + (beta - lo*scale), one fused
+ *   multiply-add, within a few units in the last place of the float64 result.
  */
 
 #define CBN_CAT_(a, b) a##_##b
@@ -62,9 +63,9 @@
 
 #define STEP (2 * VD_N) /* values per widened load */
 
-/* Per-feature coefficients of the normalize pass: y = ((x-hi)-lo)*scale+shift. */
+/* Per-feature coefficients of the normalize pass: y = (x - hi)*scale + shift. */
 typedef struct {
-    T hi, lo, scale, shift;
+    T hi, scale, shift;
 } FN(coef);
 
 static FN(coef) FN(make_coef)(double mean, double var, double eps,
@@ -73,10 +74,12 @@ static FN(coef) FN(make_coef)(double mean, double var, double eps,
 {
     FN(coef) k;
     double invstd = 1.0 / sqrt(var + eps);
+    double scale = (gamma ? gamma[c] : 1.0) * invstd;
     k.hi = (T)mean;
-    k.lo = (T)(mean - (double)k.hi);
-    k.scale = (T)((gamma ? gamma[c] : 1.0) * invstd);
+    k.scale = (T)scale;
     k.shift = (T)(beta ? beta[c] : 0.0);
+    if (mean != (double)k.hi)  /* skip 0*inf: Inf and NaN must stay their own */
+        k.shift = (T)((beta ? beta[c] : 0.0) - (mean - (double)k.hi) * scale);
     return k;
 }
 
@@ -212,42 +215,40 @@ static inline int64_t FN(peel)(const T *y, int64_t n)
 static void FN(run_normalize)(const T *x, T *y, int64_t n, FN(coef) k,
                               int stream)
 {
-    VT hi = vt_set1(k.hi), lo = vt_set1(k.lo), sc = vt_set1(k.scale),
-       sh = vt_set1(k.shift);
+    VT hi = vt_set1(k.hi), sc = vt_set1(k.scale), sh = vt_set1(k.shift);
     int64_t i = 0;
     for (int64_t p = FN(peel)(y, n); i < p; i++)
-        y[i] = st_fmadd((x[i] - k.hi) - k.lo, k.scale, k.shift);
+        y[i] = st_fmadd(x[i] - k.hi, k.scale, k.shift);
     if (stream) {
         for (; i + VT_N <= n; i += VT_N)
-            vt_stream(y + i, vt_fmadd(vt_sub(vt_sub(vt_loadu(x + i), hi), lo), sc, sh));
+            vt_stream(y + i, vt_fmadd(vt_sub(vt_loadu(x + i), hi), sc, sh));
     }
     for (; i + VT_N <= n; i += VT_N)
-        vt_storeu(y + i, vt_fmadd(vt_sub(vt_sub(vt_loadu(x + i), hi), lo), sc, sh));
+        vt_storeu(y + i, vt_fmadd(vt_sub(vt_loadu(x + i), hi), sc, sh));
     for (; i < n; i++)
-        y[i] = st_fmadd((x[i] - k.hi) - k.lo, k.scale, k.shift);
+        y[i] = st_fmadd(x[i] - k.hi, k.scale, k.shift);
 }
 
-/* dx = a*dy + b*((x - hi) - lo) + k0 */
+/* dx = a*dy + (b*(x - hi) + k0) */
 static void FN(run_dx)(const T *dy, const T *x, T *dx, int64_t n, T a, T b,
-                       T k0, T hi, T lo, int stream)
+                       T k0, T hi, int stream)
 {
-    VT va = vt_set1(a), vb = vt_set1(b), vk = vt_set1(k0), vhi = vt_set1(hi),
-       vlo = vt_set1(lo);
+    VT va = vt_set1(a), vb = vt_set1(b), vk = vt_set1(k0), vhi = vt_set1(hi);
     int64_t i = 0;
     for (int64_t p = FN(peel)(dx, n); i < p; i++)
-        dx[i] = st_fmadd(a, dy[i], st_fmadd(b, (x[i] - hi) - lo, k0));
+        dx[i] = st_fmadd(a, dy[i], st_fmadd(b, x[i] - hi, k0));
     if (stream) {
         for (; i + VT_N <= n; i += VT_N) {
-            VT xc = vt_sub(vt_sub(vt_loadu(x + i), vhi), vlo);
+            VT xc = vt_sub(vt_loadu(x + i), vhi);
             vt_stream(dx + i, vt_fmadd(va, vt_loadu(dy + i), vt_fmadd(vb, xc, vk)));
         }
     }
     for (; i + VT_N <= n; i += VT_N) {
-        VT xc = vt_sub(vt_sub(vt_loadu(x + i), vhi), vlo);
+        VT xc = vt_sub(vt_loadu(x + i), vhi);
         vt_storeu(dx + i, vt_fmadd(va, vt_loadu(dy + i), vt_fmadd(vb, xc, vk)));
     }
     for (; i < n; i++)
-        dx[i] = st_fmadd(a, dy[i], st_fmadd(b, (x[i] - hi) - lo, k0));
+        dx[i] = st_fmadd(a, dy[i], st_fmadd(b, x[i] - hi, k0));
 }
 
 /* dx = a*dy (frozen statistics: x plays no part) */
@@ -354,7 +355,7 @@ static void FN(runs_segment_normalize)(const T *x, T *y, const runs_geom *g,
 
 /* Coefficients of dx for feature c (see cbn.h), from the gradient sums. */
 typedef struct {
-    T a, b, k0, hi, lo;
+    T a, b, k0, hi;
 } FN(dcoef);
 
 static FN(dcoef) FN(make_dcoef)(double sdy, double sdyx, double m, double mean,
@@ -367,11 +368,14 @@ static FN(dcoef) FN(make_dcoef)(double sdy, double sdyx, double m, double mean,
     double g = gamma ? gamma[c] : 1.0;
     if (dgamma) dgamma[c] = sdyx * invstd;
     if (dbeta) dbeta[c] = sdy;
+    /* dx = a*dy + b*(x - mean) + k0 with x - mean = (x - hi) - lo, and the
+       lo part folded into k0 in double (as the shift of make_coef) */
+    double b = batch_stats ? -g * invstd * invstd * invstd * sdyx / m : 0.0;
+    double k0 = batch_stats ? -g * invstd * sdy / m : 0.0;
     d.a = (T)(g * invstd);
-    d.b = batch_stats ? (T)(-g * invstd * invstd * invstd * sdyx / m) : (T)0;
-    d.k0 = batch_stats ? (T)(-g * invstd * sdy / m) : (T)0;
     d.hi = (T)mean;
-    d.lo = (T)(mean - (double)d.hi);
+    d.b = (T)b;
+    d.k0 = (T)(mean != (double)d.hi ? k0 - b * (mean - (double)d.hi) : k0);
     return d;
 }
 
@@ -387,7 +391,7 @@ static void FN(runs_segment_dx)(const T *dy, const T *x, T *dx,
             int64_t off = (o * g->C + c) * g->inner + i0;
             if (batch_stats)
                 FN(run_dx)(dy + off, x + off, dx + off, i1 - i0, d.a, d.b,
-                           d.k0, d.hi, d.lo, g->stream);
+                           d.k0, d.hi, g->stream);
             else
                 FN(run_scale)(dy + off, dx + off, i1 - i0, d.a, g->stream);
         }
@@ -681,30 +685,29 @@ static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
    which for rows of 4 KiB all fall in the same L1 set. */
 static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
                                int nb, int64_t r0, int64_t r1, const T *hi,
-                               const T *lo, const T *sc, const T *sh)
+                               const T *sc, const T *sh)
 {
     for (int64_t r = r0; r < r1; r++) {
         const T *xr = x + r * g->C + c0;
         T *yr = y + r * g->C + c0;
         int j = 0;
-        for (; j + VT_N <= nb; j += VT_N) {
-            VT v = vt_sub(vt_sub(vt_loadu(xr + j), vt_loadu(hi + j)), vt_loadu(lo + j));
-            vt_storeu(yr + j, vt_fmadd(v, vt_loadu(sc + j), vt_loadu(sh + j)));
-        }
+        for (; j + VT_N <= nb; j += VT_N)
+            vt_storeu(yr + j, vt_fmadd(vt_sub(vt_loadu(xr + j), vt_loadu(hi + j)),
+                                       vt_loadu(sc + j), vt_loadu(sh + j)));
         for (; j < nb; j++)
-            yr[j] = st_fmadd((xr[j] - hi[j]) - lo[j], sc[j], sh[j]);
+            yr[j] = st_fmadd(xr[j] - hi[j], sc[j], sh[j]);
     }
 }
 
-/* dx = a*dy + b*((x - hi) - lo) + k0 over rows [r0, r1) of a column block,
-   row by row (see rows_normalize). */
+/* dx = a*dy + (b*(x - hi) + k0) over rows [r0, r1) of a column block, row
+   by row (see rows_normalize). */
 static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
                         int64_t c0, int nb, int64_t r0, int64_t r1,
                         const FN(dcoef) *d, int batch_stats)
 {
-    T a[ROW_BLOCK], b[ROW_BLOCK], k0[ROW_BLOCK], hi[ROW_BLOCK], lo[ROW_BLOCK];
+    T a[ROW_BLOCK], b[ROW_BLOCK], k0[ROW_BLOCK], hi[ROW_BLOCK];
     for (int j = 0; j < nb; j++)
-        a[j] = d[j].a, b[j] = d[j].b, k0[j] = d[j].k0, hi[j] = d[j].hi, lo[j] = d[j].lo;
+        a[j] = d[j].a, b[j] = d[j].b, k0[j] = d[j].k0, hi[j] = d[j].hi;
     for (int64_t r = r0; r < r1; r++) {
         const int64_t off = r * g->C + c0;
         const T *gr = dy + off, *xr = x + off;
@@ -712,12 +715,12 @@ static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
         int j = 0;
         if (batch_stats) {
             for (; j + VT_N <= nb; j += VT_N) {
-                VT xc = vt_sub(vt_sub(vt_loadu(xr + j), vt_loadu(hi + j)), vt_loadu(lo + j));
-                VT t = vt_fmadd(vt_loadu(b + j), xc, vt_loadu(k0 + j));
+                VT t = vt_fmadd(vt_loadu(b + j), vt_sub(vt_loadu(xr + j), vt_loadu(hi + j)),
+                                vt_loadu(k0 + j));
                 vt_storeu(dr + j, vt_fmadd(vt_loadu(a + j), vt_loadu(gr + j), t));
             }
             for (; j < nb; j++)
-                dr[j] = st_fmadd(a[j], gr[j], st_fmadd(b[j], (xr[j] - hi[j]) - lo[j], k0[j]));
+                dr[j] = st_fmadd(a[j], gr[j], st_fmadd(b[j], xr[j] - hi[j], k0[j]));
         } else {  /* dx = a*dy: x plays no part (a NaN there stays out) */
             VT zero = vt_set1((T)0);
             for (; j + VT_N <= nb; j += VT_N)
@@ -733,19 +736,19 @@ static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
 static void FN(rows_block_coefs)(int64_t c0, int nb, const double *mean,
                                  const double *var, double eps,
                                  const double *gamma, const double *beta,
-                                 T *hi, T *lo, T *sc, T *sh)
+                                 T *hi, T *sc, T *sh)
 {
-    double inv[ROW_BLOCK];
+    double scale[ROW_BLOCK];
     for (int j = 0; j < nb; j++)
-        inv[j] = 1.0 / sqrt(var[j] + eps);
+        scale[j] = 1.0 / sqrt(var[j] + eps);
     if (gamma)
         for (int j = 0; j < nb; j++)
-            inv[j] *= gamma[c0 + j];
+            scale[j] *= gamma[c0 + j];
     for (int j = 0; j < nb; j++) {
         hi[j] = (T)mean[j];
-        lo[j] = (T)(mean[j] - (double)hi[j]);
-        sc[j] = (T)inv[j];
-        sh[j] = beta ? (T)beta[c0 + j] : (T)0;
+        sc[j] = (T)scale[j];
+        double lo = mean[j] - (double)hi[j], b = beta ? beta[c0 + j] : 0.0;
+        sh[j] = (T)(lo != 0.0 ? b - lo * scale[j] : b);
     }
 }
 
@@ -767,7 +770,7 @@ static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
             const int nb = block_width(&g, b);
             double tmean[ROW_BLOCK], tm2[ROW_BLOCK], smean[ROW_BLOCK],
                    sm2[ROW_BLOCK], tn = 0.0;
-            T hi[ROW_BLOCK], lo[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
+            T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
             for (int64_t s = 0; s < g.nseg; s++) {
                 int64_t r0, r1;
                 segment_rows(&g, s, &r0, &r1);
@@ -782,8 +785,8 @@ static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
             }
             if (y) {
                 FN(rows_block_coefs)(c0, nb, tmean, tm2, eps, gamma, beta,
-                                     hi, lo, sc, sh);
-                FN(rows_normalize)(x, y, &g, c0, nb, 0, outer, hi, lo, sc, sh);
+                                     hi, sc, sh);
+                FN(rows_normalize)(x, y, &g, c0, nb, 0, outer, hi, sc, sh);
             }
         }
         return;
@@ -830,11 +833,11 @@ static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                 int64_t b = idx / g.nseg, s = idx % g.nseg, r0, r1;
                 const int64_t c0 = b * ROW_BLOCK;
                 const int nb = block_width(&g, b);
-                T hi[ROW_BLOCK], lo[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
+                T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
                 segment_rows(&g, s, &r0, &r1);
                 FN(rows_block_coefs)(c0, nb, totals + c0, totals + C + c0, eps,
-                                     gamma, beta, hi, lo, sc, sh);
-                FN(rows_normalize)(x, y, &g, c0, nb, r0, r1, hi, lo, sc, sh);
+                                     gamma, beta, hi, sc, sh);
+                FN(rows_normalize)(x, y, &g, c0, nb, r0, r1, hi, sc, sh);
             }
         }
     }
@@ -854,11 +857,11 @@ static void FN(rows_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
         int64_t b = idx % g.nblocks, s = idx / g.nblocks, r0, r1;
         const int64_t c0 = b * ROW_BLOCK;
         const int nb = block_width(&g, b);
-        T hi[ROW_BLOCK], lo[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
+        T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
         segment_rows(&g, s, &r0, &r1);
         FN(rows_block_coefs)(c0, nb, mean + c0, var + c0, eps, gamma, beta,
-                             hi, lo, sc, sh);
-        FN(rows_normalize)(x, y, &g, c0, nb, r0, r1, hi, lo, sc, sh);
+                             hi, sc, sh);
+        FN(rows_normalize)(x, y, &g, c0, nb, r0, r1, hi, sc, sh);
     }
 }
 

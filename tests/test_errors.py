@@ -296,7 +296,14 @@ def test_backward_nan_or_inf_stays_in_its_feature(rng, dtype, bad, poisoned, bat
                                                      batch_stats=batch_stats)
     assert np.isfinite(dx[:, [0, 2, 3]]).all()
     assert np.isfinite(dgamma[[0, 2, 3]]).all() and np.isfinite(dbeta[[0, 2, 3]]).all()
-    # assert_allclose also requires NaN and +-Inf in exactly the same places.
-    assert_close(dx, dx_ref, dtype=dtype, scale=5.0)
-    assert_close(dgamma, dgamma_ref, dtype=dtype, scale=20.0)
-    assert_close(dbeta, dbeta_ref, dtype=dtype, scale=20.0)
+    # Within the poisoned feature, the same elements are non-finite as in the
+    # oracle; whether one is NaN or +-Inf depends on the order of operations
+    # (inf - inf), which is the kernels' own business.
+    for got, ref in ((dx, dx_ref), (dgamma, dgamma_ref), (dbeta, dbeta_ref)):
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(ref))
+    ok = [0, 2, 3]
+    assert_close(dx[:, ok], dx_ref[:, ok], dtype=dtype, scale=5.0)
+    assert_close(dgamma[ok], dgamma_ref[ok], dtype=dtype, scale=20.0)
+    assert_close(dbeta[ok], dbeta_ref[ok], dtype=dtype, scale=20.0)
+    finite = np.isfinite(dx_ref[:, 1])
+    assert_close(dx[finite, 1], dx_ref[finite, 1], dtype=dtype, scale=5.0)
