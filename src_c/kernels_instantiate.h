@@ -14,6 +14,14 @@ static inline void vd_load2_f64(const double *p, vd *lo, vd *hi)
     *hi = vd_loadu(p + VD_N);
 }
 
+/* Sum and sum of squares of four vectors, as trees. */
+static inline void sum4(const vd *d, vd *s, vd *q)
+{
+    *s = vd_add(vd_add(d[0], d[1]), vd_add(d[2], d[3]));
+    *q = vd_add(vd_fmadd(d[0], d[0], vd_mul(d[1], d[1])),
+                vd_fmadd(d[2], d[2], vd_mul(d[3], d[3])));
+}
+
 #define T float
 #define SFX f32
 #define T_IS_F32 1

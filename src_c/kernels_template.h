@@ -549,16 +549,27 @@ static void FN(runs_backward)(const T *dy, const T *x, T *dx, int64_t outer,
    combined values to the accumulators once, so the accumulators (in L1, one
    per column) are loaded and stored once per four rows rather than per row. */
 
-/* acc[j] += sum over the k rows of row[j], j < nb, in double */
+/* acc[j] += sum over the k rows of row[j], j < nb, in double. Four rows are
+   summed as a tree, not a chain: the rows are independent. */
 static void FN(rows_add)(const T *row, int64_t ld, int k, int nb, double *acc)
 {
     int j = 0;
     for (; j + STEP <= nb; j += STEP) {
-        vd l, h, sl = vd_zero(), sh = vd_zero();
-        for (int r = 0; r < k; r++) {
-            load2(row + r * ld + j, &l, &h);
-            sl = vd_add(sl, l);
-            sh = vd_add(sh, h);
+        vd sl, sh, l, h;
+        load2(row + j, &sl, &sh);
+        if (k == 4) {
+            vd l1, h1, l2, h2, l3, h3;
+            load2(row + ld + j, &l1, &h1);
+            load2(row + 2 * ld + j, &l2, &h2);
+            load2(row + 3 * ld + j, &l3, &h3);
+            sl = vd_add(vd_add(sl, l1), vd_add(l2, l3));
+            sh = vd_add(vd_add(sh, h1), vd_add(h2, h3));
+        } else {
+            for (int r = 1; r < k; r++) {
+                load2(row + r * ld + j, &l, &h);
+                sl = vd_add(sl, l);
+                sh = vd_add(sh, h);
+            }
         }
         vd_storeu(acc + j, vd_add(vd_loadu(acc + j), sl));
         vd_storeu(acc + j + VD_N, vd_add(vd_loadu(acc + j + VD_N), sh));
@@ -577,16 +588,28 @@ static void FN(rows_dev)(const T *row, int64_t ld, int k, int nb,
 {
     int j = 0;
     for (; j + STEP <= nb; j += STEP) {
-        vd l, h, ml = vd_loadu(mu + j), mh = vd_loadu(mu + j + VD_N);
-        vd al = vd_zero(), ah = vd_zero(), ql = vd_zero(), qh = vd_zero();
-        for (int r = 0; r < k; r++) {
-            load2(row + r * ld + j, &l, &h);
-            l = vd_sub(l, ml);
-            h = vd_sub(h, mh);
-            al = vd_add(al, l);
-            ah = vd_add(ah, h);
-            ql = vd_fmadd(l, l, ql);
-            qh = vd_fmadd(h, h, qh);
+        vd ml = vd_loadu(mu + j), mh = vd_loadu(mu + j + VD_N), al, ah, ql, qh;
+        if (k == 4) {
+            vd l[4], h[4];
+            for (int r = 0; r < 4; r++) {
+                load2(row + r * ld + j, &l[r], &h[r]);
+                l[r] = vd_sub(l[r], ml);
+                h[r] = vd_sub(h[r], mh);
+            }
+            sum4(l, &al, &ql);
+            sum4(h, &ah, &qh);
+        } else {
+            al = ah = ql = qh = vd_zero();
+            for (int r = 0; r < k; r++) {
+                vd l, h;
+                load2(row + r * ld + j, &l, &h);
+                l = vd_sub(l, ml);
+                h = vd_sub(h, mh);
+                al = vd_add(al, l);
+                ah = vd_add(ah, h);
+                ql = vd_fmadd(l, l, ql);
+                qh = vd_fmadd(h, h, qh);
+            }
         }
         vd_storeu(s1 + j, vd_add(vd_loadu(s1 + j), al));
         vd_storeu(s1 + j + VD_N, vd_add(vd_loadu(s1 + j + VD_N), ah));
@@ -611,15 +634,30 @@ static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
 {
     int j = 0;
     for (; j + STEP <= nb; j += STEP) {
-        vd gl, gh, xl, xh, ml = vd_loadu(mean + j), mh = vd_loadu(mean + j + VD_N);
-        vd al = vd_zero(), ah = vd_zero(), ql = vd_zero(), qh = vd_zero();
-        for (int r = 0; r < k; r++) {
-            load2(dyr + r * ld + j, &gl, &gh);
-            load2(xr + r * ld + j, &xl, &xh);
-            al = vd_add(al, gl);
-            ah = vd_add(ah, gh);
-            ql = vd_fmadd(gl, vd_sub(xl, ml), ql);
-            qh = vd_fmadd(gh, vd_sub(xh, mh), qh);
+        vd ml = vd_loadu(mean + j), mh = vd_loadu(mean + j + VD_N), al, ah, ql, qh;
+        if (k == 4) {
+            vd gl[4], gh[4], pl[4], ph[4], xl, xh;
+            for (int r = 0; r < 4; r++) {
+                load2(dyr + r * ld + j, &gl[r], &gh[r]);
+                load2(xr + r * ld + j, &xl, &xh);
+                pl[r] = vd_mul(gl[r], vd_sub(xl, ml));
+                ph[r] = vd_mul(gh[r], vd_sub(xh, mh));
+            }
+            al = vd_add(vd_add(gl[0], gl[1]), vd_add(gl[2], gl[3]));
+            ah = vd_add(vd_add(gh[0], gh[1]), vd_add(gh[2], gh[3]));
+            ql = vd_add(vd_add(pl[0], pl[1]), vd_add(pl[2], pl[3]));
+            qh = vd_add(vd_add(ph[0], ph[1]), vd_add(ph[2], ph[3]));
+        } else {
+            al = ah = ql = qh = vd_zero();
+            for (int r = 0; r < k; r++) {
+                vd gl, gh, xl, xh;
+                load2(dyr + r * ld + j, &gl, &gh);
+                load2(xr + r * ld + j, &xl, &xh);
+                al = vd_add(al, gl);
+                ah = vd_add(ah, gh);
+                ql = vd_fmadd(gl, vd_sub(xl, ml), ql);
+                qh = vd_fmadd(gh, vd_sub(xh, mh), qh);
+            }
         }
         vd_storeu(s1 + j, vd_add(vd_loadu(s1 + j), al));
         vd_storeu(s1 + j + VD_N, vd_add(vd_loadu(s1 + j + VD_N), ah));
