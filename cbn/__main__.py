@@ -44,6 +44,16 @@ def build_parser():
 def main(argv=None):
     """Parse `argv` (default ``sys.argv[1:]``), run the command, return its status."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "plot", None) is not None:
+        # Every command with --plot needs matplotlib; checked before the
+        # command runs so a missing dependency costs a second, not a whole run.
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print(f"python -m cbn {args.command}: --plot needs matplotlib, which is "
+                  f"not installed (pip install matplotlib); nothing was run.",
+                  file=sys.stderr)
+            return 1
     return args._main(args)
 
 

@@ -803,15 +803,6 @@ def add_arguments(parser):
 
 def main(args):
     """Run the ``bench`` subcommand; return the exit status."""
-    if args.plot is not None:
-        # Checked before measuring so a missing dependency costs a second,
-        # not a whole run.
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print("cbn bench: --plot needs matplotlib, which is not installed "
-                  "(pip install matplotlib); nothing was measured.", file=sys.stderr)
-            return 1
     patterns = [p.strip() for p in args.cases.split(",")] if args.cases else None
     settings = QUICK if args.quick else FULL
     if not select_cases(settings.quick, patterns):

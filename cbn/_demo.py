@@ -38,7 +38,6 @@ Design notes
 """
 import argparse
 import dataclasses
-import sys
 import time
 
 import numpy as np
@@ -438,15 +437,6 @@ def add_arguments(parser):
 
 def main(args):
     """Run the ``demo`` subcommand; return the exit status."""
-    if args.plot is not None:
-        # Checked before training so a missing dependency costs a second,
-        # not a whole run.
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print("cbn demo: --plot needs matplotlib, which is not installed "
-                  "(pip install matplotlib); nothing was run.", file=sys.stderr)
-            return 1
     result = run_demo(epochs=args.epochs, seed=args.seed)
     print(format_report(result))
     if args.plot is not None:

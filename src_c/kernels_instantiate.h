@@ -14,6 +14,13 @@ static inline void vd_load2_f64(const double *p, vd *lo, vd *hi)
     *hi = vd_loadu(p + VD_N);
 }
 
+/* p[0 : 2*VD_N] += (lo, hi): per-column accumulators kept in memory. */
+static inline void add_into(double *p, vd lo, vd hi)
+{
+    vd_storeu(p, vd_add(vd_loadu(p), lo));
+    vd_storeu(p + VD_N, vd_add(vd_loadu(p + VD_N), hi));
+}
+
 /* Sum and sum of squares of four vectors, as trees. */
 static inline void sum4(const vd *d, vd *s, vd *q)
 {

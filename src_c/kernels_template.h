@@ -571,8 +571,7 @@ static void FN(rows_add)(const T *row, int64_t ld, int k, int nb, double *acc)
                 sh = vd_add(sh, h);
             }
         }
-        vd_storeu(acc + j, vd_add(vd_loadu(acc + j), sl));
-        vd_storeu(acc + j + VD_N, vd_add(vd_loadu(acc + j + VD_N), sh));
+        add_into(acc + j, sl, sh);
     }
     for (; j < nb; j++) {
         double t = 0.0;
@@ -611,10 +610,8 @@ static void FN(rows_dev)(const T *row, int64_t ld, int k, int nb,
                 qh = vd_fmadd(h, h, qh);
             }
         }
-        vd_storeu(s1 + j, vd_add(vd_loadu(s1 + j), al));
-        vd_storeu(s1 + j + VD_N, vd_add(vd_loadu(s1 + j + VD_N), ah));
-        vd_storeu(s2 + j, vd_add(vd_loadu(s2 + j), ql));
-        vd_storeu(s2 + j + VD_N, vd_add(vd_loadu(s2 + j + VD_N), qh));
+        add_into(s1 + j, al, ah);
+        add_into(s2 + j, ql, qh);
     }
     for (; j < nb; j++) {
         double a = 0.0, q = 0.0;
@@ -659,10 +656,8 @@ static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
                 qh = vd_fmadd(gh, vd_sub(xh, mh), qh);
             }
         }
-        vd_storeu(s1 + j, vd_add(vd_loadu(s1 + j), al));
-        vd_storeu(s1 + j + VD_N, vd_add(vd_loadu(s1 + j + VD_N), ah));
-        vd_storeu(s2 + j, vd_add(vd_loadu(s2 + j), ql));
-        vd_storeu(s2 + j + VD_N, vd_add(vd_loadu(s2 + j + VD_N), qh));
+        add_into(s1 + j, al, ah);
+        add_into(s2 + j, ql, qh);
     }
     for (; j < nb; j++) {
         double a = 0.0, q = 0.0;
