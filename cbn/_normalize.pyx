@@ -435,23 +435,36 @@ def _per_feature(v, str name, tuple fshape, axis, bint scalar_ok):
 
 cdef object per_feature(object v, str name, cnp.ndarray x,
                         const char *is_batch, object axis, bint scalar_ok):
-    """``_per_feature`` for x's feature shape. A native float64 ndarray of that
-    shape, which it would return unchanged, is answered here."""
+    """``_per_feature`` for x's feature shape F, answered here for the usual
+    forms: a native float64 ndarray of shape F (returned as it is, as there),
+    a C-contiguous native float32 one, and a Python float where a scalar is
+    allowed (both converted by C loops, with the values NumPy gives)."""
     if v is None:
         return None
-    cdef cnp.ndarray a
-    cdef int i, k = 0, ndim = cnp.PyArray_NDIM(x)
-    if (cnp.PyArray_CheckExact(v) and cnp.PyArray_TYPE(<cnp.ndarray>v) == cnp.NPY_DOUBLE
-            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>v)):
+    cdef cnp.ndarray a, r
+    cdef cnp.npy_intp i, n
+    cdef double d
+    cdef float *f
+    if scalar_ok and PyFloat_CheckExact(v):
+        r = new_feature_array(x, is_batch)
+        d = PyFloat_AS_DOUBLE(v)
+        n = cnp.PyArray_SIZE(r)
+        for i in range(n):
+            (<double *>cnp.PyArray_DATA(r))[i] = d
+        return r
+    if (cnp.PyArray_CheckExact(v) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>v)
+            and has_feature_shape(<cnp.ndarray>v, x, is_batch)):
         a = <cnp.ndarray>v
-        for i in range(ndim):
-            if not is_batch[i]:
-                if k == cnp.PyArray_NDIM(a) or cnp.PyArray_DIM(a, k) != cnp.PyArray_DIM(x, i):
-                    break
-                k += 1
-        else:
-            if k == cnp.PyArray_NDIM(a):
-                return a
+        if cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE:
+            return a
+        if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT and cnp.PyArray_IS_C_CONTIGUOUS(a):
+            r = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a),
+                                  cnp.NPY_DOUBLE, 0)
+            f = <float *>cnp.PyArray_DATA(a)
+            n = cnp.PyArray_SIZE(r)
+            for i in range(n):
+                (<double *>cnp.PyArray_DATA(r))[i] = f[i]
+            return r
     return _per_feature(v, name, feature_shape(x, is_batch), axis, scalar_ok)
 
 
@@ -470,8 +483,37 @@ def _check_out(out, shape, rdt):
 
 cdef tuple feature_shape(cnp.ndarray x, const char *is_batch):
     """F: the shape of ``x`` without the batch axes."""
-    return tuple([cnp.PyArray_DIM(x, i) for i in range(cnp.PyArray_NDIM(x))
-                  if not is_batch[i]])
+    cdef cnp.npy_intp fdims[cnp.NPY_MAXDIMS]
+    return _int_tuple(fdims, feature_dims(x, is_batch, fdims))
+
+
+cdef bint has_feature_shape(cnp.ndarray a, cnp.ndarray x, const char *is_batch):
+    """Whether ``a.shape`` is x's feature shape F."""
+    cdef int i, k = 0
+    for i in range(cnp.PyArray_NDIM(x)):
+        if not is_batch[i]:
+            if k == cnp.PyArray_NDIM(a) or cnp.PyArray_DIM(a, k) != cnp.PyArray_DIM(x, i):
+                return False
+            k += 1
+    return k == cnp.PyArray_NDIM(a)
+
+
+cdef int feature_dims(cnp.ndarray x, const char *is_batch,
+                      cnp.npy_intp *fdims) noexcept:
+    """Store x's feature shape F in ``fdims``; return its length."""
+    cdef int i, nf = 0
+    for i in range(cnp.PyArray_NDIM(x)):
+        if not is_batch[i]:
+            fdims[nf] = cnp.PyArray_DIM(x, i)
+            nf += 1
+    return nf
+
+
+cdef cnp.ndarray new_feature_array(cnp.ndarray x, const char *is_batch):
+    """A new C-contiguous float64 array of x's feature shape F."""
+    cdef cnp.npy_intp fdims[cnp.NPY_MAXDIMS]
+    cdef int nf = feature_dims(x, is_batch, fdims)
+    return cnp.PyArray_EMPTY(nf, fdims, cnp.NPY_DOUBLE, 0)
 
 
 cdef bint same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
@@ -509,12 +551,9 @@ cdef object feature_result(Block b, const double *v, cnp.ndarray x,
     """A new array of x's feature shape F and type ``rtype`` holding the C
     doubles ``v`` (block order), as to_feature_order(...).astype(rtype)."""
     cdef cnp.npy_intp fdims[cnp.NPY_MAXDIMS]
-    cdef int i, nf = 0
+    cdef int nf
     if b.features_in_order and (rtype == cnp.NPY_FLOAT or rtype == cnp.NPY_DOUBLE):
-        for i in range(cnp.PyArray_NDIM(x)):
-            if not is_batch[i]:
-                fdims[nf] = cnp.PyArray_DIM(x, i)
-                nf += 1
+        nf = feature_dims(x, is_batch, fdims)
         return from_doubles(v, nf, fdims, rtype)
     cdef cnp.npy_intp C = b.C
     a = b.to_feature_order(from_doubles(v, 1, &C, cnp.NPY_DOUBLE),
