@@ -24,13 +24,12 @@ go to the kernels as they are. Everything else takes the general path, which
 the fast checks only short-circuit where it would return its input unchanged,
 so both give the same results.
 """
-import operator
-
 import numpy as np
 cimport numpy as cnp
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.number cimport PyNumber_Index
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
@@ -373,7 +372,7 @@ cdef cnp.ndarray as_type(cnp.ndarray a, int typenum):
 
 cdef int _mark_axis(object a, object axis, int ndim, char *is_batch) except -1:
     cdef int overflow
-    a = operator.index(a)
+    a = PyNumber_Index(a)  # what operator.index calls
     cdef long v = PyLong_AsLongAndOverflow(a, &overflow)
     if overflow or not -ndim <= v < ndim:
         raise AxisError(a, ndim)
