@@ -349,7 +349,8 @@ cdef class BatchNorm:
             raise ValueError(f"Expected more than 1 value per channel when "
                              f"training, got input size {(<object>xa).shape}")
         cdef Block b = make_block(xa, is_batch)
-        # One allocation for the per-feature values of this call.
+        # One allocation for this call's per-feature values: mean, var and,
+        # when affine, gamma and beta (kept for backward, see _saved).
         cdef cnp.npy_intp n = (4 if self.affine else 2) * C
         cdef cnp.ndarray values = cnp.PyArray_EMPTY(1, &n, cnp.NPY_DOUBLE, 0)
         cdef double *mean = <double *>cnp.PyArray_DATA(values)
@@ -373,6 +374,7 @@ cdef class BatchNorm:
         self._saved_values = values
         self._saved_batch = use_batch
         self._saved_ndim = cnp.PyArray_NDIM(xa)
+        cdef int i
         for i in range(self._saved_ndim):
             self._saved_shape[i] = cnp.PyArray_DIM(xa, i)
         return b.restore(yt)

@@ -27,7 +27,7 @@ so both give the same results.
 import numpy as np
 cimport numpy as cnp
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
-from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_CheckExact
+from cpython.long cimport PyLong_AsLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyNumber_Index
 from libc.stdint cimport int64_t
@@ -371,6 +371,7 @@ cdef cnp.ndarray as_type(cnp.ndarray a, int typenum):
 
 
 cdef int _mark_axis(object a, object axis, int ndim, char *is_batch) except -1:
+    """Mark axis ``a`` (an item of ``axis``) in ``is_batch``."""
     cdef int overflow
     a = PyNumber_Index(a)  # what operator.index calls
     cdef long v = PyLong_AsLongAndOverflow(a, &overflow)
@@ -390,7 +391,7 @@ cdef int batch_flags(object axis, int ndim, char *is_batch) except -1:
     memset(is_batch, axis is None, ndim)
     if axis is None:
         return 0
-    if PyLong_CheckExact(axis) or not isinstance(axis, tuple):
+    if not isinstance(axis, tuple):
         return _mark_axis(axis, axis, ndim, is_batch)
     for a in axis:
         _mark_axis(a, axis, ndim, is_batch)
