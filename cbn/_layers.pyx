@@ -9,10 +9,13 @@ parameters between the two calls does not change the gradient.
 """
 import numpy as np
 cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 
 from cbn cimport kernels as K
-from cbn._normalize cimport (Block, make_block, check_status, dptr,
+from cbn._normalize cimport (Block, make_block, empty_like_block,
+                             from_doubles, as_ndarray, as_type, check_status,
                              run_forward_train, run_forward_infer,
                              run_backward)
 
@@ -95,6 +98,7 @@ cdef class BatchNorm:
     cdef readonly bint affine
     cdef readonly bint track_running_stats
     cdef readonly object dtype
+    cdef int _typenum          # dtype's type number (NPY_FLOAT or NPY_DOUBLE)
     cdef double _eps
     cdef object _momentum
     cdef public bint training
@@ -102,7 +106,15 @@ cdef class BatchNorm:
     cdef int64_t _num_batches_tracked
     cdef public object dgamma, dbeta
     cdef tuple _ndims          # accepted input ndims, () for "any >= 2"
-    cdef object _saved         # (Block, mean, var, gamma64, batch_stats, shape)
+    # What backward needs from the last forward call: its input as a block
+    # (None before the first call), the input's shape, whether it used batch
+    # statistics, and a float64 array of the mean and variance it used and,
+    # when affine, gamma and beta as they were.
+    cdef Block _saved
+    cdef cnp.npy_intp _saved_shape[cnp.NPY_MAXDIMS]
+    cdef int _saved_ndim
+    cdef bint _saved_batch
+    cdef cnp.ndarray _saved_values
 
     def __init__(self, num_features, *, feature_axis=1, eps=1e-5,
                  momentum=0.1, affine=True, track_running_stats=True,
@@ -121,6 +133,7 @@ cdef class BatchNorm:
         self.num_features = n
         self.feature_axis = int(feature_axis)
         self.dtype = dt
+        self._typenum = dt.num
         self.eps = eps
         self.momentum = momentum
         self.affine = bool(affine)
@@ -249,13 +262,19 @@ cdef class BatchNorm:
 
     # ------------------------------------------------------------- compute
 
-    cdef tuple _check_input(self, x):
-        """Validate an input; return (array, batch axes)."""
-        xa = np.asarray(x)
-        if xa.dtype.newbyteorder("=") != self.dtype:
+    cdef bint _has_dtype(self, cnp.ndarray a):
+        """Whether ``a`` has the layer's dtype, in any byte order."""
+        return (cnp.PyArray_TYPE(a) == self._typenum
+                or a.dtype.newbyteorder("=") == self.dtype)
+
+    cdef cnp.ndarray _check_input(self, x, char *is_batch):
+        """Validate an input; return it as a native array of the layer's dtype
+        and set ``is_batch`` to true for every axis but the feature axis."""
+        cdef cnp.ndarray xa = as_ndarray(x)
+        if not self._has_dtype(xa):
             raise TypeError(f"input dtype {xa.dtype} does not match the layer's "
                             f"dtype {self.dtype}")
-        cdef int nd = xa.ndim
+        cdef int nd = cnp.PyArray_NDIM(xa)
         if self._ndims:
             if nd not in self._ndims:
                 want = " or ".join(f"{d}D" for d in self._ndims)
@@ -265,14 +284,30 @@ cdef class BatchNorm:
         if not -nd <= self.feature_axis < nd:
             raise ValueError(f"feature_axis {self.feature_axis} is out of range "
                              f"for {nd}D input")
-        fa = self.feature_axis + nd if self.feature_axis < 0 else self.feature_axis
-        if xa.shape[fa] != self.num_features:
+        cdef int fa = self.feature_axis + nd if self.feature_axis < 0 else self.feature_axis
+        if cnp.PyArray_DIM(xa, fa) != self.num_features:
             raise ValueError(f"expected {self.num_features} features along axis "
-                             f"{fa}, got input of shape {xa.shape}")
-        axes = tuple([i for i in range(nd) if i != fa])
-        return xa.astype(self.dtype, copy=False), axes
+                             f"{fa}, got input of shape {(<object>xa).shape}")
+        memset(is_batch, True, nd)
+        is_batch[fa] = False
+        return as_type(xa, self._typenum)
 
-    def forward(self, x):
+    cdef void _to_doubles(self, cnp.ndarray v, double *out) noexcept:
+        """The layer's own (C,) array ``v`` (C-contiguous, the layer's dtype)
+        as doubles in ``out``."""
+        cdef int64_t i
+        cdef float *f
+        cdef double *d
+        if self._typenum == cnp.NPY_FLOAT:
+            f = <float *>cnp.PyArray_DATA(v)
+            for i in range(self.num_features):
+                out[i] = f[i]
+        else:
+            d = <double *>cnp.PyArray_DATA(v)
+            for i in range(self.num_features):
+                out[i] = d[i]
+
+    cpdef forward(self, x):
         """Normalize a batch ``x`` (features along ``feature_axis``).
 
         In training mode uses the batch statistics and, if tracked, updates
@@ -302,34 +337,49 @@ cdef class BatchNorm:
             For a wrong number of dimensions or features, an empty batch, or
             a single value per feature in training mode.
         """
-        xa, axes = self._check_input(x)
+        cdef char is_batch[cnp.NPY_MAXDIMS]
+        cdef cnp.ndarray xa = self._check_input(x, is_batch)
         cdef int64_t C = self.num_features
-        cdef int64_t m = xa.size // C
+        cdef int64_t m = cnp.PyArray_SIZE(xa) // C
         cdef bint use_batch = self.training or not self.track_running_stats
         if use_batch and m == 0:
             raise ValueError(f"cannot compute batch statistics of an empty "
-                             f"batch (input of shape {xa.shape})")
+                             f"batch (input of shape {(<object>xa).shape})")
         if self.training and m == 1:
             raise ValueError(f"Expected more than 1 value per channel when "
-                             f"training, got input size {xa.shape}")
-        cdef Block b = make_block(xa, axes)
-        g = None if self._gamma is None else self._gamma.astype(np.float64)
-        be = None if self._beta is None else self._beta.astype(np.float64)
-        yt = np.empty_like(b.data)
+                             f"training, got input size {(<object>xa).shape}")
+        cdef Block b = make_block(xa, is_batch)
+        # One allocation for this call's per-feature values: mean, var and,
+        # when affine, gamma and beta (kept for backward, see _saved).
+        cdef cnp.npy_intp n = (4 if self.affine else 2) * C
+        cdef cnp.ndarray values = cnp.PyArray_EMPTY(1, &n, cnp.NPY_DOUBLE, 0)
+        cdef double *mean = <double *>cnp.PyArray_DATA(values)
+        cdef double *var = mean + C
+        cdef double *g = NULL
+        cdef double *be = NULL
+        if self.affine:
+            g, be = mean + 2 * C, mean + 3 * C
+            self._to_doubles(self._gamma, g)
+            self._to_doubles(self._beta, be)
+        cdef cnp.ndarray yt = empty_like_block(b)
         if use_batch:
-            mean = np.empty(C)
-            var = np.empty(C)
             run_forward_train(b, yt, g, be, self._eps, mean, var)
             if self.training and self.track_running_stats:
                 self._update_running(mean, var, m)
         else:
-            mean = self._running_mean.astype(np.float64)
-            var = self._running_var.astype(np.float64)
+            self._to_doubles(self._running_mean, mean)
+            self._to_doubles(self._running_var, var)
             run_forward_infer(b, yt, mean, var, g, be, self._eps)
-        self._saved = (b, mean, var, g, use_batch, xa.shape)
+        self._saved = b
+        self._saved_values = values
+        self._saved_batch = use_batch
+        self._saved_ndim = cnp.PyArray_NDIM(xa)
+        cdef int i
+        for i in range(self._saved_ndim):
+            self._saved_shape[i] = cnp.PyArray_DIM(xa, i)
         return b.restore(yt)
 
-    cdef _update_running(self, cnp.ndarray mean, cnp.ndarray var, int64_t m):
+    cdef _update_running(self, const double *mean, const double *var, int64_t m):
         cdef double f
         cdef int s
         cdef int64_t C = self.num_features
@@ -338,12 +388,10 @@ cdef class BatchNorm:
              else self._momentum)
         cdef void *rm = cnp.PyArray_DATA(self._running_mean)
         cdef void *rv = cnp.PyArray_DATA(self._running_var)
-        if self.dtype == np.float32:
-            s = K.update_running_f32(<float *>rm, <float *>rv, dptr(mean),
-                                     dptr(var), C, m, f)
+        if self._typenum == cnp.NPY_FLOAT:
+            s = K.update_running_f32(<float *>rm, <float *>rv, mean, var, C, m, f)
         else:
-            s = K.update_running_f64(<double *>rm, <double *>rv, dptr(mean),
-                                     dptr(var), C, m, f)
+            s = K.update_running_f64(<double *>rm, <double *>rv, mean, var, C, m, f)
         check_status(s)
 
     def __call__(self, x):
@@ -379,25 +427,47 @@ cdef class BatchNorm:
         """
         if self._saved is None:
             raise RuntimeError("backward() called before forward()")
-        b, mean, var, g, use_batch, shape = self._saved
-        dya = np.asarray(dy)
-        if dya.shape != shape:
-            raise ValueError(f"dy has shape {dya.shape}, expected the last "
+        cdef Block b = self._saved
+        cdef cnp.ndarray dya = as_ndarray(dy)
+        if not self._is_saved_shape(dya):
+            shape = tuple([self._saved_shape[i] for i in range(self._saved_ndim)])
+            raise ValueError(f"dy has shape {(<object>dya).shape}, expected the last "
                              f"input's shape {shape}")
-        if dya.dtype.newbyteorder("=") != self.dtype:
+        if not self._has_dtype(dya):
             raise TypeError(f"dy dtype {dya.dtype} does not match the layer's "
                             f"dtype {self.dtype}")
-        cdef Block blk = b
-        dyt = blk.take(dya.astype(self.dtype, copy=False))
-        dxt = np.empty_like(blk.data)
-        dgamma = np.empty(self.num_features)
-        dbeta = np.empty(self.num_features)
-        run_backward(blk, dyt, dxt, mean, var, g, self._eps, use_batch,
-                     dgamma, dbeta)
-        if self.affine:
-            self.dgamma = dgamma.astype(self.dtype)
-            self.dbeta = dbeta.astype(self.dtype)
-        return blk.restore(dxt)
+        dyt = b.take(as_type(dya, self._typenum))
+        dxt = empty_like_block(b)
+        cdef int64_t C = self.num_features
+        cdef cnp.npy_intp n = C
+        cdef double *mean = <double *>cnp.PyArray_DATA(self._saved_values)
+        cdef double *sums
+        if not self.affine:
+            run_backward(b, dyt, dxt, mean, mean + C, NULL, self._eps,
+                         self._saved_batch, NULL, NULL)
+            return b.restore(dxt)
+        # The kernel sums in double; the gradients take the layer's dtype.
+        sums = <double *>PyMem_Malloc(2 * C * sizeof(double))
+        if sums == NULL:
+            raise MemoryError()
+        try:
+            run_backward(b, dyt, dxt, mean, mean + C, mean + 2 * C, self._eps,
+                         self._saved_batch, sums, sums + C)
+            self.dgamma = from_doubles(sums, 1, &n, self._typenum)
+            self.dbeta = from_doubles(sums + C, 1, &n, self._typenum)
+        finally:
+            PyMem_Free(sums)
+        return b.restore(dxt)
+
+    cdef bint _is_saved_shape(self, cnp.ndarray a):
+        """Whether ``a`` has the shape of the last forward call's input."""
+        cdef int i
+        if cnp.PyArray_NDIM(a) != self._saved_ndim:
+            return False
+        for i in range(self._saved_ndim):
+            if cnp.PyArray_DIM(a, i) != self._saved_shape[i]:
+                return False
+        return True
 
     # ----------------------------------------------------------- state I/O
 

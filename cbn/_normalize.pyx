@@ -13,11 +13,25 @@ the input's memory layout, as NumPy's ``order='K'`` does.
 
 Everything is validated before anything is computed or written; the kernels
 then run with the GIL released.
-"""
-import operator
 
+Fixed cost
+----------
+A small call spends far more time here than in its kernel, so the common case
+runs at C level: an ndarray of native float32/float64 is used as it is (no
+``asarray``/``astype``), axes are bit flags and shapes C arrays, a C-ordered
+input needs no transpose, and float64 per-feature arrays of the right shape
+go to the kernels as they are. Everything else takes the general path, which
+the fast checks only short-circuit where it would return its input unchanged,
+so both give the same results.
+"""
 import numpy as np
 cimport numpy as cnp
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
+from cpython.long cimport PyLong_AsLongAndOverflow
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.number cimport PyNumber_Index
+from libc.stdint cimport int64_t
+from libc.string cimport memset
 
 from cbn cimport kernels as K
 
@@ -28,6 +42,10 @@ except ImportError:  # NumPy < 1.25
 
 cnp.import_array()
 
+# tuple(range(n)) for every possible ndim: the permutation of an array that
+# needs none, shared instead of rebuilt on every call.
+_IDENTITY = [tuple(range(n)) for n in range(cnp.NPY_MAXDIMS + 1)]
+
 
 # ----------------------------------------------------------- the block view --
 
@@ -37,24 +55,33 @@ cdef class Block:
     ``data`` holds the array's values (a view when possible, else a copy) with
     its axes permuted by ``perm``; in that order the batch axes before the
     feature axes make ``outer``, the feature axes ``C`` and the remaining batch
-    axes ``inner``.
+    axes ``inner``. ``in_order`` says that ``perm`` is the identity (the usual
+    case, a C-ordered input), ``features_in_order`` that ``feature_perm`` is;
+    the methods then skip the transposes.
     """
 
-    cdef cnp.ndarray take(self, object a):
+    cdef cnp.ndarray take(self, cnp.ndarray a):
         """A C-contiguous block of ``a`` (same shape as the planned array)."""
-        return _c_contiguous(np.transpose(a, self.perm))
+        if self.in_order:
+            return _c_contiguous(a)
+        return _c_contiguous(a.transpose(self.perm))
 
     cdef object restore(self, cnp.ndarray t):
         """The block-shaped ``t`` seen with the original axis order."""
+        if self.in_order:
+            return t
         return t.transpose(self.inv_perm)
 
     cdef cnp.ndarray to_block_order(self, cnp.ndarray v):
         """A per-feature array of shape F as C contiguous values in block order."""
+        if (self.features_in_order and v is not None
+                and cnp.PyArray_IS_C_CONTIGUOUS(v)):
+            return v  # only its data pointer is used
         return np.ascontiguousarray(v.transpose(self.feature_perm)).reshape(-1)
 
     cdef cnp.ndarray to_feature_order(self, cnp.ndarray v, tuple fshape):
         """C values in block order as a C-contiguous array of shape F."""
-        if self.feature_perm == tuple(range(len(fshape))):
+        if self.features_in_order:
             return v.reshape(fshape)
         cdef list block_fshape = [fshape[i] for i in self.feature_perm]
         return v.reshape(block_fshape).transpose(_inverse(self.feature_perm)).copy()
@@ -63,7 +90,9 @@ cdef class Block:
 cdef cnp.ndarray _c_contiguous(cnp.ndarray t):
     """``t`` itself if C-contiguous, else a C-contiguous copy (0-d stays 0-d,
     unlike numpy.ascontiguousarray)."""
-    return t if t.flags.c_contiguous else t.copy(order="C")
+    if cnp.PyArray_IS_C_CONTIGUOUS(t):
+        return t
+    return cnp.PyArray_NewCopy(t, cnp.NPY_CORDER)
 
 
 cdef tuple _inverse(tuple perm):
@@ -74,41 +103,105 @@ cdef tuple _inverse(tuple perm):
     return tuple(inv)
 
 
-cdef bint _features_adjacent(list order, list is_batch):
-    """Whether the feature axes form one run in ``order``."""
-    cdef int runs = 0
+cdef tuple _int_tuple(const cnp.npy_intp *v, int n):
+    return tuple([v[i] for i in range(n)])
+
+
+cdef inline cnp.npy_intp _abs(cnp.npy_intp v) noexcept nogil:
+    return -v if v < 0 else v
+
+
+cdef bint _features_adjacent(const cnp.npy_intp *order, int n,
+                             const char *is_batch) noexcept:
+    """Whether the feature axes form one run in ``order[:n]``."""
+    cdef int runs = 0, i
     cdef bint prev = True
-    for a in order:
-        if not is_batch[a] and prev:
+    for i in range(n):
+        if not is_batch[order[i]] and prev:
             runs += 1
-        prev = is_batch[a]
+        prev = is_batch[order[i]]
     return runs <= 1
 
 
-cdef Block make_block(cnp.ndarray x, tuple batch_axes):
-    """Plan ``x`` (native float32/float64) as a block, copying only if needed."""
+cdef Block make_block(cnp.ndarray x, const char *is_batch):
+    """Plan ``x`` (native float32/float64) as a block, copying only if needed.
+
+    ``is_batch[a]`` tells whether axis ``a`` of ``x`` is a batch axis.
+    """
     cdef Block b = Block.__new__(Block)
-    cdef int ndim = x.ndim, i
-    shape, strides = x.shape, x.strides
-    is_batch = [False] * ndim
-    for i in batch_axes:
-        is_batch[i] = True
+    cdef int ndim = cnp.PyArray_NDIM(x), n = 0, ntrivial, nf = 0, i, j, a
+    cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(x)
+    cdef cnp.npy_intp *strides = cnp.PyArray_STRIDES(x)
+    cdef cnp.npy_intp perm[cnp.NPY_MAXDIMS]
+    cdef cnp.npy_intp tmp[cnp.NPY_MAXDIMS]
+    cdef cnp.npy_intp fpos[cnp.NPY_MAXDIMS]    # rank of a feature axis among F
+    cdef cnp.npy_intp fperm[cnp.NPY_MAXDIMS]
+    cdef cnp.PyArray_Dims dims
     # Size-1 axes can sit anywhere in the block; put them first.
-    trivial = [i for i in range(ndim) if shape[i] == 1]
-    order = sorted([i for i in range(ndim) if shape[i] != 1],
-                   key=lambda a: -abs(strides[a]))
-    if not _features_adjacent(order, is_batch):
-        order = ([a for a in order if not is_batch[a]] +
-                 [a for a in order if is_batch[a]])
-    b.perm = tuple(trivial + order)
-    b.inv_perm = _inverse(b.perm)
-    features = [a for a in range(ndim) if not is_batch[a]]
-    b.feature_perm = tuple([features.index(a) for a in b.perm if not is_batch[a]])
-    t = x.transpose(b.perm)
-    b.data = _c_contiguous(t)
+    for i in range(ndim):
+        if shape[i] == 1:
+            perm[n] = i
+            n += 1
+    ntrivial = n
+    # The others in memory order: by decreasing |stride|, ties kept in axis
+    # order (an insertion sort is stable, like sorted()).
+    for i in range(ndim):
+        if shape[i] != 1:
+            j = n
+            while j > ntrivial and _abs(strides[perm[j - 1]]) < _abs(strides[i]):
+                perm[j] = perm[j - 1]
+                j -= 1
+            perm[j] = i
+            n += 1
+    cdef cnp.npy_intp *order = perm + ntrivial
+    cdef int norder = ndim - ntrivial
+    if not _features_adjacent(order, norder, is_batch):
+        # Features first, then the batch, each in memory order (one copy).
+        j = 0
+        for i in range(norder):
+            if not is_batch[order[i]]:
+                tmp[j] = order[i]
+                j += 1
+        for i in range(norder):
+            if is_batch[order[i]]:
+                tmp[j] = order[i]
+                j += 1
+        for i in range(norder):
+            order[i] = tmp[i]
+
+    b.in_order = True
+    for i in range(ndim):
+        if perm[i] != i:
+            b.in_order = False
+    for a in range(ndim):
+        if not is_batch[a]:
+            fpos[a] = nf
+            nf += 1
+    j = 0
+    b.features_in_order = True
+    for i in range(ndim):
+        if not is_batch[perm[i]]:
+            fperm[j] = fpos[perm[i]]
+            if fperm[j] != j:
+                b.features_in_order = False
+            j += 1
+    if b.in_order:
+        b.perm = b.inv_perm = _IDENTITY[ndim]
+        b.data = _c_contiguous(x)
+    else:
+        b.perm = _int_tuple(perm, ndim)
+        for i in range(ndim):
+            tmp[perm[i]] = i
+        b.inv_perm = _int_tuple(tmp, ndim)
+        dims.ptr = perm
+        dims.len = ndim
+        b.data = _c_contiguous(cnp.PyArray_Transpose(x, &dims))
+    b.feature_perm = _IDENTITY[nf] if b.features_in_order else _int_tuple(fperm, nf)
+
     b.outer, b.C, b.inner = 1, 1, 1
-    seen_feature = False
-    for a in order:
+    cdef bint seen_feature = False
+    for i in range(norder):
+        a = order[i]
         if not is_batch[a]:
             seen_feature = True
             b.C *= shape[a]
@@ -120,6 +213,32 @@ cdef Block make_block(cnp.ndarray x, tuple batch_axes):
         # No feature axis (all size 1): the whole batch is one run.
         b.inner, b.outer = b.outer * b.inner, 1
     return b
+
+
+cdef cnp.ndarray empty_like_block(Block b):
+    """A new C-contiguous array of the block's shape and dtype."""
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(b.data), cnp.PyArray_DIMS(b.data),
+                             cnp.PyArray_TYPE(b.data), 0)
+
+
+cdef cnp.ndarray from_doubles(const double *v, int nd, cnp.npy_intp *dims,
+                              int typenum):
+    """A new C-contiguous array of shape ``dims`` and type ``typenum``
+    (NPY_FLOAT or NPY_DOUBLE) holding the doubles ``v``, rounded as astype()
+    rounds them."""
+    cdef cnp.ndarray a = cnp.PyArray_EMPTY(nd, dims, typenum, 0)
+    cdef cnp.npy_intp i, n = cnp.PyArray_SIZE(a)
+    cdef float *f
+    cdef double *d
+    if typenum == cnp.NPY_FLOAT:
+        f = <float *>cnp.PyArray_DATA(a)
+        for i in range(n):
+            f[i] = <float>v[i]
+    else:
+        d = <double *>cnp.PyArray_DATA(a)
+        for i in range(n):
+            d[i] = v[i]
+    return a
 
 
 # ------------------------------------------------------------ kernel calls --
@@ -141,71 +260,59 @@ cdef double *dptr(object a) noexcept:
     return <double *>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
-cdef int run_forward_train(Block b, cnp.ndarray yt, object gamma, object beta,
-                           double eps, cnp.ndarray mean, cnp.ndarray var) except -1:
+cdef int run_forward_train(Block b, cnp.ndarray yt, const double *gamma,
+                           const double *beta, double eps, double *mean,
+                           double *var) except -1:
     cdef int s
     cdef void *xp = cnp.PyArray_DATA(b.data)
     cdef void *yp = cnp.PyArray_DATA(yt)
-    cdef double *g = dptr(gamma)
-    cdef double *be = dptr(beta)
-    cdef double *mp = dptr(mean)
-    cdef double *vp = dptr(var)
-    if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT32:
+    if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT:
         with nogil:
             s = K.forward_train_f32(<const float *>xp, <float *>yp, b.outer,
-                                    b.C, b.inner, g, be, eps, mp, vp)
+                                    b.C, b.inner, gamma, beta, eps, mean, var)
     else:
         with nogil:
             s = K.forward_train_f64(<const double *>xp, <double *>yp, b.outer,
-                                    b.C, b.inner, g, be, eps, mp, vp)
+                                    b.C, b.inner, gamma, beta, eps, mean, var)
     return check_status(s)
 
 
-cdef int run_forward_infer(Block b, cnp.ndarray yt, cnp.ndarray mean,
-                           cnp.ndarray var, object gamma, object beta,
-                           double eps) except -1:
+cdef int run_forward_infer(Block b, cnp.ndarray yt, const double *mean,
+                           const double *var, const double *gamma,
+                           const double *beta, double eps) except -1:
     cdef int s
     cdef void *xp = cnp.PyArray_DATA(b.data)
     cdef void *yp = cnp.PyArray_DATA(yt)
-    cdef double *g = dptr(gamma)
-    cdef double *be = dptr(beta)
-    cdef double *mp = dptr(mean)
-    cdef double *vp = dptr(var)
-    if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT32:
+    if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT:
         with nogil:
             s = K.forward_infer_f32(<const float *>xp, <float *>yp, b.outer,
-                                    b.C, b.inner, mp, vp, g, be, eps)
+                                    b.C, b.inner, mean, var, gamma, beta, eps)
     else:
         with nogil:
             s = K.forward_infer_f64(<const double *>xp, <double *>yp, b.outer,
-                                    b.C, b.inner, mp, vp, g, be, eps)
+                                    b.C, b.inner, mean, var, gamma, beta, eps)
     return check_status(s)
 
 
 cdef int run_backward(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
-                      cnp.ndarray mean, cnp.ndarray var, object gamma,
-                      double eps, bint batch_stats, cnp.ndarray dgamma,
-                      cnp.ndarray dbeta) except -1:
+                      const double *mean, const double *var,
+                      const double *gamma, double eps, bint batch_stats,
+                      double *dgamma, double *dbeta) except -1:
     cdef int s
     cdef int bs = batch_stats
     cdef void *xp = cnp.PyArray_DATA(b.data)
     cdef void *gp = cnp.PyArray_DATA(dyt)
     cdef void *dp = cnp.PyArray_DATA(dxt)
-    cdef double *g = dptr(gamma)
-    cdef double *mp = dptr(mean)
-    cdef double *vp = dptr(var)
-    cdef double *dg = dptr(dgamma)
-    cdef double *db = dptr(dbeta)
-    if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT32:
+    if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT:
         with nogil:
             s = K.backward_f32(<const float *>gp, <const float *>xp,
-                               <float *>dp, b.outer, b.C, b.inner, mp, vp, g,
-                               eps, bs, dg, db)
+                               <float *>dp, b.outer, b.C, b.inner, mean, var,
+                               gamma, eps, bs, dgamma, dbeta)
     else:
         with nogil:
             s = K.backward_f64(<const double *>gp, <const double *>xp,
-                               <double *>dp, b.outer, b.C, b.inner, mp, vp, g,
-                               eps, bs, dg, db)
+                               <double *>dp, b.outer, b.C, b.inner, mean, var,
+                               gamma, eps, bs, dgamma, dbeta)
     return check_status(s)
 
 
@@ -231,22 +338,64 @@ def _dtypes(dt):
         f"not arrays of dtype {dt}")
 
 
-def _batch_axes(axis, int ndim):
-    """Normalize ``axis`` (int, tuple of ints, None) to sorted batch axes."""
+cdef int compute_type(cnp.ndarray a, int *result) except -1:
+    """The type number ``_dtypes`` gives as compute dtype for ``a``'s dtype;
+    ``*result`` receives the result dtype's. float16/32/64 in any byte order
+    are answered here, other dtypes by ``_dtypes``."""
+    cdef int t = cnp.PyArray_TYPE(a)
+    if t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE:
+        result[0] = t
+        return t
+    if t == cnp.NPY_FLOAT16:
+        result[0] = t
+        return cnp.NPY_FLOAT
+    cdt, rdt = _dtypes(a.dtype)
+    result[0] = rdt.num
+    return cdt.num
+
+
+cdef cnp.ndarray as_ndarray(object a):
+    """``np.asarray(a)``, without the call when ``a`` is exactly an ndarray
+    (asarray would return it unchanged)."""
+    if cnp.PyArray_CheckExact(a):
+        return <cnp.ndarray>a
+    return np.asarray(a)
+
+
+cdef cnp.ndarray as_type(cnp.ndarray a, int typenum):
+    """``a.astype(typenum, copy=False)``, without the call when ``a`` already
+    has that type in native byte order (astype would return it unchanged)."""
+    if cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_ISNOTSWAPPED(a):
+        return a
+    return a.astype(cnp.PyArray_DescrFromType(typenum), copy=False)
+
+
+cdef int _mark_axis(object a, object axis, int ndim, char *is_batch) except -1:
+    """Mark axis ``a`` (an item of ``axis``) in ``is_batch``."""
+    cdef int overflow
+    a = PyNumber_Index(a)  # what operator.index calls
+    cdef long v = PyLong_AsLongAndOverflow(a, &overflow)
+    if overflow or not -ndim <= v < ndim:
+        raise AxisError(a, ndim)
+    if v < 0:
+        v += ndim
+    if is_batch[v]:
+        raise AxisError(f"repeated axis {v} in axis={axis!r}")
+    is_batch[v] = True
+    return 0
+
+
+cdef int batch_flags(object axis, int ndim, char *is_batch) except -1:
+    """Set ``is_batch[:ndim]`` to whether each axis is a batch axis for
+    ``axis`` (int, tuple of ints, None); AxisError for a bad or repeated axis."""
+    memset(is_batch, axis is None, ndim)
     if axis is None:
-        return tuple(range(ndim))
-    items = axis if isinstance(axis, tuple) else (axis,)
-    seen = []
-    for a in items:
-        a = operator.index(a)
-        if not -ndim <= a < ndim:
-            raise AxisError(a, ndim)
-        if a < 0:
-            a += ndim
-        if a in seen:
-            raise AxisError(f"repeated axis {a} in axis={axis!r}")
-        seen.append(a)
-    return tuple(sorted(seen))
+        return 0
+    if not isinstance(axis, tuple):
+        return _mark_axis(axis, axis, ndim, is_batch)
+    for a in axis:
+        _mark_axis(a, axis, ndim, is_batch)
+    return 0
 
 
 def _check_eps(eps):
@@ -254,6 +403,16 @@ def _check_eps(eps):
     if not e >= 0.0:  # also catches NaN
         raise ValueError(f"eps must be a non-negative number, got {eps!r}")
     return e
+
+
+cdef double eps_value(object eps) except? -1.0:
+    """``_check_eps(eps)``, answered here for a valid Python float."""
+    cdef double e
+    if PyFloat_CheckExact(eps):
+        e = PyFloat_AS_DOUBLE(eps)
+        if e >= 0.0:
+            return e
+    return _check_eps(eps)
 
 
 def _per_feature(v, str name, tuple fshape, axis, bint scalar_ok):
@@ -274,6 +433,41 @@ def _per_feature(v, str name, tuple fshape, axis, bint scalar_ok):
     return np.asarray(a, dtype=np.float64)
 
 
+cdef object per_feature(object v, str name, cnp.ndarray x,
+                        const char *is_batch, object axis, bint scalar_ok):
+    """``_per_feature`` for x's feature shape F, answered here for the usual
+    forms: a native float64 ndarray of shape F (returned as it is, as there),
+    a C-contiguous native float32 one, and a Python float where a scalar is
+    allowed (both converted by C loops, with the values NumPy gives)."""
+    if v is None:
+        return None
+    cdef cnp.ndarray a, r
+    cdef cnp.npy_intp i, n
+    cdef double d
+    cdef float *f
+    if scalar_ok and PyFloat_CheckExact(v):
+        r = new_feature_array(x, is_batch)
+        d = PyFloat_AS_DOUBLE(v)
+        n = cnp.PyArray_SIZE(r)
+        for i in range(n):
+            (<double *>cnp.PyArray_DATA(r))[i] = d
+        return r
+    if (cnp.PyArray_CheckExact(v) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>v)
+            and has_feature_shape(<cnp.ndarray>v, x, is_batch)):
+        a = <cnp.ndarray>v
+        if cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE:
+            return a
+        if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT and cnp.PyArray_IS_C_CONTIGUOUS(a):
+            r = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a),
+                                  cnp.NPY_DOUBLE, 0)
+            f = <float *>cnp.PyArray_DATA(a)
+            n = cnp.PyArray_SIZE(r)
+            for i in range(n):
+                (<double *>cnp.PyArray_DATA(r))[i] = f[i]
+            return r
+    return _per_feature(v, name, feature_shape(x, is_batch), axis, scalar_ok)
+
+
 def _check_out(out, shape, rdt):
     if out is None:
         return
@@ -287,17 +481,84 @@ def _check_out(out, shape, rdt):
         raise ValueError("out is read-only")
 
 
-def _feature_shape(shape, tuple axes):
-    """(F, m): the feature shape and the batch size for the batch axes."""
-    fshape = tuple([n for i, n in enumerate(shape) if i not in axes])
-    m = 1
-    for i in axes:
-        m *= shape[i]
-    return fshape, m
+cdef tuple feature_shape(cnp.ndarray x, const char *is_batch):
+    """F: the shape of ``x`` without the batch axes."""
+    cdef cnp.npy_intp fdims[cnp.NPY_MAXDIMS]
+    return _int_tuple(fdims, feature_dims(x, is_batch, fdims))
 
 
-def _to_block(Block b, v):
+cdef bint has_feature_shape(cnp.ndarray a, cnp.ndarray x, const char *is_batch):
+    """Whether ``a.shape`` is x's feature shape F."""
+    cdef int i, k = 0
+    for i in range(cnp.PyArray_NDIM(x)):
+        if not is_batch[i]:
+            if k == cnp.PyArray_NDIM(a) or cnp.PyArray_DIM(a, k) != cnp.PyArray_DIM(x, i):
+                return False
+            k += 1
+    return k == cnp.PyArray_NDIM(a)
+
+
+cdef int feature_dims(cnp.ndarray x, const char *is_batch,
+                      cnp.npy_intp *fdims) noexcept:
+    """Store x's feature shape F in ``fdims``; return its length."""
+    cdef int i, nf = 0
+    for i in range(cnp.PyArray_NDIM(x)):
+        if not is_batch[i]:
+            fdims[nf] = cnp.PyArray_DIM(x, i)
+            nf += 1
+    return nf
+
+
+cdef cnp.ndarray new_feature_array(cnp.ndarray x, const char *is_batch):
+    """A new C-contiguous float64 array of x's feature shape F."""
+    cdef cnp.npy_intp fdims[cnp.NPY_MAXDIMS]
+    cdef int nf = feature_dims(x, is_batch, fdims)
+    return cnp.PyArray_EMPTY(nf, fdims, cnp.NPY_DOUBLE, 0)
+
+
+cdef bint same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """Whether ``a.shape == b.shape``."""
+    cdef int i
+    if cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(b):
+        return False
+    for i in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_DIM(a, i) != cnp.PyArray_DIM(b, i):
+            return False
+    return True
+
+
+cdef int64_t batch_size(cnp.ndarray x, const char *is_batch, int64_t *nfeat) noexcept:
+    """m, the product of the batch axes' sizes; ``*nfeat`` gets the product of
+    the feature axes' sizes."""
+    cdef int64_t m = 1, f = 1
+    cdef int i
+    for i in range(cnp.PyArray_NDIM(x)):
+        if is_batch[i]:
+            m *= cnp.PyArray_DIM(x, i)
+        else:
+            f *= cnp.PyArray_DIM(x, i)
+    nfeat[0] = f
+    return m
+
+
+cdef object to_block(Block b, object v):
+    """Per-feature ``v`` (shape F, float64) in block order; None stays None."""
     return None if v is None else b.to_block_order(v)
+
+
+cdef object feature_result(Block b, const double *v, cnp.ndarray x,
+                           const char *is_batch, int rtype):
+    """A new array of x's feature shape F and type ``rtype`` holding the C
+    doubles ``v`` (block order), as to_feature_order(...).astype(rtype)."""
+    cdef cnp.npy_intp fdims[cnp.NPY_MAXDIMS]
+    cdef int nf
+    if b.features_in_order and (rtype == cnp.NPY_FLOAT or rtype == cnp.NPY_DOUBLE):
+        nf = feature_dims(x, is_batch, fdims)
+        return from_doubles(v, nf, fdims, rtype)
+    cdef cnp.npy_intp C = b.C
+    a = b.to_feature_order(from_doubles(v, 1, &C, cnp.NPY_DOUBLE),
+                           feature_shape(x, is_batch))
+    return a.astype(cnp.PyArray_DescrFromType(rtype), copy=False)
 
 
 # --------------------------------------------------------- public functions --
@@ -380,58 +641,70 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
     >>> np.round(y.mean(axis=(0, 2, 3)), 12) + 0.0
     array([0., 0., 0.])
     """
-    xa = np.asarray(x)
-    cdt, rdt = _dtypes(xa.dtype)
-    axes = _batch_axes(axis, xa.ndim)
-    fshape, m = _feature_shape(xa.shape, axes)
-    cdef double e = _check_eps(eps)
+    cdef cnp.ndarray xa = as_ndarray(x)
+    cdef int rtype, ctype = compute_type(xa, &rtype)
+    cdef char is_batch[cnp.NPY_MAXDIMS]
+    batch_flags(axis, cnp.PyArray_NDIM(xa), is_batch)
+    cdef int64_t nfeat, m = batch_size(xa, is_batch, &nfeat)
+    cdef double e = eps_value(eps)
     if (mean is None) != (var is None):
         raise ValueError("mean and var must be given together (inference) "
                          "or both left out (batch statistics)")
     cdef bint training = mean is None
-    g = _per_feature(gamma, "gamma", fshape, axis, True)
-    be = _per_feature(beta, "beta", fshape, axis, True)
+    g = per_feature(gamma, "gamma", xa, is_batch, axis, True)
+    be = per_feature(beta, "beta", xa, is_batch, axis, True)
     if not training:
-        mean = _per_feature(mean, "mean", fshape, axis, False)
-        var = _per_feature(var, "var", fshape, axis, False)
-    _check_out(out, xa.shape, rdt)
-    if training and m == 0 and 0 not in fshape:
+        mean = per_feature(mean, "mean", xa, is_batch, axis, False)
+        var = per_feature(var, "var", xa, is_batch, axis, False)
+    if out is not None:
+        _check_out(out, (<object>xa).shape, cnp.PyArray_DescrFromType(rtype))
+    if training and m == 0 and nfeat != 0:
         raise ValueError(f"cannot compute batch statistics of an empty batch "
-                         f"(x of shape {xa.shape}, axis={axis!r})")
+                         f"(x of shape {(<object>xa).shape}, axis={axis!r})")
 
-    cdef Block b = make_block(xa.astype(cdt, copy=False), axes)
+    cdef Block b = make_block(as_type(xa, ctype), is_batch)
     cdef cnp.ndarray yt = None
-    if out is not None and out.dtype == cdt:
-        ot = np.transpose(out, b.perm)
-        if ot.flags.c_contiguous and (
+    if out is not None and out.dtype == cnp.PyArray_DescrFromType(ctype):
+        ot = out if b.in_order else out.transpose(b.perm)
+        if cnp.PyArray_IS_C_CONTIGUOUS(ot) and (
                 cnp.PyArray_DATA(ot) == cnp.PyArray_DATA(b.data)
                 or not np.may_share_memory(ot, b.data)):
             yt = ot  # write straight into out: disjoint from x, or exactly x
     if yt is None:
-        yt = np.empty_like(b.data)
+        yt = empty_like_block(b)
 
-    if training:
-        mean_b = np.empty(b.C)
-        var_b = np.empty(b.C)
-        run_forward_train(b, yt, _to_block(b, g), _to_block(b, be), e,
-                          mean_b, var_b)
-    else:
-        run_forward_infer(b, yt, b.to_block_order(mean), b.to_block_order(var),
-                          _to_block(b, g), _to_block(b, be), e)
+    gb = to_block(b, g)
+    bb = to_block(b, be)
+    cdef double *stats = NULL  # the batch mean and variance, when returned
+    try:
+        if training:
+            if return_stats:
+                stats = <double *>PyMem_Malloc(2 * b.C * sizeof(double))
+                if stats == NULL:
+                    raise MemoryError()
+            run_forward_train(b, yt, dptr(gb), dptr(bb), e, stats,
+                              NULL if stats == NULL else stats + b.C)
+        else:
+            mb = b.to_block_order(mean)
+            vb = b.to_block_order(var)
+            run_forward_infer(b, yt, dptr(mb), dptr(vb), dptr(gb), dptr(bb), e)
 
-    if out is not None:
-        if yt is not out and cnp.PyArray_DATA(yt) != cnp.PyArray_DATA(out):
-            np.copyto(out, b.restore(yt))
-        y = out
-    else:
-        y = b.restore(yt)
-        if rdt != cdt:
-            y = y.astype(rdt)
-    if not return_stats:
-        return y
-    if training:
-        return y, b.to_feature_order(mean_b, fshape), b.to_feature_order(var_b, fshape)
-    return y, np.array(mean), np.array(var)
+        if out is not None:
+            if yt is not out and cnp.PyArray_DATA(yt) != cnp.PyArray_DATA(out):
+                np.copyto(out, b.restore(yt))
+            y = out
+        else:
+            y = b.restore(yt)
+            if rtype != ctype:
+                y = y.astype(cnp.PyArray_DescrFromType(rtype))
+        if not return_stats:
+            return y
+        if training:
+            return (y, feature_result(b, stats, xa, is_batch, cnp.NPY_DOUBLE),
+                    feature_result(b, stats + b.C, xa, is_batch, cnp.NPY_DOUBLE))
+        return y, np.array(mean), np.array(var)
+    finally:
+        PyMem_Free(stats)
 
 
 def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
@@ -486,32 +759,41 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
     >>> dbeta
     array([3., 3.])
     """
-    xa = np.asarray(x)
-    dya = np.asarray(dy)
-    cdt, rdt = _dtypes(xa.dtype)
-    _dtypes(dya.dtype)
-    if dya.shape != xa.shape:
-        raise ValueError(f"dy has shape {dya.shape}, expected x's shape {xa.shape}")
-    axes = _batch_axes(axis, xa.ndim)
-    fshape, m = _feature_shape(xa.shape, axes)
-    cdef double e = _check_eps(eps)
-    mean = _per_feature(mean, "mean", fshape, axis, False)
-    var = _per_feature(var, "var", fshape, axis, False)
-    g = _per_feature(gamma, "gamma", fshape, axis, True)
-    cdef bint bs = bool(batch_stats)
-    if bs and m == 0 and 0 not in fshape:
+    cdef cnp.ndarray xa = as_ndarray(x)
+    cdef cnp.ndarray dya = as_ndarray(dy)
+    cdef int rtype, dy_rtype, ctype = compute_type(xa, &rtype)
+    compute_type(dya, &dy_rtype)
+    if not same_shape(dya, xa):
+        raise ValueError(f"dy has shape {(<object>dya).shape}, expected x's shape {(<object>xa).shape}")
+    cdef char is_batch[cnp.NPY_MAXDIMS]
+    batch_flags(axis, cnp.PyArray_NDIM(xa), is_batch)
+    cdef int64_t nfeat, m = batch_size(xa, is_batch, &nfeat)
+    cdef double e = eps_value(eps)
+    mean = per_feature(mean, "mean", xa, is_batch, axis, False)
+    var = per_feature(var, "var", xa, is_batch, axis, False)
+    g = per_feature(gamma, "gamma", xa, is_batch, axis, True)
+    cdef bint bs = batch_stats
+    if bs and m == 0 and nfeat != 0:
         raise ValueError(f"cannot differentiate batch statistics of an empty "
-                         f"batch (x of shape {xa.shape}, axis={axis!r})")
+                         f"batch (x of shape {(<object>xa).shape}, axis={axis!r})")
 
-    cdef Block b = make_block(xa.astype(cdt, copy=False), axes)
-    dyt = b.take(dya.astype(cdt, copy=False))
-    dxt = np.empty_like(b.data)
-    dgamma = np.empty(b.C)
-    dbeta = np.empty(b.C)
-    run_backward(b, dyt, dxt, b.to_block_order(mean), b.to_block_order(var),
-                 _to_block(b, g), e, bs, dgamma, dbeta)
-    dx = b.restore(dxt)
-    dgamma = b.to_feature_order(dgamma, fshape)
-    dbeta = b.to_feature_order(dbeta, fshape)
-    return (dx.astype(rdt, copy=False), dgamma.astype(rdt, copy=False),
-            dbeta.astype(rdt, copy=False))
+    cdef Block b = make_block(as_type(xa, ctype), is_batch)
+    dyt = b.take(as_type(dya, ctype))
+    dxt = empty_like_block(b)
+    mb = b.to_block_order(mean)
+    vb = b.to_block_order(var)
+    gb = to_block(b, g)
+    # The kernel sums in double; the results take x's result dtype.
+    cdef double *sums = <double *>PyMem_Malloc(2 * b.C * sizeof(double))
+    if sums == NULL:
+        raise MemoryError()
+    try:
+        run_backward(b, dyt, dxt, dptr(mb), dptr(vb), dptr(gb), e, bs,
+                     sums, sums + b.C)
+        dx = b.restore(dxt)
+        if rtype != ctype:
+            dx = dx.astype(cnp.PyArray_DescrFromType(rtype), copy=False)
+        return (dx, feature_result(b, sums, xa, is_batch, rtype),
+                feature_result(b, sums + b.C, xa, is_batch, rtype))
+    finally:
+        PyMem_Free(sums)
