@@ -12,9 +12,8 @@ For every case (an array shape, dtype and batch axes) it times
 - ``floor``: ``numpy.copyto(dst, x)``;
 - ``cbn_train``: ``cbn.normalize_batch(x, axis=AX, out=y)``;
 - ``cbn_eval``: ``cbn.normalize_batch(x, axis=AX, mean=m, var=v, out=y)``;
-- ``cbn_bwd``: ``cbn.normalize_batch_backward(dy, x, m, v, axis=AX)``, with
-  the float64 ``m, v`` of ``return_stats`` (it allocates dx: the function
-  has no ``out``);
+- ``cbn_bwd``: ``cbn.normalize_batch_backward(dy, x, m, v, axis=AX, out=dx)``,
+  with the float64 ``m, v`` of ``return_stats``;
 - with torch: ``torch_train``, ``torch_eval`` and ``torch_bwd``, the ATen
   operators behind ``torch.nn.functional.batch_norm`` and its autograd:
   ``aten.native_batch_norm.out`` in training and in evaluation mode (the same
@@ -275,7 +274,7 @@ def build_variants(case, torch, rng):
     dy = rng.standard_normal(case.shape, dtype=dtype)
     _, m, v = cbn.normalize_batch(x, axis=case.axis, return_stats=True)
     ns = dict(copyto=np.copyto, x=x, dst=np.empty_like(x), y=np.empty_like(x),
-              dy=dy, m=m, v=v, ax=case.axis, eps=EPS,
+              dy=dy, dx=np.empty_like(x), m=m, v=v, ax=case.axis, eps=EPS,
               nb=cbn.normalize_batch, nbb=cbn.normalize_batch_backward)
     stmts = {"floor": "copyto(dst, x)"}
     if case.tiny:
@@ -284,7 +283,8 @@ def build_variants(case, torch, rng):
     else:
         stmts["cbn_train"] = "nb(x, axis=ax, out=y)"
         stmts["cbn_eval"] = "nb(x, axis=ax, mean=m, var=v, out=y)"
-    stmts["cbn_bwd"] = "nbb(dy, x, m, v, axis=ax)"
+    stmts["cbn_bwd"] = ("nbb(dy, x, m, v, axis=ax)" if case.tiny
+                        else "nbb(dy, x, m, v, axis=ax, out=dx)")
 
     out_ptrs = {}
     if torch is not None:
@@ -614,8 +614,8 @@ def format_header(meta):
               "Other columns: time as a multiple of the floor (median over rounds "
               "of paired ratios). GB/s: cbn's training forward, x read + y "
               "written. spread: the largest IQR of the row's ratios, % of their "
-              "median. tiny row: µs per call, outputs allocated. cbn's backward "
-              "allocates dx (it has no out=).")
+              "median. tiny row: µs per call, outputs allocated; other rows "
+              "write into preallocated outputs (out=).")
     if meta["torch"]:
         legend += (" vs torch: torch time / cbn time; torch writes into "
                    "preallocated outputs (aten native_batch_norm[_backward].out).")

@@ -383,16 +383,18 @@ cdef class BatchNorm:
         cdef double f
         cdef int s
         cdef int64_t C = self.num_features
-        self._num_batches_tracked += 1
-        f = (1.0 / self._num_batches_tracked if self._momentum is None
-             else self._momentum)
+        cdef int64_t n = self._num_batches_tracked + 1
+        f = 1.0 / n if self._momentum is None else self._momentum
         cdef void *rm = cnp.PyArray_DATA(self._running_mean)
         cdef void *rv = cnp.PyArray_DATA(self._running_var)
         if self._typenum == cnp.NPY_FLOAT:
-            s = K.update_running_f32(<float *>rm, <float *>rv, mean, var, C, m, f)
+            with nogil:
+                s = K.update_running_f32(<float *>rm, <float *>rv, mean, var, C, m, f)
         else:
-            s = K.update_running_f64(<double *>rm, <double *>rv, mean, var, C, m, f)
+            with nogil:
+                s = K.update_running_f64(<double *>rm, <double *>rv, mean, var, C, m, f)
         check_status(s)
+        self._num_batches_tracked = n  # counted once the update has happened
 
     def __call__(self, x):
         """Same as :meth:`forward`."""

@@ -563,6 +563,41 @@ cdef object feature_result(Block b, const double *v, cnp.ndarray x,
 
 # --------------------------------------------------------- public functions --
 
+cdef bint writes_safely(cnp.ndarray o, cnp.ndarray a):
+    """Whether a kernel may write o while reading a: disjoint, or exactly a
+    (both are C-contiguous blocks of one shape, and kernels read each element
+    before writing it)."""
+    return (cnp.PyArray_DATA(o) == cnp.PyArray_DATA(a)
+            or not np.may_share_memory(o, a))
+
+
+cdef cnp.ndarray output_block(Block b, object out, int ctype, object other):
+    """Where a kernel writes its x-shaped result: ``out`` itself when it has
+    the block's layout and the compute dtype and is safe to write next to
+    the inputs (b.data, and ``other`` if given); else a new block."""
+    if out is not None and out.dtype == cnp.PyArray_DescrFromType(ctype):
+        ot = out if b.in_order else out.transpose(b.perm)
+        if (cnp.PyArray_IS_C_CONTIGUOUS(ot) and writes_safely(ot, b.data)
+                and (other is None or writes_safely(ot, other))):
+            return ot
+    return empty_like_block(b)
+
+
+cdef object finish_output(Block b, cnp.ndarray t, object out, int rtype,
+                          int ctype):
+    """The result from the block ``t`` a kernel wrote: ``out`` (filled, if
+    the kernel could not write it directly), or ``t`` in x's axis order and
+    result dtype."""
+    if out is not None:
+        if cnp.PyArray_DATA(t) != cnp.PyArray_DATA(out):
+            np.copyto(out, b.restore(t))
+        return out
+    r = b.restore(t)
+    if rtype != ctype:
+        r = r.astype(cnp.PyArray_DescrFromType(rtype), copy=False)
+    return r
+
+
 def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
                     mean=None, var=None, out=None, return_stats=False):
     """Batch-normalize ``x`` over the batch axes.
@@ -663,15 +698,7 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
                          f"(x of shape {(<object>xa).shape}, axis={axis!r})")
 
     cdef Block b = make_block(as_type(xa, ctype), is_batch)
-    cdef cnp.ndarray yt = None
-    if out is not None and out.dtype == cnp.PyArray_DescrFromType(ctype):
-        ot = out if b.in_order else out.transpose(b.perm)
-        if cnp.PyArray_IS_C_CONTIGUOUS(ot) and (
-                cnp.PyArray_DATA(ot) == cnp.PyArray_DATA(b.data)
-                or not np.may_share_memory(ot, b.data)):
-            yt = ot  # write straight into out: disjoint from x, or exactly x
-    if yt is None:
-        yt = empty_like_block(b)
+    cdef cnp.ndarray yt = output_block(b, out, ctype, None)
 
     gb = to_block(b, g)
     bb = to_block(b, be)
@@ -689,14 +716,7 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
             vb = b.to_block_order(var)
             run_forward_infer(b, yt, dptr(mb), dptr(vb), dptr(gb), dptr(bb), e)
 
-        if out is not None:
-            if yt is not out and cnp.PyArray_DATA(yt) != cnp.PyArray_DATA(out):
-                np.copyto(out, b.restore(yt))
-            y = out
-        else:
-            y = b.restore(yt)
-            if rtype != ctype:
-                y = y.astype(cnp.PyArray_DescrFromType(rtype))
+        y = finish_output(b, yt, out, rtype, ctype)
         if not return_stats:
             return y
         if training:
@@ -708,7 +728,7 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
 
 
 def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
-                             eps=1e-5, batch_stats=True):
+                             eps=1e-5, batch_stats=True, out=None):
     """Gradients of :func:`normalize_batch` with respect to x, gamma and beta.
 
     With ``invstd = 1/sqrt(var + eps)`` and ``xhat = (x - mean)*invstd``,
@@ -738,11 +758,15 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
         True if mean and var were x's batch statistics (training): dx then
         includes the paths through the mean and variance. False if they were
         fixed (inference, frozen statistics).
+    out : ndarray, optional
+        Where to write dx: x's shape and result dtype. May be ``dy`` or
+        ``x`` itself; other overlap is also handled. Saves the allocation of
+        a large dx in a training loop.
 
     Returns
     -------
     dx : ndarray
-        x's shape and (result) dtype.
+        x's shape and (result) dtype; ``out`` if given.
     dgamma, dbeta : ndarray
         Shape F, x's result dtype.
 
@@ -769,9 +793,14 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
     batch_flags(axis, cnp.PyArray_NDIM(xa), is_batch)
     cdef int64_t nfeat, m = batch_size(xa, is_batch, &nfeat)
     cdef double e = eps_value(eps)
+    if mean is None or var is None:
+        raise TypeError("normalize_batch_backward needs the mean and var that "
+                        "the forward call used (arrays of x's feature shape)")
     mean = per_feature(mean, "mean", xa, is_batch, axis, False)
     var = per_feature(var, "var", xa, is_batch, axis, False)
     g = per_feature(gamma, "gamma", xa, is_batch, axis, True)
+    if out is not None:
+        _check_out(out, (<object>xa).shape, cnp.PyArray_DescrFromType(rtype))
     cdef bint bs = batch_stats
     if bs and m == 0 and nfeat != 0:
         raise ValueError(f"cannot differentiate batch statistics of an empty "
@@ -779,7 +808,7 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
 
     cdef Block b = make_block(as_type(xa, ctype), is_batch)
     dyt = b.take(as_type(dya, ctype))
-    dxt = empty_like_block(b)
+    dxt = output_block(b, out, ctype, dyt)
     mb = b.to_block_order(mean)
     vb = b.to_block_order(var)
     gb = to_block(b, g)
@@ -790,9 +819,7 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
     try:
         run_backward(b, dyt, dxt, dptr(mb), dptr(vb), dptr(gb), e, bs,
                      sums, sums + b.C)
-        dx = b.restore(dxt)
-        if rtype != ctype:
-            dx = dx.astype(cnp.PyArray_DescrFromType(rtype), copy=False)
+        dx = finish_output(b, dxt, out, rtype, ctype)
         return (dx, feature_result(b, sums, xa, is_batch, rtype),
                 feature_result(b, sums + b.C, xa, is_batch, rtype))
     finally:

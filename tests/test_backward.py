@@ -188,3 +188,61 @@ def test_gradients_match_finite_differences(rng, shape, axis, batch_stats):
                                rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(dbeta, _central_difference(loss, beta),
                                rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("target", ["new", "dy", "x", "overlap", "fortran"])
+def test_backward_out_receives_dx(rng, dtype, target):
+    # out= takes dx: a separate array, dy or x themselves (the kernels read
+    # each element before writing it), a partial overlap, another layout.
+    shape, axis = (6, 3, 5), (0, 2)
+    buf = rng.standard_normal(2 * np.prod(shape) + 1).astype(dtype)
+    x = buf[:np.prod(shape)].reshape(shape).copy()
+    dy = rng.standard_normal(shape).astype(dtype)
+    _, mean, var = normalize_ref(x, axis=axis)
+    want, dg_ref, db_ref = backward_ref(dy, x, mean, var, 1.5, axis=axis)
+    if target == "new":
+        out = np.empty_like(x)
+    elif target == "dy":
+        out = dy
+    elif target == "x":
+        out = x
+    elif target == "overlap":  # x lives in buf[1:], out in buf[:-1]
+        x = buf[1:np.prod(shape) + 1].reshape(shape)
+        x[...] = buf[:np.prod(shape)].reshape(shape).copy()
+        _, mean, var = normalize_ref(x, axis=axis)
+        want, dg_ref, db_ref = backward_ref(dy, x, mean, var, 1.5, axis=axis)
+        out = buf[:np.prod(shape)].reshape(shape)
+    else:
+        out = np.asfortranarray(np.empty_like(x))
+    x0, dy0 = x.copy(), dy.copy()  # out may be one of them
+    dx, dg, db = cbn.normalize_batch_backward(dy, x, mean, var, 1.5, axis=axis,
+                                              out=out)
+    assert dx is out
+    assert_backward_close((dx, dg, db), (want, dg_ref, db_ref), dy0, x0, mean,
+                          var, axis, 1.5)
+
+
+def test_backward_out_errors_leave_everything_unchanged(rng):
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    dy = rng.standard_normal((8, 4)).astype(np.float32)
+    _, mean, var = normalize_ref(x)
+    for out, err in ((np.zeros((8, 5), np.float32), ValueError),
+                     (np.zeros((8, 4), np.float64), TypeError),
+                     (np.zeros((8, 4), np.float32)[::1].view(), None)):
+        if err is None:  # read-only
+            out.flags.writeable = False
+            err = ValueError
+        before = out.copy()
+        with pytest.raises(err):
+            cbn.normalize_batch_backward(dy, x, mean, var, out=out)
+        np.testing.assert_array_equal(out, before)
+
+
+@pytest.mark.parametrize("missing", ["mean", "var"])
+def test_backward_without_statistics_is_a_type_error(rng, missing):
+    x = rng.standard_normal((8, 4))
+    _, mean, var = normalize_ref(x)
+    args = {"mean": mean, "var": var, missing: None}
+    with pytest.raises(TypeError, match="mean and var"):
+        cbn.normalize_batch_backward(x, x, args["mean"], args["var"])
