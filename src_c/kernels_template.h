@@ -400,6 +400,22 @@ static void FN(runs_segment_dx)(const T *dy, const T *x, T *dx,
         stream_fence();
 }
 
+/* Statistics of feature c, then its normalized output (when y). */
+static void FN(runs_train_feature)(const T *x, T *y, const runs_geom *g,
+                                   int64_t c, const double *gamma,
+                                   const double *beta, double eps,
+                                   double *mean, double *var)
+{
+    const double m = (double)g->outer * (double)g->inner;
+    moments mo = FN(runs_feature_moments)(x, g, c);
+    FN(coef) k = FN(make_coef)(mo.mean, mo.m2 / m, eps, gamma, beta, c);
+    if (y)
+        for (int64_t s = 0; s < g->nseg; s++)
+            FN(runs_segment_normalize)(x, y, g, c, s, k);
+    if (mean) mean[c] = mo.mean;
+    if (var) var[c] = mo.m2 / m;
+}
+
 static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                    int64_t inner, const double *gamma,
                                    const double *beta, double eps,
@@ -413,15 +429,13 @@ static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
         part = malloc((size_t)(C * g.nseg) * sizeof(moments));
     if (!part) {
         int64_t c;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-        for (c = 0; c < C; c++) {
-            moments mo = FN(runs_feature_moments)(x, &g, c);
-            FN(coef) k = FN(make_coef)(mo.mean, mo.m2 / m, eps, gamma, beta, c);
-            if (y)
-                for (int64_t s = 0; s < g.nseg; s++)
-                    FN(runs_segment_normalize)(x, y, &g, c, s, k);
-            if (mean) mean[c] = mo.mean;
-            if (var) var[c] = mo.m2 / m;
+        if (nt > 1) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+            for (c = 0; c < C; c++)
+                FN(runs_train_feature)(x, y, &g, c, gamma, beta, eps, mean, var);
+        } else {  /* no parallel region at all: it costs more than a tiny call */
+            for (c = 0; c < C; c++)
+                FN(runs_train_feature)(x, y, &g, c, gamma, beta, eps, mean, var);
         }
         return;
     }
@@ -454,6 +468,19 @@ static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
     free(part);
 }
 
+/* Run r (feature r % C) with the given statistics. */
+static void FN(infer_run)(const T *x, T *y, int64_t C, int64_t inner, int64_t r,
+                          const double *mean, const double *var,
+                          const double *gamma, const double *beta, double eps,
+                          int stream)
+{
+    int64_t c = r % C;
+    FN(coef) k = FN(make_coef)(mean[c], var[c], eps, gamma, beta, c);
+    FN(run_normalize)(x + r * inner, y + r * inner, inner, k, stream);
+    if (stream)
+        stream_fence();
+}
+
 static void FN(runs_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
                                    int64_t inner, const double *mean,
                                    const double *var, const double *gamma,
@@ -463,14 +490,37 @@ static void FN(runs_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
     const int stream = outer * C * inner * (int64_t)sizeof(T) >= CBN_STREAM_MIN_BYTES_EVAL;
     int64_t r;
     /* every run is independent: share them out in order */
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (r = 0; r < outer * C; r++) {
-        int64_t c = r % C;
-        FN(coef) k = FN(make_coef)(mean[c], var[c], eps, gamma, beta, c);
-        FN(run_normalize)(x + r * inner, y + r * inner, inner, k, stream);
-        if (stream)
-            stream_fence();
+    if (nt > 1) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (r = 0; r < outer * C; r++)
+            FN(infer_run)(x, y, C, inner, r, mean, var, gamma, beta, eps, stream);
+    } else {
+        for (r = 0; r < outer * C; r++)
+            FN(infer_run)(x, y, C, inner, r, mean, var, gamma, beta, eps, stream);
     }
+}
+
+/* Gradient sums of feature c, then its dx (when dx). */
+static void FN(runs_backward_feature)(const T *dy, const T *x, T *dx,
+                                      const runs_geom *g, int64_t c,
+                                      const double *mean, const double *var,
+                                      const double *gamma, double eps,
+                                      int batch_stats, double *dgamma,
+                                      double *dbeta)
+{
+    const double m = (double)g->outer * (double)g->inner;
+    double sdy = 0.0, sdyx = 0.0;
+    for (int64_t s = 0; s < g->nseg; s++) {
+        double a, b;
+        FN(runs_segment_grad)(dy, x, g, c, s, mean[c], &a, &b);
+        sdy += a;
+        sdyx += b;
+    }
+    FN(dcoef) d = FN(make_dcoef)(sdy, sdyx, m, mean[c], var[c], eps, gamma,
+                                 batch_stats, c, dgamma, dbeta);
+    if (dx)
+        for (int64_t s = 0; s < g->nseg; s++)
+            FN(runs_segment_dx)(dy, x, dx, g, c, s, d, batch_stats);
 }
 
 static void FN(runs_backward)(const T *dy, const T *x, T *dx, int64_t outer,
@@ -487,20 +537,15 @@ static void FN(runs_backward)(const T *dy, const T *x, T *dx, int64_t outer,
         part = malloc((size_t)(2 * C * g.nseg) * sizeof(double));
     if (!part) {
         int64_t c;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-        for (c = 0; c < C; c++) {
-            double sdy = 0.0, sdyx = 0.0;
-            for (int64_t s = 0; s < g.nseg; s++) {
-                double a, b;
-                FN(runs_segment_grad)(dy, x, &g, c, s, mean[c], &a, &b);
-                sdy += a;
-                sdyx += b;
-            }
-            FN(dcoef) d = FN(make_dcoef)(sdy, sdyx, m, mean[c], var[c], eps,
-                                         gamma, batch_stats, c, dgamma, dbeta);
-            if (dx)
-                for (int64_t s = 0; s < g.nseg; s++)
-                    FN(runs_segment_dx)(dy, x, dx, &g, c, s, d, batch_stats);
+        if (nt > 1) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+            for (c = 0; c < C; c++)
+                FN(runs_backward_feature)(dy, x, dx, &g, c, mean, var, gamma,
+                                          eps, batch_stats, dgamma, dbeta);
+        } else {
+            for (c = 0; c < C; c++)
+                FN(runs_backward_feature)(dy, x, dx, &g, c, mean, var, gamma,
+                                          eps, batch_stats, dgamma, dbeta);
         }
         return;
     }
@@ -785,6 +830,35 @@ static void FN(rows_block_coefs)(int64_t c0, int nb, const double *mean,
     }
 }
 
+/* Statistics of column block b, then its normalized output (when y). */
+static void FN(rows_train_block)(const T *x, T *y, const rows_geom *g,
+                                 int64_t b, const double *gamma,
+                                 const double *beta, double eps, double *mean,
+                                 double *var)
+{
+    const int64_t c0 = b * ROW_BLOCK;
+    const int nb = block_width(g, b);
+    double tmean[ROW_BLOCK], tm2[ROW_BLOCK], smean[ROW_BLOCK], sm2[ROW_BLOCK],
+           tn = 0.0;
+    T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
+    for (int64_t s = 0; s < g->nseg; s++) {
+        int64_t r0, r1;
+        segment_rows(g, s, &r0, &r1);
+        double n = FN(rows_segment_moments)(x, g, c0, nb, r0, r1, smean, sm2);
+        merge_columns(nb, tn, n, smean, sm2, tmean, tm2);
+        tn += n;
+    }
+    for (int j = 0; j < nb; j++) {
+        tm2[j] /= (double)g->outer;  /* now the variance */
+        if (mean) mean[c0 + j] = tmean[j];
+        if (var) var[c0 + j] = tm2[j];
+    }
+    if (y) {
+        FN(rows_block_coefs)(c0, nb, tmean, tm2, eps, gamma, beta, hi, sc, sh);
+        FN(rows_normalize)(x, y, g, c0, nb, 0, g->outer, hi, sc, sh);
+    }
+}
+
 static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *gamma, const double *beta,
                                    double eps, double *mean, double *var)
@@ -797,30 +871,13 @@ static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
         part = malloc((size_t)(2 * C * g.nseg) * sizeof(double));
     if (!part) {
         int64_t b;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-        for (b = 0; b < g.nblocks; b++) {
-            const int64_t c0 = b * ROW_BLOCK;
-            const int nb = block_width(&g, b);
-            double tmean[ROW_BLOCK], tm2[ROW_BLOCK], smean[ROW_BLOCK],
-                   sm2[ROW_BLOCK], tn = 0.0;
-            T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
-            for (int64_t s = 0; s < g.nseg; s++) {
-                int64_t r0, r1;
-                segment_rows(&g, s, &r0, &r1);
-                double n = FN(rows_segment_moments)(x, &g, c0, nb, r0, r1, smean, sm2);
-                merge_columns(nb, tn, n, smean, sm2, tmean, tm2);
-                tn += n;
-            }
-            for (int j = 0; j < nb; j++) {
-                tm2[j] /= m;  /* now the variance */
-                if (mean) mean[c0 + j] = tmean[j];
-                if (var) var[c0 + j] = tm2[j];
-            }
-            if (y) {
-                FN(rows_block_coefs)(c0, nb, tmean, tm2, eps, gamma, beta,
-                                     hi, sc, sh);
-                FN(rows_normalize)(x, y, &g, c0, nb, 0, outer, hi, sc, sh);
-            }
+        if (nt > 1) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+            for (b = 0; b < g.nblocks; b++)
+                FN(rows_train_block)(x, y, &g, b, gamma, beta, eps, mean, var);
+        } else {  /* no parallel region at all: it costs more than a tiny call */
+            for (b = 0; b < g.nblocks; b++)
+                FN(rows_train_block)(x, y, &g, b, gamma, beta, eps, mean, var);
         }
         return;
     }
@@ -877,6 +934,21 @@ static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
     free(part);
 }
 
+/* Segment idx / nblocks of column block idx % nblocks, with given statistics. */
+static void FN(rows_infer_part)(const T *x, T *y, const rows_geom *g,
+                                int64_t idx, const double *mean,
+                                const double *var, const double *gamma,
+                                const double *beta, double eps)
+{
+    int64_t b = idx % g->nblocks, s = idx / g->nblocks, r0, r1;
+    const int64_t c0 = b * ROW_BLOCK;
+    const int nb = block_width(g, b);
+    T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
+    segment_rows(g, s, &r0, &r1);
+    FN(rows_block_coefs)(c0, nb, mean + c0, var + c0, eps, gamma, beta, hi, sc, sh);
+    FN(rows_normalize)(x, y, g, c0, nb, r0, r1, hi, sc, sh);
+}
+
 static void FN(rows_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *mean, const double *var,
                                    const double *gamma, const double *beta,
@@ -885,16 +957,13 @@ static void FN(rows_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
     const rows_geom g = rows_geometry(outer, C, sizeof(T));
     const int nt = threads_for(outer * C);
     int64_t idx, total = g.nblocks * g.nseg;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (idx = 0; idx < total; idx++) {
-        int64_t b = idx % g.nblocks, s = idx / g.nblocks, r0, r1;
-        const int64_t c0 = b * ROW_BLOCK;
-        const int nb = block_width(&g, b);
-        T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
-        segment_rows(&g, s, &r0, &r1);
-        FN(rows_block_coefs)(c0, nb, mean + c0, var + c0, eps, gamma, beta,
-                             hi, sc, sh);
-        FN(rows_normalize)(x, y, &g, c0, nb, r0, r1, hi, sc, sh);
+    if (nt > 1) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (idx = 0; idx < total; idx++)
+            FN(rows_infer_part)(x, y, &g, idx, mean, var, gamma, beta, eps);
+    } else {
+        for (idx = 0; idx < total; idx++)
+            FN(rows_infer_part)(x, y, &g, idx, mean, var, gamma, beta, eps);
     }
 }
 
@@ -910,6 +979,33 @@ static void FN(rows_segment_grad)(const T *dy, const T *x, const rows_geom *g,
                       ROWS_AT_ONCE(r, r1), nb, mean, s1, s2);
 }
 
+/* Gradient sums of column block b, then its dx (when dx). */
+static void FN(rows_backward_block)(const T *dy, const T *x, T *dx,
+                                    const rows_geom *g, int64_t b,
+                                    const double *mean, const double *var,
+                                    const double *gamma, double eps,
+                                    int batch_stats, double *dgamma,
+                                    double *dbeta)
+{
+    const int64_t c0 = b * ROW_BLOCK;
+    const int nb = block_width(g, b);
+    double t1[ROW_BLOCK] = {0}, t2[ROW_BLOCK] = {0}, s1[ROW_BLOCK], s2[ROW_BLOCK];
+    FN(dcoef) d[ROW_BLOCK];
+    for (int64_t s = 0; s < g->nseg; s++) {
+        int64_t r0, r1;
+        segment_rows(g, s, &r0, &r1);
+        FN(rows_segment_grad)(dy, x, g, c0, nb, r0, r1, mean + c0, s1, s2);
+        for (int j = 0; j < nb; j++)
+            t1[j] += s1[j], t2[j] += s2[j];
+    }
+    for (int j = 0; j < nb; j++)
+        d[j] = FN(make_dcoef)(t1[j], t2[j], (double)g->outer, mean[c0 + j],
+                              var[c0 + j], eps, gamma, batch_stats, c0 + j,
+                              dgamma, dbeta);
+    if (dx)
+        FN(rows_dx)(dy, x, dx, g, c0, nb, 0, g->outer, d, batch_stats);
+}
+
 static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                               int64_t C, const double *mean, const double *var,
                               const double *gamma, double eps, int batch_stats,
@@ -923,25 +1019,15 @@ static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
         part = malloc((size_t)(2 * C * g.nseg) * sizeof(double));
     if (!part) {
         int64_t b;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-        for (b = 0; b < g.nblocks; b++) {
-            const int64_t c0 = b * ROW_BLOCK;
-            const int nb = block_width(&g, b);
-            double t1[ROW_BLOCK] = {0}, t2[ROW_BLOCK] = {0}, s1[ROW_BLOCK],
-                   s2[ROW_BLOCK];
-            FN(dcoef) d[ROW_BLOCK];
-            for (int64_t s = 0; s < g.nseg; s++) {
-                int64_t r0, r1;
-                segment_rows(&g, s, &r0, &r1);
-                FN(rows_segment_grad)(dy, x, &g, c0, nb, r0, r1, mean + c0, s1, s2);
-                for (int j = 0; j < nb; j++)
-                    t1[j] += s1[j], t2[j] += s2[j];
-            }
-            for (int j = 0; j < nb; j++)
-                d[j] = FN(make_dcoef)(t1[j], t2[j], m, mean[c0 + j], var[c0 + j],
-                                      eps, gamma, batch_stats, c0 + j, dgamma, dbeta);
-            if (dx)
-                FN(rows_dx)(dy, x, dx, &g, c0, nb, 0, outer, d, batch_stats);
+        if (nt > 1) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+            for (b = 0; b < g.nblocks; b++)
+                FN(rows_backward_block)(dy, x, dx, &g, b, mean, var, gamma, eps,
+                                        batch_stats, dgamma, dbeta);
+        } else {
+            for (b = 0; b < g.nblocks; b++)
+                FN(rows_backward_block)(dy, x, dx, &g, b, mean, var, gamma, eps,
+                                        batch_stats, dgamma, dbeta);
         }
         return;
     }
