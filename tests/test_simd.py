@@ -173,3 +173,51 @@ def test_statistics_exact_when_chunks_need_two_passes(simd_level, level, dtype,
             # (x - mean) cancels: the error scales with the largest |y|
             scale = max(1.0, float(np.abs(yref).max()))
             np.testing.assert_allclose(y, yref, rtol=1e-12, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_do_not_depend_on_output_alignment(simd_level, level, dtype):
+    # Stores are aligned by handling the first few elements one at a time;
+    # those use an fma rounded like the vector lanes, so where the cut falls
+    # (which depends on the output's address) must not change a bit.
+    simd_level(level)
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(6, 4, 77)) * 3 + 1e3).astype(dtype)
+    dy = rng.normal(size=x.shape).astype(dtype)
+    _, mean, var = cbn.normalize_batch(x, axis=(0, 2), return_stats=True)
+    ys, dxs = [], []
+    for offset in range(17):
+        buf = np.empty(x.size + 17, dtype)
+        out = buf[offset:offset + x.size].reshape(x.shape)
+        ys.append(cbn.normalize_batch(x, 0.5, 2.0, axis=(0, 2), out=out).copy())
+        out2 = np.empty(x.size + 17, dtype)[offset:offset + x.size].reshape(x.shape)
+        dxs.append(cbn.normalize_batch_backward(dy, x, mean, var, 0.5, axis=(0, 2),
+                                                out=out2)[0].copy())
+    for y in ys[1:]:
+        assert y.tobytes() == ys[0].tobytes()
+    for dx in dxs[1:]:
+        assert dx.tobytes() == dxs[0].tobytes()
+
+
+@pytest.mark.slow
+def test_streaming_stores_for_large_outputs_are_correct():
+    # Outputs of 64 MiB and more are written with streaming stores (16 MiB
+    # for training and backward); check such sizes against float64 per channel.
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((17, 8, 128, 128), dtype=np.float32)  # 68 MiB
+    x[:, 3] += 50.0
+    mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
+    var = x.var(axis=(0, 2, 3), dtype=np.float64)
+    y = cbn.normalize_batch(x, axis=(0, 2, 3), mean=mean, var=var)
+    yt, m, v = cbn.normalize_batch(x, axis=(0, 2, 3), return_stats=True)
+    np.testing.assert_allclose(m, mean, rtol=1e-9)
+    np.testing.assert_allclose(v, var, rtol=1e-6)
+    dx, _, _ = cbn.normalize_batch_backward(x, x, m, v, axis=(0, 2, 3),
+                                            batch_stats=False)
+    for c in range(x.shape[1]):
+        xc = x[:, c].astype(np.float64)
+        ref = (xc - mean[c]) / np.sqrt(var[c] + 1e-5)
+        np.testing.assert_allclose(y[:, c], ref, atol=2e-5)
+        np.testing.assert_allclose(yt[:, c], ref, atol=2e-5)
+        np.testing.assert_allclose(dx[:, c], xc / np.sqrt(v[c] + 1e-5), atol=2e-5)
