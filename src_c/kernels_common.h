@@ -7,7 +7,8 @@
  * ------------------
  * A feature's m values are cut into chunks of about CHUNK elements, small
  * enough to stay in L1 between two passes; consecutive chunks are grouped
- * into segments of SEG_CHUNKS chunks. Statistics are computed per chunk
+ * into segments (SEG_CHUNKS chunks of a run layout, two chunks of rows in a
+ * rows layout, see rows_geom). Statistics are computed per chunk
  * (see "One pass or two" below), merged chunk by chunk within a segment and
  * segment by segment within the feature, always left to right (Chan et al.'s
  * pairwise update, stable for any mean).

@@ -586,9 +586,8 @@ static void FN(runs_backward)(const T *dy, const T *x, T *dx, int64_t outer,
 }
 
 /* ---------------------------------------------------------------- rows --- */
-/* inner == 1: row r is x[r*C .. r*C + C). Column block b holds the features
-   [b*ROW_BLOCK, b*ROW_BLOCK + nb); segment s of a block holds the rows
-   [s*SEG_CHUNKS*R, ...), cut into chunks of R = rows_per_chunk(C) rows. */
+/* inner == 1: row r is x[r*C .. r*C + C). How rows and columns are cut into
+   blocks, segments and chunks: see rows_geom in kernels_common.h. */
 
 /* The column sums below take k <= 4 rows `ld` apart at a time and add their
    combined values to the accumulators once, so the accumulators (in L1, one
@@ -758,7 +757,7 @@ static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
     return n;
 }
 
-/* y = ((x - hi) - lo)*sc + sh for rows [r0, r1) of columns [c0, c0+nb).
+/* y = (x - hi)*sc + sh for rows [r0, r1) of columns [c0, c0+nb).
    Row by row: going down a column instead would touch addresses a row apart,
    which for rows of 4 KiB all fall in the same L1 set. */
 static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
