@@ -5,6 +5,8 @@ it also runs as a plain script, so the types it asserts are the ones the
 calls really return: at run time ``assert_type`` checks the class (and, for
 ``Floats``, that the dtype is a floating one).
 """
+from __future__ import annotations
+
 import pickle
 import typing
 from typing import TYPE_CHECKING, Any
