@@ -1,12 +1,13 @@
 """cbn.show_config: what this build of cbn runs with."""
 import platform
+from typing import Optional
 
 import numpy as np
 
 from cbn import kernels
 
 
-def _openmp_runtimes():
+def _openmp_runtimes() -> Optional[list[str]]:
     """File paths of the OpenMP runtimes loaded in this process (threadpoolctl)."""
     try:
         from threadpoolctl import threadpool_info
@@ -15,7 +16,7 @@ def _openmp_runtimes():
     return [i["filepath"] for i in threadpool_info() if i.get("user_api") == "openmp"]
 
 
-def show_config():
+def show_config() -> None:
     """Print cbn's build and run-time configuration.
 
     The SIMD level in use and those the CPU supports, the OpenMP version the
