@@ -7,6 +7,10 @@ Metadata lives in pyproject.toml; this file only describes the compiled parts:
   Cython's cross-module cimport, so there is one copy of the core per process.
 * ``cbn._normalize`` and ``cbn._layers`` -- the array functions and layers.
 
+The public C header, src_c/cbn.h, is copied into the package as
+``cbn/include/cbn.h`` at build time (wheels, installs, editable and in-place
+builds), where ``cbn.get_include()`` finds it; src_c/ stays its only source.
+
 Environment variables:
 
 * ``CBN_NO_OPENMP=1`` builds without OpenMP (serial kernels).
@@ -15,6 +19,7 @@ Environment variables:
 """
 import glob
 import os
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -23,11 +28,14 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 C_SOURCES = ["src_c/dispatch.c", "src_c/cpu.c", "src_c/kernels_scalar.c",
              "src_c/kernels_baseline.c", "src_c/kernels_avx2.c",
              "src_c/kernels_avx512.c"]
 HEADERS = glob.glob("src_c/*.h") + glob.glob("src_c/simd/*.h")
+# What downstream builds get under cbn.get_include(): the public contract only.
+PUBLIC_HEADERS = ["src_c/cbn.h"]
 
 OPENMP_TEST = textwrap.dedent("""\
     #include <omp.h>
@@ -67,8 +75,34 @@ def _openmp_flags(compiler):
     return None
 
 
+def _ship_headers(package_dir):
+    """Copy the public headers into ``<package_dir>/include``."""
+    dest = os.path.join(package_dir, "include")
+    os.makedirs(dest, exist_ok=True)
+    for header in PUBLIC_HEADERS:
+        shutil.copyfile(header, os.path.join(dest, os.path.basename(header)))
+
+
+class BuildPy(build_py):
+    """build_py that also ships the public headers (wheels, installs)."""
+
+    def run(self):
+        super().run()
+        # An editable build serves the package from the source tree.
+        if getattr(self, "editable_mode", False):
+            _ship_headers("cbn")
+        else:
+            _ship_headers(os.path.join(self.build_lib, "cbn"))
+
+
 class BuildExt(build_ext):
     """build_ext that detects OpenMP and sets warning/optimization flags."""
+
+    def run(self):
+        super().run()
+        # ``build_ext --inplace`` (and ``pip install -e``) skip build_py.
+        if self.inplace:
+            _ship_headers("cbn")
 
     def build_extensions(self):
         cflags, lflags = [], []
@@ -107,4 +141,4 @@ def extensions():
                                           "cdivision": True})
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
+setup(ext_modules=extensions(), cmdclass={"build_py": BuildPy, "build_ext": BuildExt})

@@ -2,17 +2,50 @@
 #
 # Conventions
 # -----------
-# * Every function is ``noexcept nogil`` and may be called without the GIL.
-# * Data are C-contiguous blocks of shape (outer, C, inner); C is the number of
-#   features and m = outer*inner the batch size (see src_c/cbn.h, also found
-#   under cbn.get_include()). Per-feature arrays have C doubles; a NULL gamma
-#   means 1 and a NULL beta means 0.
-# * Errors come back as the return value, never as exceptions: OK (0) or a
-#   negative code (ERR_ARG, ERR_EMPTY, ERR_EPS); on error nothing was written.
-#   status_message(code) describes a code.
-# * The functions are defined in the extension module cbn.kernels and reached
-#   through Cython's cross-module cimport (its __pyx_capi__): a downstream
-#   module links no library and needs no header from cbn.
+# Use::
+#
+#     from cbn cimport kernels as K
+#
+#     cdef int status
+#     with nogil:
+#         status = K.forward_train_f64(px, py, outer, C, inner,
+#                                      NULL, NULL, 1e-5, pmean, pvar)
+#     if status != K.OK:
+#         raise ValueError(K.status_message(status).decode())
+#
+# * Linking. The functions are defined in the extension module cbn.kernels
+#   and reached through Cython's cross-module cimport (the module's
+#   __pyx_capi__, filled in when the downstream module is imported; importing
+#   it imports cbn.kernels). A downstream module links no library and needs no
+#   header from cbn: no include_dirs, no libraries; only this file, installed
+#   with the package, on Cython's search path (sys.path).
+# * Errors. Every function is ``noexcept nogil``: it may be called with or
+#   without the GIL and never raises. It returns OK (0) or a negative code
+#   (ERR_ARG, ERR_EMPTY, ERR_EPS, meanings in src_c/cbn.h); on error nothing
+#   was written. Check the code yourself, and raise, if you want to, once the
+#   GIL is held again; status_message(code) gives a short English text
+#   (static storage, never freed).
+# * Layout. Data are C-contiguous blocks of shape (outer, C, inner): element
+#   (o, c, i) at index (o*C + c)*inner + i, C features and a batch of
+#   m = outer*inner values per feature (N x C is (N, C, 1), NCHW is
+#   (N, C, H*W), NHWC is (N*H*W, C, 1)). Per-feature arrays have C doubles
+#   whatever the data type; a NULL gamma means 1 and a NULL beta means 0.
+#   y (or dx) may be x itself, but must not otherwise overlap an input.
+# * Threads. Built with OpenMP, a call may use several threads internally
+#   (cbn.set_num_threads, else OMP_NUM_THREADS / threadpoolctl; inputs under
+#   65536 elements stay serial), and its results are bitwise the same for any
+#   thread count. Calls from different threads may run concurrently when
+#   their outputs differ. The kernels allocate O(1) memory and never touch
+#   Python objects.
+# * Two forms. The pointer functions (``forward_train_f32``) are the C core's
+#   functions of src_c/cbn.h without the ``cbn_`` prefix; their exact contract
+#   (formulas, which pointers may be NULL, when m may be 0) is documented
+#   there (the header is also under cbn.get_include()). The ``_mv`` forms take
+#   the same arguments as typed memoryviews: data as a 3-D C-contiguous
+#   (outer, C, inner) view, per-feature arrays as 1-D contiguous views of C
+#   entries, None wherever the pointer form accepts NULL. Shapes that do not
+#   match the data's block are ERR_ARG. The ``_f32``/``_f64`` suffix is the
+#   data's type: float or double.
 from libc.stdint cimport int64_t
 
 cdef enum:
@@ -65,3 +98,46 @@ cdef int update_running_f32(float *running_mean, float *running_var,
 cdef int update_running_f64(double *running_mean, double *running_var,
                             const double *mean, const double *var,
                             int64_t C, int64_t m, double f) noexcept nogil
+
+
+# Typed-memoryview forms (see Conventions).
+cdef int stats_f32_mv(const float[:, :, ::1] x,
+                      double[::1] mean, double[::1] var) noexcept nogil
+cdef int stats_f64_mv(const double[:, :, ::1] x,
+                      double[::1] mean, double[::1] var) noexcept nogil
+
+cdef int forward_train_f32_mv(const float[:, :, ::1] x, float[:, :, ::1] y,
+                              const double[::1] gamma, const double[::1] beta,
+                              double eps,
+                              double[::1] mean, double[::1] var) noexcept nogil
+cdef int forward_train_f64_mv(const double[:, :, ::1] x, double[:, :, ::1] y,
+                              const double[::1] gamma, const double[::1] beta,
+                              double eps,
+                              double[::1] mean, double[::1] var) noexcept nogil
+
+cdef int forward_infer_f32_mv(const float[:, :, ::1] x, float[:, :, ::1] y,
+                              const double[::1] mean, const double[::1] var,
+                              const double[::1] gamma, const double[::1] beta,
+                              double eps) noexcept nogil
+cdef int forward_infer_f64_mv(const double[:, :, ::1] x, double[:, :, ::1] y,
+                              const double[::1] mean, const double[::1] var,
+                              const double[::1] gamma, const double[::1] beta,
+                              double eps) noexcept nogil
+
+cdef int backward_f32_mv(const float[:, :, ::1] dy, const float[:, :, ::1] x,
+                         float[:, :, ::1] dx,
+                         const double[::1] mean, const double[::1] var,
+                         const double[::1] gamma, double eps, int batch_stats,
+                         double[::1] dgamma, double[::1] dbeta) noexcept nogil
+cdef int backward_f64_mv(const double[:, :, ::1] dy, const double[:, :, ::1] x,
+                         double[:, :, ::1] dx,
+                         const double[::1] mean, const double[::1] var,
+                         const double[::1] gamma, double eps, int batch_stats,
+                         double[::1] dgamma, double[::1] dbeta) noexcept nogil
+
+cdef int update_running_f32_mv(float[::1] running_mean, float[::1] running_var,
+                               const double[::1] mean, const double[::1] var,
+                               int64_t m, double f) noexcept nogil
+cdef int update_running_f64_mv(double[::1] running_mean, double[::1] running_var,
+                               const double[::1] mean, const double[::1] var,
+                               int64_t m, double f) noexcept nogil

@@ -89,6 +89,166 @@ cdef int update_running_f64(double *running_mean, double *running_var,
     return _cbn.cbn_update_running_f64(running_mean, running_var, mean, var, C, m, f)
 
 
+# ----------------------------------------------------- memoryview forms --
+# Each checks the views against the data's (outer, C, inner) block and turns
+# None into NULL; the pointer form then checks everything else (a NULL where
+# data is required, eps, m), so both forms return the same codes.
+
+cdef inline bint _same_block(const Py_ssize_t *a, const Py_ssize_t *b) noexcept nogil:
+    return a[0] == b[0] and a[1] == b[1] and a[2] == b[2]
+
+
+cdef inline bint _fits(const double[::1] v, Py_ssize_t C) noexcept nogil:
+    """Whether a per-feature view is None or has C entries."""
+    return v is None or v.shape[0] == C
+
+
+cdef inline const double *_cptr(const double[::1] v) noexcept nogil:
+    if v is None:
+        return NULL
+    return &v[0]
+
+
+cdef inline double *_ptr(double[::1] v) noexcept nogil:
+    return NULL if v is None else &v[0]
+
+
+cdef int stats_f32_mv(const float[:, :, ::1] x,
+                      double[::1] mean, double[::1] var) noexcept nogil:
+    if x is None or not (_fits(mean, x.shape[1]) and _fits(var, x.shape[1])):
+        return ERR_ARG
+    return stats_f32(&x[0, 0, 0], x.shape[0], x.shape[1], x.shape[2],
+                     _ptr(mean), _ptr(var))
+
+
+cdef int forward_train_f32_mv(const float[:, :, ::1] x, float[:, :, ::1] y,
+                              const double[::1] gamma, const double[::1] beta,
+                              double eps,
+                              double[::1] mean, double[::1] var) noexcept nogil:
+    if x is None or y is None or not _same_block(x.shape, y.shape):
+        return ERR_ARG
+    if not (_fits(gamma, x.shape[1]) and _fits(beta, x.shape[1])
+            and _fits(mean, x.shape[1]) and _fits(var, x.shape[1])):
+        return ERR_ARG
+    return forward_train_f32(&x[0, 0, 0], &y[0, 0, 0],
+                             x.shape[0], x.shape[1], x.shape[2],
+                             _cptr(gamma), _cptr(beta), eps, _ptr(mean), _ptr(var))
+
+
+cdef int forward_infer_f32_mv(const float[:, :, ::1] x, float[:, :, ::1] y,
+                              const double[::1] mean, const double[::1] var,
+                              const double[::1] gamma, const double[::1] beta,
+                              double eps) noexcept nogil:
+    if x is None or y is None or not _same_block(x.shape, y.shape):
+        return ERR_ARG
+    if not (_fits(mean, x.shape[1]) and _fits(var, x.shape[1])
+            and _fits(gamma, x.shape[1]) and _fits(beta, x.shape[1])):
+        return ERR_ARG
+    return forward_infer_f32(&x[0, 0, 0], &y[0, 0, 0],
+                             x.shape[0], x.shape[1], x.shape[2],
+                             _cptr(mean), _cptr(var), _cptr(gamma), _cptr(beta), eps)
+
+
+cdef int backward_f32_mv(const float[:, :, ::1] dy, const float[:, :, ::1] x,
+                         float[:, :, ::1] dx,
+                         const double[::1] mean, const double[::1] var,
+                         const double[::1] gamma, double eps, int batch_stats,
+                         double[::1] dgamma, double[::1] dbeta) noexcept nogil:
+    if x is None or dy is None or not _same_block(x.shape, dy.shape):
+        return ERR_ARG
+    if dx is not None and not _same_block(x.shape, dx.shape):
+        return ERR_ARG
+    if not (_fits(mean, x.shape[1]) and _fits(var, x.shape[1])
+            and _fits(gamma, x.shape[1])
+            and _fits(dgamma, x.shape[1]) and _fits(dbeta, x.shape[1])):
+        return ERR_ARG
+    return backward_f32(&dy[0, 0, 0], &x[0, 0, 0],
+                        NULL if dx is None else &dx[0, 0, 0],
+                        x.shape[0], x.shape[1], x.shape[2],
+                        _cptr(mean), _cptr(var), _cptr(gamma), eps, batch_stats,
+                        _ptr(dgamma), _ptr(dbeta))
+
+
+cdef int update_running_f32_mv(float[::1] running_mean, float[::1] running_var,
+                               const double[::1] mean, const double[::1] var,
+                               int64_t m, double f) noexcept nogil:
+    if running_mean is None or running_var is None:
+        return ERR_ARG
+    cdef Py_ssize_t C = running_mean.shape[0]
+    if running_var.shape[0] != C or not (_fits(mean, C) and _fits(var, C)):
+        return ERR_ARG
+    return update_running_f32(&running_mean[0], &running_var[0],
+                              _cptr(mean), _cptr(var), C, m, f)
+
+
+cdef int stats_f64_mv(const double[:, :, ::1] x,
+                      double[::1] mean, double[::1] var) noexcept nogil:
+    if x is None or not (_fits(mean, x.shape[1]) and _fits(var, x.shape[1])):
+        return ERR_ARG
+    return stats_f64(&x[0, 0, 0], x.shape[0], x.shape[1], x.shape[2],
+                     _ptr(mean), _ptr(var))
+
+
+cdef int forward_train_f64_mv(const double[:, :, ::1] x, double[:, :, ::1] y,
+                              const double[::1] gamma, const double[::1] beta,
+                              double eps,
+                              double[::1] mean, double[::1] var) noexcept nogil:
+    if x is None or y is None or not _same_block(x.shape, y.shape):
+        return ERR_ARG
+    if not (_fits(gamma, x.shape[1]) and _fits(beta, x.shape[1])
+            and _fits(mean, x.shape[1]) and _fits(var, x.shape[1])):
+        return ERR_ARG
+    return forward_train_f64(&x[0, 0, 0], &y[0, 0, 0],
+                             x.shape[0], x.shape[1], x.shape[2],
+                             _cptr(gamma), _cptr(beta), eps, _ptr(mean), _ptr(var))
+
+
+cdef int forward_infer_f64_mv(const double[:, :, ::1] x, double[:, :, ::1] y,
+                              const double[::1] mean, const double[::1] var,
+                              const double[::1] gamma, const double[::1] beta,
+                              double eps) noexcept nogil:
+    if x is None or y is None or not _same_block(x.shape, y.shape):
+        return ERR_ARG
+    if not (_fits(mean, x.shape[1]) and _fits(var, x.shape[1])
+            and _fits(gamma, x.shape[1]) and _fits(beta, x.shape[1])):
+        return ERR_ARG
+    return forward_infer_f64(&x[0, 0, 0], &y[0, 0, 0],
+                             x.shape[0], x.shape[1], x.shape[2],
+                             _cptr(mean), _cptr(var), _cptr(gamma), _cptr(beta), eps)
+
+
+cdef int backward_f64_mv(const double[:, :, ::1] dy, const double[:, :, ::1] x,
+                         double[:, :, ::1] dx,
+                         const double[::1] mean, const double[::1] var,
+                         const double[::1] gamma, double eps, int batch_stats,
+                         double[::1] dgamma, double[::1] dbeta) noexcept nogil:
+    if x is None or dy is None or not _same_block(x.shape, dy.shape):
+        return ERR_ARG
+    if dx is not None and not _same_block(x.shape, dx.shape):
+        return ERR_ARG
+    if not (_fits(mean, x.shape[1]) and _fits(var, x.shape[1])
+            and _fits(gamma, x.shape[1])
+            and _fits(dgamma, x.shape[1]) and _fits(dbeta, x.shape[1])):
+        return ERR_ARG
+    return backward_f64(&dy[0, 0, 0], &x[0, 0, 0],
+                        NULL if dx is None else &dx[0, 0, 0],
+                        x.shape[0], x.shape[1], x.shape[2],
+                        _cptr(mean), _cptr(var), _cptr(gamma), eps, batch_stats,
+                        _ptr(dgamma), _ptr(dbeta))
+
+
+cdef int update_running_f64_mv(double[::1] running_mean, double[::1] running_var,
+                               const double[::1] mean, const double[::1] var,
+                               int64_t m, double f) noexcept nogil:
+    if running_mean is None or running_var is None:
+        return ERR_ARG
+    cdef Py_ssize_t C = running_mean.shape[0]
+    if running_var.shape[0] != C or not (_fits(mean, C) and _fits(var, C)):
+        return ERR_ARG
+    return update_running_f64(&running_mean[0], &running_var[0],
+                              _cptr(mean), _cptr(var), C, m, f)
+
+
 # ------------------------------------------------------------ configuration --
 
 def simd_levels():

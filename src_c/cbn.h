@@ -21,6 +21,11 @@
  * kernels subtract the mean in a split (hi + lo) form before scaling.
  * gamma == NULL means 1 and beta == NULL means 0.
  *
+ * Units: mean is in x's units, var and eps (added to var) in x's units
+ * squared; y = xhat*gamma + beta with xhat = (x - mean)/sqrt(var + eps)
+ * dimensionless. The gradients are derivatives of one loss L: dy = dL/dy in,
+ * dx = dL/dx, dgamma = dL/dgamma, dbeta = dL/dbeta out.
+ *
  * Naming: cbn_<operation>_<dtype>, dtype f32 (float) or f64 (double).
  *
  * Errors
@@ -38,6 +43,8 @@
  * problems under 65536 elements stay serial. Every reduction has an order
  * fixed by the shape, so results are bitwise identical for any number of
  * threads. Different calls may run concurrently on different outputs.
+ * The statistics, forward and backward kernels are threaded this way;
+ * cbn_update_running and the configuration functions are serial.
  *
  * Instruction sets
  * ----------------
@@ -107,6 +114,8 @@ int cbn_openmp_version(void);
  * mean[c] = (1/m) sum x,  var[c] = (1/m) sum (x - mean[c])^2  (biased),
  * computed in double with two passes over the data (the second pass also
  * corrects the rounding of the first). Needs m >= 1.
+ * Errors: CBN_ERR_ARG (x, mean or var NULL with data, bad sizes),
+ * CBN_ERR_EMPTY (m == 0 while C > 0). C == 0 is OK and writes nothing.
  */
 int cbn_stats_f32(const float *x, int64_t outer, int64_t C, int64_t inner,
                   double *mean, double *var);
@@ -118,6 +127,8 @@ int cbn_stats_f64(const double *x, int64_t outer, int64_t C, int64_t inner,
  *   y = (x - mean) / sqrt(var + eps) * gamma + beta.
  * mean and var (C entries each) receive the batch statistics; either may be
  * NULL if not wanted. Needs m >= 1 and eps >= 0.
+ * Errors: CBN_ERR_ARG (x or y NULL with data, bad sizes), CBN_ERR_EPS,
+ * CBN_ERR_EMPTY (m == 0 while C > 0).
  */
 int cbn_forward_train_f32(const float *x, float *y,
                           int64_t outer, int64_t C, int64_t inner,
@@ -131,7 +142,10 @@ int cbn_forward_train_f64(const double *x, double *y,
 /*
  * Forward with given statistics (inference, frozen layers):
  *   y = (x - mean) / sqrt(var + eps) * gamma + beta
- * with mean and var supplied (C entries each, required). m may be 0.
+ * with mean and var supplied (C entries each, required). m may be 0
+ * (nothing is read or written).
+ * Errors: CBN_ERR_ARG (x, y, mean or var NULL with data, bad sizes),
+ * CBN_ERR_EPS.
  */
 int cbn_forward_infer_f32(const float *x, float *y,
                           int64_t outer, int64_t C, int64_t inner,
@@ -151,7 +165,12 @@ int cbn_forward_infer_f64(const double *x, double *y,
  *   dx = gamma*invstd*dy.
  * dx may be NULL (only the parameter gradients are computed); dgamma and
  * dbeta may be NULL if not wanted. Sums are accumulated in double.
- * batch_stats with m == 0 is CBN_ERR_EMPTY.
+ * mean and var (required when C > 0) and eps must be those of the forward
+ * pass; gamma == NULL means 1. With m == 0 and batch_stats zero, dgamma and
+ * dbeta are set to 0 and dx is not touched.
+ * Errors: CBN_ERR_ARG (dy or x NULL with data, mean or var NULL while
+ * C > 0, bad sizes), CBN_ERR_EPS, CBN_ERR_EMPTY (batch_stats with m == 0
+ * while C > 0).
  */
 int cbn_backward_f32(const float *dy, const float *x, float *dx,
                      int64_t outer, int64_t C, int64_t inner,
@@ -172,6 +191,8 @@ int cbn_backward_f64(const double *dy, const double *x, double *dx,
  *   running_var  = (1 - f)*running_var  + f*var*m/(m - 1)
  * (the unbiased variance, as PyTorch keeps it). Computed in double, rounded
  * once to the running statistics' type. Needs m >= 2.
+ * Errors: CBN_ERR_ARG (m < 2, f outside [0, 1] or NaN, C < 0, a NULL array
+ * while C > 0). Serial; O(C).
  */
 int cbn_update_running_f32(float *running_mean, float *running_var,
                            const double *mean, const double *var, int64_t C,
