@@ -18,7 +18,7 @@ from cbn.kernels import get_num_threads, set_num_threads
 from cbn._config import show_config
 
 
-def get_include():
+def get_include() -> str:
     """Directory holding ``cbn.h``, the header of cbn's C core.
 
     Downstream C or C++ code that calls the core directly adds this directory

@@ -138,6 +138,8 @@ def configuration() -> None:
     assert version >= 0
     cbn.show_config()
     assert isinstance(cbn.__version__, str)
+    include: str = cbn.get_include()
+    assert include
 
 
 if __name__ == "__main__":
