@@ -94,17 +94,106 @@ cdef class BatchNorm:
     """
 
     cdef readonly int64_t num_features
+    """int: C, the number of features (read-only).
+
+    Examples
+    --------
+    >>> import cbn
+    >>> cbn.BatchNorm2d(16).num_features
+    16
+    """
     cdef readonly int feature_axis
+    """int: The axis of the input that holds the features, as given
+    (read-only; 1 for BatchNorm1d/2d/3d).
+
+    Examples
+    --------
+    >>> import cbn
+    >>> cbn.BatchNorm(8, feature_axis=-1).feature_axis
+    -1
+    """
     cdef readonly bint affine
+    """bool: Whether the layer has ``gamma`` and ``beta`` (read-only).
+
+    Examples
+    --------
+    >>> import cbn
+    >>> bn = cbn.BatchNorm1d(4, affine=False)
+    >>> bn.affine, bn.gamma
+    (False, None)
+    """
     cdef readonly bint track_running_stats
+    """bool: Whether the layer keeps running statistics (read-only).
+
+    Without them, eval mode normalizes with the batch statistics too.
+
+    Examples
+    --------
+    >>> import cbn
+    >>> bn = cbn.BatchNorm1d(4, track_running_stats=False)
+    >>> bn.track_running_stats, bn.running_mean
+    (False, None)
+    """
     cdef readonly object dtype
+    """numpy.dtype: float32 or float64, the dtype of parameters, running
+    statistics, inputs and outputs (read-only).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cbn
+    >>> cbn.BatchNorm1d(4, dtype=np.float64).dtype
+    dtype('float64')
+    """
     cdef int _typenum          # dtype's type number (NPY_FLOAT or NPY_DOUBLE)
     cdef double _eps
     cdef object _momentum
     cdef public bint training
+    """bool: True in training mode (the default), False in eval mode.
+
+    Set by :meth:`train` and :meth:`eval`, or directly.
+
+    Examples
+    --------
+    >>> import cbn
+    >>> bn = cbn.BatchNorm1d(4)
+    >>> bn.training
+    True
+    >>> bn.eval().training
+    False
+    """
     cdef cnp.ndarray _gamma, _beta, _running_mean, _running_var
     cdef int64_t _num_batches_tracked
-    cdef public object dgamma, dbeta
+    cdef public object dgamma
+    """ndarray or None: Gradient of the loss with respect to ``gamma`` from
+    the last :meth:`backward` call (overwritten, not accumulated); None
+    before it or when ``affine`` is False.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cbn
+    >>> bn = cbn.BatchNorm1d(2)
+    >>> y = bn(np.array([[0.0, 1.0], [2.0, 5.0]], np.float32))
+    >>> dx = bn.backward(y)          # the gradient of sum(y**2)/2
+    >>> bn.dgamma
+    array([1.99998 , 1.999995], dtype=float32)
+    """
+    cdef public object dbeta
+    """ndarray or None: Gradient of the loss with respect to ``beta`` from
+    the last :meth:`backward` call (overwritten, not accumulated); None
+    before it or when ``affine`` is False.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cbn
+    >>> bn = cbn.BatchNorm1d(2)
+    >>> y = bn(np.array([[0.0, 1.0], [2.0, 5.0]], np.float32))
+    >>> dx = bn.backward(np.ones_like(y))
+    >>> bn.dbeta
+    array([2., 2.], dtype=float32)
+    """
     cdef tuple _ndims          # accepted input ndims, () for "any >= 2"
     # What backward needs from the last forward call: its input as a block
     # (None before the first call), the input's shape, whether it used batch
@@ -152,6 +241,18 @@ cdef class BatchNorm:
 
     @property
     def eps(self):
+        """float: Added to the variance for numerical stability; >= 0.
+
+        Examples
+        --------
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(4)
+        >>> bn.eps
+        1e-05
+        >>> bn.eps = 1e-3
+        >>> bn.eps
+        0.001
+        """
         return self._eps
 
     @eps.setter
@@ -163,6 +264,19 @@ cdef class BatchNorm:
 
     @property
     def momentum(self):
+        """float or None: Weight of the current batch in the running averages,
+        in [0, 1]; None for the cumulative average (see :doc:`/math`).
+
+        Examples
+        --------
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(4)
+        >>> bn.momentum
+        0.1
+        >>> bn.momentum = None
+        >>> bn.momentum is None
+        True
+        """
         return self._momentum
 
     @momentum.setter
@@ -176,6 +290,18 @@ cdef class BatchNorm:
 
     @property
     def num_batches_tracked(self):
+        """int: Training batches seen since the last reset; the count that the
+        cumulative average (``momentum=None``) divides by.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(2)
+        >>> _ = bn(np.ones((3, 2), np.float32))
+        >>> bn.num_batches_tracked
+        1
+        """
         return self._num_batches_tracked
 
     @num_batches_tracked.setter
@@ -205,6 +331,23 @@ cdef class BatchNorm:
 
     @property
     def gamma(self):
+        """ndarray or None: The per-feature scale, shape (C,), initially 1;
+        None when ``affine`` is False.
+
+        Assigning copies the values into the layer's array, which keeps its
+        identity, so references held by an optimizer stay valid.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(3)
+        >>> bn.gamma
+        array([1., 1., 1.], dtype=float32)
+        >>> bn.gamma = [1, 2, 3]
+        >>> bn.gamma
+        array([1., 2., 3.], dtype=float32)
+        """
         return self._gamma
 
     @gamma.setter
@@ -213,6 +356,17 @@ cdef class BatchNorm:
 
     @property
     def beta(self):
+        """ndarray or None: The per-feature shift, shape (C,), initially 0;
+        None when ``affine`` is False. Assigning copies, as for :attr:`gamma`.
+
+        Examples
+        --------
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(3)
+        >>> bn.beta -= 0.5
+        >>> bn.beta
+        array([-0.5, -0.5, -0.5], dtype=float32)
+        """
         return self._beta
 
     @beta.setter
@@ -221,6 +375,19 @@ cdef class BatchNorm:
 
     @property
     def running_mean(self):
+        """ndarray or None: Running mean of the training batches, shape (C,),
+        initially 0; None when ``track_running_stats`` is False. Assigning
+        copies, as for :attr:`gamma`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(2)
+        >>> _ = bn(np.array([[1.0, 10.0], [3.0, 30.0]], np.float32))
+        >>> bn.running_mean                     # 0.9*0 + 0.1*batch mean
+        array([0.2, 2. ], dtype=float32)
+        """
         return self._running_mean
 
     @running_mean.setter
@@ -229,6 +396,19 @@ cdef class BatchNorm:
 
     @property
     def running_var(self):
+        """ndarray or None: Running *unbiased* variance of the training batches,
+        shape (C,), initially 1; None when ``track_running_stats`` is False.
+        Assigning copies, as for :attr:`gamma`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(2)
+        >>> _ = bn(np.array([[1.0, 10.0], [3.0, 30.0]], np.float32))
+        >>> bn.running_var                      # 0.9*1 + 0.1*unbiased var
+        array([ 1.1, 20.9], dtype=float32)
+        """
         return self._running_var
 
     @running_var.setter
@@ -238,23 +418,81 @@ cdef class BatchNorm:
     # --------------------------------------------------------------- modes
 
     def train(self, mode=True):
-        """Set training mode (True) or eval mode (False); returns self."""
+        """Set training mode (True) or eval mode (False).
+
+        Parameters
+        ----------
+        mode : bool, optional
+            True (the default) for training, False for eval.
+
+        Returns
+        -------
+        BatchNorm
+            The layer itself, so that calls chain.
+
+        Examples
+        --------
+        >>> import cbn
+        >>> bn = cbn.BatchNorm2d(3).train(False)
+        >>> bn.training
+        False
+        >>> bn.train().training
+        True
+        """
         self.training = bool(mode)
         return self
 
     def eval(self):
-        """Set eval mode; returns self."""
+        """Set eval mode: normalize with the running statistics.
+
+        Same as ``train(False)``.
+
+        Returns
+        -------
+        BatchNorm
+            The layer itself.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(2).eval()
+        >>> bn(np.array([[1.0, 2.0]], np.float32))  # running mean 0, var 1
+        array([[0.999995, 1.99999 ]], dtype=float32)
+        """
         return self.train(False)
 
     def reset_running_stats(self):
-        """Running mean to 0, running variance to 1, batch count to 0."""
+        """Set the running mean to 0, the running variance to 1 and the
+        batch count to 0 (nothing when statistics are not tracked).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(2)
+        >>> _ = bn(np.array([[1.0, 2.0], [3.0, 4.0]], np.float32))
+        >>> bn.reset_running_stats()
+        >>> bn.running_mean, bn.num_batches_tracked
+        (array([0., 0.], dtype=float32), 0)
+        """
         if self.track_running_stats:
             self._running_mean[...] = 0
             self._running_var[...] = 1
             self._num_batches_tracked = 0
 
     def reset_parameters(self):
-        """Reset the running statistics and set gamma to 1 and beta to 0."""
+        """Reset the running statistics and set gamma to 1 and beta to 0.
+
+        Examples
+        --------
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(2)
+        >>> bn.gamma = [3, 4]
+        >>> bn.reset_parameters()
+        >>> bn.gamma
+        array([1., 1.], dtype=float32)
+        """
         self.reset_running_stats()
         if self.affine:
             self._gamma[...] = 1
@@ -336,6 +574,15 @@ cdef class BatchNorm:
         ValueError
             For a wrong number of dimensions or features, an empty batch, or
             a single value per feature in training mode.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(2)
+        >>> bn.forward(np.array([[0.0, 10.0], [2.0, 30.0]], np.float32))
+        array([[-0.999995  , -0.99999994],
+               [ 0.999995  ,  0.99999994]], dtype=float32)
         """
         cdef char is_batch[cnp.NPY_MAXDIMS]
         cdef cnp.ndarray xa = self._check_input(x, is_batch)
@@ -397,7 +644,17 @@ cdef class BatchNorm:
         self._num_batches_tracked = n  # counted once the update has happened
 
     def __call__(self, x):
-        """Same as :meth:`forward`."""
+        """Same as :meth:`forward`: ``bn(x)`` is ``bn.forward(x)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(2).eval()
+        >>> x = np.ones((4, 2), np.float32)
+        >>> bool(np.array_equal(bn(x), bn.forward(x)))
+        True
+        """
         return self.forward(x)
 
     def backward(self, dy):
@@ -426,6 +683,18 @@ cdef class BatchNorm:
             If dy's shape differs from the last input's.
         TypeError
             If dy's dtype is not the layer's.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(2)
+        >>> y = bn(np.array([[0.0, 10.0], [2.0, 30.0], [4.0, 20.0]], np.float32))
+        >>> dx = bn.backward(np.ones_like(y))  # sum(y) does not depend on x
+        >>> bool(np.abs(dx).max() < 1e-6), bn.dbeta
+        (True, array([3., 3.], dtype=float32))
+
+        The mathematics: :doc:`/math`.
         """
         if self._saved is None:
             raise RuntimeError("backward() called before forward()")
@@ -480,6 +749,20 @@ cdef class BatchNorm:
         ``running_var`` and ``num_batches_tracked`` (if tracking), so that
         ``torch_module.load_state_dict({k: torch.from_numpy(v) ...})`` and
         :meth:`load_state_dict` both accept it.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Copies: changing them does not change the layer.
+
+        Examples
+        --------
+        >>> import cbn
+        >>> state = cbn.BatchNorm1d(2).state_dict()
+        >>> list(state)
+        ['weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked']
+        >>> state["num_batches_tracked"]
+        array(0)
         """
         d = {}
         if self.affine:
@@ -499,10 +782,27 @@ cdef class BatchNorm:
         must be exactly those :meth:`state_dict` returns; everything is
         checked before anything is changed.
 
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like
+            Values for ``weight``, ``bias``, ``running_mean``,
+            ``running_var`` and ``num_batches_tracked`` (those the layer has).
+
         Raises
         ------
         ValueError
             For missing or unexpected keys, or values of the wrong shape.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cbn
+        >>> bn = cbn.BatchNorm1d(2)
+        >>> state = bn.state_dict()
+        >>> state["running_mean"] = np.array([0.5, -0.5])
+        >>> bn.load_state_dict(state)
+        >>> bn.running_mean
+        array([ 0.5, -0.5], dtype=float32)
         """
         expected = set(self.state_dict())
         got = set(state_dict)
@@ -579,8 +879,9 @@ cdef class BatchNorm1d(_BatchNormNd):
     BatchNorm1d(4, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
     >>> y = bn(np.arange(8, dtype=np.float32).reshape(2, 4))
     >>> y
-    array([[-0.99998, -0.99998, -0.99998, -0.99998],
-           [ 0.99998,  0.99998,  0.99998,  0.99998]], dtype=float32)
+    array([[-0.99999875, -0.99999875, -0.99999875, -0.99999875],
+           [ 0.99999875,  0.99999875,  0.99999875,  0.99999875]],
+          dtype=float32)
     >>> bn.running_mean
     array([0.2, 0.3, 0.4, 0.5], dtype=float32)
     """

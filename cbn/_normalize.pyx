@@ -778,7 +778,7 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
     >>> y, mean, var = cbn.normalize_batch(x, return_stats=True)
     >>> dy = np.ones_like(x)  # d(sum y)/dy
     >>> dx, dgamma, dbeta = cbn.normalize_batch_backward(dy, x, mean, var)
-    >>> np.abs(dx).max() < 1e-12  # the sum of normalized values is constant
+    >>> bool(np.abs(dx).max() < 1e-12)  # the sum of normalized values is constant
     True
     >>> dbeta
     array([3., 3.])
