@@ -258,6 +258,12 @@ def simd_levels():
     -------
     list of str
         E.g. ``['scalar', 'sse2', 'avx2', 'avx512']``.
+
+    Examples
+    --------
+    >>> from cbn import kernels
+    >>> kernels.simd_levels()[0]
+    'scalar'
     """
     return [_cbn.cbn_simd_name(i).decode()
             for i in range(_cbn.CBN_SIMD_SCALAR, _cbn.CBN_SIMD_AVX512 + 1)
@@ -265,7 +271,22 @@ def simd_levels():
 
 
 def get_simd():
-    """Name of the SIMD level in use."""
+    """Name of the SIMD level in use.
+
+    The best level :func:`simd_levels` lists, unless ``CBN_SIMD`` or
+    :func:`set_simd` chose another.
+
+    Returns
+    -------
+    str
+        One of :func:`simd_levels`.
+
+    Examples
+    --------
+    >>> from cbn import kernels
+    >>> kernels.get_simd() in kernels.simd_levels()
+    True
+    """
     return _cbn.cbn_simd_name(_cbn.cbn_simd_get()).decode()
 
 
@@ -276,10 +297,25 @@ def set_simd(name):
     Not to be called while cbn runs in other threads. Mainly for testing and
     benchmarking; the default is the best level.
 
+    Parameters
+    ----------
+    name : str
+        The level: ``'scalar'``, ``'baseline'`` (SSE2 or NEON), ``'sse2'``,
+        ``'neon'``, ``'avx2'`` or ``'avx512'``.
+
     Raises
     ------
     ValueError
         If the level is unknown or not supported by this CPU.
+
+    Examples
+    --------
+    >>> from cbn import kernels
+    >>> best = kernels.get_simd()
+    >>> kernels.set_simd("scalar")
+    >>> kernels.get_simd()
+    'scalar'
+    >>> kernels.set_simd(best)
     """
     cdef int level
     names = {_cbn.cbn_simd_name(i).decode(): i
@@ -302,6 +338,23 @@ def set_num_threads(n):
     ----------
     n : int
         Number of threads, >= 0.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is negative.
+
+    See Also
+    --------
+    get_num_threads
+
+    Examples
+    --------
+    >>> import cbn
+    >>> cbn.set_num_threads(1)
+    >>> cbn.get_num_threads()
+    1
+    >>> cbn.set_num_threads(0)  # back to OpenMP's default
     """
     n = int(n)
     if n < 0:
@@ -310,13 +363,38 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of threads cbn's kernels use for large inputs."""
+    """The number of threads cbn's kernels use for large inputs.
+
+    Returns
+    -------
+    int
+        The count :func:`set_num_threads` set, else OpenMP's
+        (``OMP_NUM_THREADS``, threadpoolctl); 1 in a build without OpenMP.
+
+    Examples
+    --------
+    >>> import cbn
+    >>> cbn.get_num_threads() >= 1
+    True
+    """
     return _cbn.cbn_get_num_threads()
 
 
 def openmp_version():
-    """The OpenMP version (``_OPENMP``, e.g. 201511) cbn was built with, 0 if
-    it was built without OpenMP."""
+    """The OpenMP version cbn was built with.
+
+    Returns
+    -------
+    int
+        The value of ``_OPENMP`` at build time (e.g. 201511), 0 if cbn was
+        built without OpenMP.
+
+    Examples
+    --------
+    >>> from cbn import kernels
+    >>> kernels.openmp_version() >= 0
+    True
+    """
     return _cbn.cbn_openmp_version()
 
 
