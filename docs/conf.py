@@ -36,7 +36,6 @@ exclude_patterns = ["_build"]
 myst_heading_anchors = 3
 myst_enable_extensions = ["dollarmath"]
 
-autosummary_generate = True
 autodoc_default_options = {"members": True, "member-order": "bysource"}
 # Cython functions carry their signature (binding=True); the docstrings
 # document the types, so keep the signatures short.
