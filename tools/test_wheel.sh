@@ -6,7 +6,8 @@
 #   1. python -m build: the sdist, then the wheel built from the unpacked
 #      sdist in an isolated environment (so the sdist builds from scratch);
 #   2. the wheel's file list: extension modules, .pxd files, cbn.h, stubs;
-#   3. portability: AVX only in the AVX kernel files (tools/check_isa.py),
+#   3. portability: no -march=native, AVX only in the AVX kernel files
+#      (tools/check_isa.py), CBN_SIMD=sse2 imports and is used,
 #      auditwheel show, and auditwheel repair to a manylinux wheel that
 #      bundles the OpenMP runtime (libgomp) as scikit-learn's wheels do;
 #   4. the repaired wheel in a fresh venv with the newest NumPy (and torch
@@ -36,6 +37,10 @@ step "python -m build (sdist, then the wheel from the sdist)"
 sdist=$(echo "$tmp"/dist/cbn-*.tar.gz)
 wheel=$(echo "$tmp"/dist/cbn-*.whl)
 ls -l "$sdist" "$wheel"
+# CBN_NATIVE is opt-in for local builds; a shipped wheel must not have it.
+if grep -q -- '-march=native' "$tmp/build.log"; then
+    echo "the wheel was compiled with -march=native" >&2; exit 1
+fi
 
 step "the wheel's file list"
 "$tmp/tools/bin/python" - "$wheel" <<'EOF'
@@ -102,7 +107,7 @@ run_suite "$tmp/venv-numpy2" examples
 step "the same wheel in a fresh venv with NumPy 1.25"
 "$python" -m venv "$tmp/venv-numpy1"
 "$tmp/venv-numpy1/bin/python" -m pip install --quiet "$repaired" \
-    "numpy==1.25.*" pytest scipy threadpoolctl mypy
+    "numpy==1.25.*" pytest scipy threadpoolctl mypy Cython
 run_suite "$tmp/venv-numpy1"
 
 step "passed"
