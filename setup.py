@@ -111,7 +111,7 @@ class BuildExt(build_ext):
         else:
             cflags += ["-O3", "-std=c99", "-fno-math-errno"]
             if _env_flag("CBN_NATIVE"):  # opt-in local tuning only
-                cflags.append("-march=native")
+                cflags.append("-march=native")  # opt-in: CBN_NATIVE=1 only
         omp = None if _env_flag("CBN_NO_OPENMP") else _openmp_flags(self.compiler)
         if omp is None:
             print("cbn: building without OpenMP (serial kernels)")
