@@ -103,6 +103,15 @@ cdef inline bint _fits(const double[::1] v, Py_ssize_t C) noexcept nogil:
     return v is None or v.shape[0] == C
 
 
+cdef inline bint _all_fit(Py_ssize_t C, const double[::1] a,
+                          const double[::1] b, const double[::1] c=None,
+                          const double[::1] d=None,
+                          const double[::1] e=None) noexcept nogil:
+    """Whether every per-feature view given is None or has C entries."""
+    return (_fits(a, C) and _fits(b, C) and _fits(c, C) and _fits(d, C)
+            and _fits(e, C))
+
+
 cdef inline const double *_cptr(const double[::1] v) noexcept nogil:
     if v is None:
         return NULL
@@ -115,7 +124,7 @@ cdef inline double *_ptr(double[::1] v) noexcept nogil:
 
 cdef int stats_f32_mv(const float[:, :, ::1] x,
                       double[::1] mean, double[::1] var) noexcept nogil:
-    if x is None or not (_fits(mean, x.shape[1]) and _fits(var, x.shape[1])):
+    if x is None or not _all_fit(x.shape[1], mean, var):
         return ERR_ARG
     return stats_f32(&x[0, 0, 0], x.shape[0], x.shape[1], x.shape[2],
                      _ptr(mean), _ptr(var))
@@ -127,8 +136,7 @@ cdef int forward_train_f32_mv(const float[:, :, ::1] x, float[:, :, ::1] y,
                               double[::1] mean, double[::1] var) noexcept nogil:
     if x is None or y is None or not _same_block(x.shape, y.shape):
         return ERR_ARG
-    if not (_fits(gamma, x.shape[1]) and _fits(beta, x.shape[1])
-            and _fits(mean, x.shape[1]) and _fits(var, x.shape[1])):
+    if not _all_fit(x.shape[1], gamma, beta, mean, var):
         return ERR_ARG
     return forward_train_f32(&x[0, 0, 0], &y[0, 0, 0],
                              x.shape[0], x.shape[1], x.shape[2],
@@ -141,8 +149,7 @@ cdef int forward_infer_f32_mv(const float[:, :, ::1] x, float[:, :, ::1] y,
                               double eps) noexcept nogil:
     if x is None or y is None or not _same_block(x.shape, y.shape):
         return ERR_ARG
-    if not (_fits(mean, x.shape[1]) and _fits(var, x.shape[1])
-            and _fits(gamma, x.shape[1]) and _fits(beta, x.shape[1])):
+    if not _all_fit(x.shape[1], mean, var, gamma, beta):
         return ERR_ARG
     return forward_infer_f32(&x[0, 0, 0], &y[0, 0, 0],
                              x.shape[0], x.shape[1], x.shape[2],
@@ -158,9 +165,7 @@ cdef int backward_f32_mv(const float[:, :, ::1] dy, const float[:, :, ::1] x,
         return ERR_ARG
     if dx is not None and not _same_block(x.shape, dx.shape):
         return ERR_ARG
-    if not (_fits(mean, x.shape[1]) and _fits(var, x.shape[1])
-            and _fits(gamma, x.shape[1])
-            and _fits(dgamma, x.shape[1]) and _fits(dbeta, x.shape[1])):
+    if not _all_fit(x.shape[1], mean, var, gamma, dgamma, dbeta):
         return ERR_ARG
     return backward_f32(&dy[0, 0, 0], &x[0, 0, 0],
                         NULL if dx is None else &dx[0, 0, 0],
@@ -175,7 +180,7 @@ cdef int update_running_f32_mv(float[::1] running_mean, float[::1] running_var,
     if running_mean is None or running_var is None:
         return ERR_ARG
     cdef Py_ssize_t C = running_mean.shape[0]
-    if running_var.shape[0] != C or not (_fits(mean, C) and _fits(var, C)):
+    if running_var.shape[0] != C or not _all_fit(C, mean, var):
         return ERR_ARG
     return update_running_f32(&running_mean[0], &running_var[0],
                               _cptr(mean), _cptr(var), C, m, f)
@@ -183,7 +188,7 @@ cdef int update_running_f32_mv(float[::1] running_mean, float[::1] running_var,
 
 cdef int stats_f64_mv(const double[:, :, ::1] x,
                       double[::1] mean, double[::1] var) noexcept nogil:
-    if x is None or not (_fits(mean, x.shape[1]) and _fits(var, x.shape[1])):
+    if x is None or not _all_fit(x.shape[1], mean, var):
         return ERR_ARG
     return stats_f64(&x[0, 0, 0], x.shape[0], x.shape[1], x.shape[2],
                      _ptr(mean), _ptr(var))
@@ -195,8 +200,7 @@ cdef int forward_train_f64_mv(const double[:, :, ::1] x, double[:, :, ::1] y,
                               double[::1] mean, double[::1] var) noexcept nogil:
     if x is None or y is None or not _same_block(x.shape, y.shape):
         return ERR_ARG
-    if not (_fits(gamma, x.shape[1]) and _fits(beta, x.shape[1])
-            and _fits(mean, x.shape[1]) and _fits(var, x.shape[1])):
+    if not _all_fit(x.shape[1], gamma, beta, mean, var):
         return ERR_ARG
     return forward_train_f64(&x[0, 0, 0], &y[0, 0, 0],
                              x.shape[0], x.shape[1], x.shape[2],
@@ -209,8 +213,7 @@ cdef int forward_infer_f64_mv(const double[:, :, ::1] x, double[:, :, ::1] y,
                               double eps) noexcept nogil:
     if x is None or y is None or not _same_block(x.shape, y.shape):
         return ERR_ARG
-    if not (_fits(mean, x.shape[1]) and _fits(var, x.shape[1])
-            and _fits(gamma, x.shape[1]) and _fits(beta, x.shape[1])):
+    if not _all_fit(x.shape[1], mean, var, gamma, beta):
         return ERR_ARG
     return forward_infer_f64(&x[0, 0, 0], &y[0, 0, 0],
                              x.shape[0], x.shape[1], x.shape[2],
@@ -226,9 +229,7 @@ cdef int backward_f64_mv(const double[:, :, ::1] dy, const double[:, :, ::1] x,
         return ERR_ARG
     if dx is not None and not _same_block(x.shape, dx.shape):
         return ERR_ARG
-    if not (_fits(mean, x.shape[1]) and _fits(var, x.shape[1])
-            and _fits(gamma, x.shape[1])
-            and _fits(dgamma, x.shape[1]) and _fits(dbeta, x.shape[1])):
+    if not _all_fit(x.shape[1], mean, var, gamma, dgamma, dbeta):
         return ERR_ARG
     return backward_f64(&dy[0, 0, 0], &x[0, 0, 0],
                         NULL if dx is None else &dx[0, 0, 0],
@@ -243,7 +244,7 @@ cdef int update_running_f64_mv(double[::1] running_mean, double[::1] running_var
     if running_mean is None or running_var is None:
         return ERR_ARG
     cdef Py_ssize_t C = running_mean.shape[0]
-    if running_var.shape[0] != C or not (_fits(mean, C) and _fits(var, C)):
+    if running_var.shape[0] != C or not _all_fit(C, mean, var):
         return ERR_ARG
     return update_running_f64(&running_mean[0], &running_var[0],
                               _cptr(mean), _cptr(var), C, m, f)
