@@ -132,3 +132,28 @@ def test_plot_writes_a_png(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(target) in proc.stdout
+
+
+def test_bounds_probe_builds_and_reports_every_pass(tmp_path):
+    """tools/bounds.c (the least-work loops quoted beside the benchmark's
+    targets) still compiles warning-free and prints every pass as a finite,
+    positive multiple of the copy."""
+    import re
+    import shutil
+    source = REPO_ROOT / "tools" / "bounds.c"
+    if not source.exists():
+        pytest.skip("tools/bounds.c is not in this tree (installed from a wheel)")
+    if shutil.which("gcc") is None:
+        pytest.skip("no gcc")
+    from cbn import kernels
+    if "avx512" not in kernels.simd_levels():
+        pytest.skip("the probe's loops need AVX-512F")
+    exe = tmp_path / "bounds"
+    build = subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-std=c11",
+                            "-o", str(exe), str(source)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe), "16384:4096"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    ratios = dict(re.findall(r"^\s+(\S+)\s+([0-9.]+)x the copy", run.stdout, re.M))
+    assert set(ratios) == {"stats", "norm", "norm-nt", "train", "backward"}, run.stdout
+    assert all(0 < float(r) < 1e3 for r in ratios.values()), run.stdout
