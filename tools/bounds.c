@@ -1,35 +1,38 @@
 /*
- * bounds.c -- how fast can any batch-norm kernel with cbn's accuracy rules be
- * on this machine? Times the least work each pass must do, as multiples of
- * the benchmark's floor (a copy of the same array), in one process:
+ * bounds.c -- how fast can a batch-norm kernel that keeps cbn's accuracy
+ * rules be on this machine? Times each pass in its least form, as multiples
+ * of the benchmark's floor (a copy of the same array), in one process,
+ * interleaved, medians and quartiles over 15 rounds:
  *
  *   stats    one pass over x: sum(x - K) and sum((x - K)^2) accumulated in
  *            double, float widened on load -- the statistics pass with
  *            nothing else (no per-feature bookkeeping, no accuracy check);
  *   norm     y = (x - h)*s + t with ordinary stores;
  *   norm-nt  the same with streaming stores (what cbn uses for large outputs);
- *   train    stats then norm (norm-nt from 16 MiB, cbn's threshold) over
- *            the whole array: a layout whose
- *            statistics need the whole array before any output can be written
- *            (rows layouts larger than the cache, or one NCHW feature's slab
- *            larger than L2) pays this, at least;
- *   backward sum(dy), sum(dy*(x - K)) then dx = a*dy + b*(x - h) + c.
+ *   train    stats then norm (norm-nt from 16 MiB, cbn's threshold), in the
+ *            order the layout allows (see `layout` below);
+ *   backward sum(dy), sum(dy*(x - K)) then dx = a*dy + b*(x - h) + c, in
+ *            the same order.
  *
- * A kernel cannot beat these, so a target below them cannot be met here
- * without breaking a rule (statistics in double). Not part of the library or
+ * `stats` bounds every training forward from below: no kernel that keeps
+ * its statistics in double can read the data faster than this, so where
+ * stats alone is near or above a target (rows layouts in L2: N x C and
+ * channels-last), the target cannot be met here without breaking that rule.
+ * train and backward are these least passes strung together in the layout's
+ * order, a guide rather than a bound: cbn's own kernels, which cut the
+ * passes into cache-sized pieces, can beat them. Not part of the library or
  * its build; the benchmark proper is `python -m cbn bench`.
  *
  * Build and run (x86-64 with AVX-512F; the loops are compiled for it with a
  * target attribute, no -march flag):
- *   gcc -O2 -o /tmp/bounds tools/bounds.c && /tmp/bounds
- * Arguments: N[:SLAB], an array size in float32 elements and the slab size
- * of the two-pass kinds (default: the whole array). Without arguments, the
- * benchmark's 2-D (256,1024) case, NCHW (32,64,56,56) and the 205 MB NCHW
- * (64,64,112,112), with their features' slabs.
+ *   gcc -O3 -o /tmp/bounds tools/bounds.c && /tmp/bounds
+ * Arguments: OUTER,C,INNER layouts (a float32 array of OUTER x C x INNER,
+ * features along C); without arguments, the benchmark's float32 cases.
  */
 #define _POSIX_C_SOURCE 200112L
 #include <immintrin.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -52,7 +55,7 @@ TARGET static double stats(const float *x, long n, double K)
         a[i] = q[i] = _mm512_setzero_pd();
     for (long i = 0; i + 32 <= n; i += 32) {
         for (int u = 0; u < 4; u++) {
-            __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_load_ps(x + i + 8 * u)), k);
+            __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8 * u)), k);
             a[u] = _mm512_add_pd(a[u], d);
             q[u] = _mm512_fmadd_pd(d, d, q[u]);
         }
@@ -62,16 +65,26 @@ TARGET static double stats(const float *x, long n, double K)
     return _mm512_reduce_add_pd(s) + _mm512_reduce_add_pd(t);
 }
 
+/* Elements before y is 64-byte aligned, for the streaming stores. */
+static long peel(const float *y, long n)
+{
+    long k = (long)((64 - (uintptr_t)y % 64) % 64 / sizeof(float));
+    return k < n ? k : n;
+}
+
 TARGET static void norm(const float *x, float *y, long n, int nt)
 {
     __m512 h = _mm512_set1_ps(0.5f), s = _mm512_set1_ps(1.5f), t = _mm512_set1_ps(2.0f);
+    long i = 0;
     if (nt) {
-        for (long i = 0; i + 16 <= n; i += 16)
-            _mm512_stream_ps(y + i, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_load_ps(x + i), h), s, t));
+        for (long p = peel(y, n); i < p; i++)
+            y[i] = (x[i] - 0.5f) * 1.5f + 2.0f;
+        for (; i + 16 <= n; i += 16)
+            _mm512_stream_ps(y + i, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), h), s, t));
         _mm_sfence();
     } else {
-        for (long i = 0; i + 16 <= n; i += 16)
-            _mm512_store_ps(y + i, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_load_ps(x + i), h), s, t));
+        for (; i + 16 <= n; i += 16)
+            _mm512_storeu_ps(y + i, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), h), s, t));
     }
 }
 
@@ -83,8 +96,8 @@ TARGET static double grad(const float *dy, const float *x, long n, double K)
         a[i] = q[i] = _mm512_setzero_pd();
     for (long i = 0; i + 16 <= n; i += 16) {
         for (int u = 0; u < 2; u++) {
-            __m512d g = _mm512_cvtps_pd(_mm256_load_ps(dy + i + 8 * u));
-            __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_load_ps(x + i + 8 * u)), k);
+            __m512d g = _mm512_cvtps_pd(_mm256_loadu_ps(dy + i + 8 * u));
+            __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8 * u)), k);
             a[u] = _mm512_add_pd(a[u], g);
             q[u] = _mm512_fmadd_pd(g, d, q[u]);
         }
@@ -98,13 +111,17 @@ TARGET static void dx_pass(const float *dy, const float *x, float *dx, long n, i
 {
     __m512 a = _mm512_set1_ps(0.5f), b = _mm512_set1_ps(1.5f),
            c = _mm512_set1_ps(2.0f), h = _mm512_set1_ps(0.25f);
-    for (long i = 0; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_fmadd_ps(a, _mm512_load_ps(dy + i),
-                                   _mm512_fmadd_ps(b, _mm512_sub_ps(_mm512_load_ps(x + i), h), c));
+    long i = 0;
+    if (nt)
+        for (long p = peel(dx, n); i < p; i++)
+            dx[i] = 0.5f * dy[i] + (1.5f * (x[i] - 0.25f) + 2.0f);
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_fmadd_ps(a, _mm512_loadu_ps(dy + i),
+                                   _mm512_fmadd_ps(b, _mm512_sub_ps(_mm512_loadu_ps(x + i), h), c));
         if (nt)
             _mm512_stream_ps(dx + i, v);
         else
-            _mm512_store_ps(dx + i, v);
+            _mm512_storeu_ps(dx + i, v);
     }
     if (nt)
         _mm_sfence();
@@ -120,37 +137,53 @@ enum { COPY, STATS, NORM, NORM_NT, TRAIN, BACKWARD, NK };
 static const char *names[NK] = {"copy", "stats", "norm", "norm-nt", "train",
                                 "backward"};
 
-/* train and backward go slab by slab: a slab's pass two follows its pass one,
-   as cbn does one NCHW feature at a time (slab = the feature's values) */
-static void run(int k, const float *x, const float *dy, float *y, long n,
-                long slab, volatile double *sink)
+/* The layout of the benchmark's cases: outer x C x inner, features along C.
+   train and backward go feature by feature over its `outer` runs of `inner`
+   values when inner > 1 (NCHW), pass two right after pass one as cbn does,
+   so the feature's values are still in cache; when inner == 1 (rows:
+   N x C, channels-last) every feature needs the whole array read before
+   any output can be written, so pass one runs over all of it, then pass
+   two. */
+typedef struct {
+    long outer, C, inner;
+} layout;
+
+static void run(int k, const float *x, const float *dy, float *y, layout L,
+                volatile double *sink)
 {
+    const long n = L.outer * L.C * L.inner;
     const int nt = n * (long)sizeof(float) >= 16L << 20;
+    const long runs = L.inner > 1 ? L.C : 1, len = L.inner > 1 ? L.inner : n,
+               count = L.inner > 1 ? L.outer : 1;
     switch (k) {
     case COPY: memcpy(y, x, (size_t)n * sizeof(float)); break;
     case STATS: *sink += stats(x, n, 0.25); break;
     case NORM: norm(x, y, n, 0); break;
     case NORM_NT: norm(x, y, n, 1); break;
     case TRAIN:
-        for (long i = 0; i < n; i += slab) {
-            long w = n - i < slab ? n - i : slab;
-            *sink += stats(x + i, w, 0.25);
-            norm(x + i, y + i, w, nt);
+        for (long c = 0; c < runs; c++) {
+            for (long o = 0; o < count; o++)
+                *sink += stats(x + (o * runs + c) * len, len, 0.25);
+            for (long o = 0; o < count; o++)
+                norm(x + (o * runs + c) * len, y + (o * runs + c) * len, len, nt);
         }
         break;
     case BACKWARD:
-        for (long i = 0; i < n; i += slab) {
-            long w = n - i < slab ? n - i : slab;
-            *sink += grad(dy + i, x + i, w, 0.25);
-            dx_pass(dy + i, x + i, y + i, w, nt);
+        for (long c = 0; c < runs; c++) {
+            for (long o = 0; o < count; o++)
+                *sink += grad(dy + (o * runs + c) * len, x + (o * runs + c) * len, len, 0.25);
+            for (long o = 0; o < count; o++)
+                dx_pass(dy + (o * runs + c) * len, x + (o * runs + c) * len,
+                        y + (o * runs + c) * len, len, nt);
         }
         break;
     }
 }
 
-static void measure(long n, long slab)
+static void measure(layout L)
 {
     enum { ROUNDS = 15 };
+    const long n = L.outer * L.C * L.inner;
     float *x = aligned_alloc(64, (size_t)n * sizeof(float));
     float *y = aligned_alloc(64, (size_t)n * sizeof(float));
     float *dy = aligned_alloc(64, (size_t)n * sizeof(float));
@@ -164,7 +197,7 @@ static void measure(long n, long slab)
         for (int k = 0; k < NK; k++) {
             double t0 = now();
             for (long i = 0; i < reps; i++)
-                run(k, x, dy, y, n, slab, &sink);
+                run(k, x, dy, y, L, &sink);
             if (r >= 0)
                 t[k][r] = (now() - t0) / (double)reps;
         }
@@ -173,8 +206,8 @@ static void measure(long n, long slab)
         for (int k = 0; k < NK; k++)
             ratio[k][r] = t[k][r] / t[COPY][r];
     qsort(t[COPY], ROUNDS, sizeof(double), cmp);
-    printf("%ld float32 (%.1f MB), slabs of %ld: copy %.1f us (median)\n", n,
-           n * 4e-6, slab, t[COPY][ROUNDS / 2] * 1e6);
+    printf("(%ld, %ld, %ld) float32, %.1f MB: copy %.1f us (median)\n", L.outer,
+           L.C, L.inner, n * 4e-6, t[COPY][ROUNDS / 2] * 1e6);
     for (int k = 1; k < NK; k++) {
         qsort(ratio[k], ROUNDS, sizeof(double), cmp);
         printf("  %-8s %5.2fx the copy  (quartiles %.2f .. %.2f)\n", names[k],
@@ -191,14 +224,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "bounds: needs AVX-512F\n");
         return 1;
     }
-    static const char *const defaults[] = {"262144", "6422528:100352",
-                                           "51380224:802816"};
-    const int count = argc > 1 ? argc - 1 : 3;
+    /* the benchmark's float32 cases, as (outer, C, inner) */
+    static const layout cases[] = {
+        {32, 64, 3136}, {32, 256, 196}, {8, 3, 50176}, {100352, 64, 1},
+        {256, 1024, 1}, {4096, 64, 1}, {64, 64, 12544}};
+    const int count = argc > 1 ? argc - 1 : (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < count; i++) {
-        const char *arg = argc > 1 ? argv[i + 1] : defaults[i];
-        const char *colon = strchr(arg, ':');
-        long n = atol(arg);
-        measure(n, colon ? atol(colon + 1) : n);
+        layout L = i < (int)(sizeof cases / sizeof cases[0]) ? cases[i] : cases[0];
+        if (argc > 1 && sscanf(argv[i + 1], "%ld,%ld,%ld", &L.outer, &L.C, &L.inner) != 3) {
+            fprintf(stderr, "bounds: want OUTER,C,INNER, got '%s'\n", argv[i + 1]);
+            return 2;
+        }
+        measure(L);
     }
     return 0;
 }
