@@ -20,10 +20,16 @@
    in kernels_template.h): for training and backward, whose outputs are
    written from data just read into L2, and for inference with given
    statistics, a pure stream that only gains once the data are well beyond
-   what the last-level cache holds. Measured, not derived: see the
-   benchmark (python -m cbn bench). */
+   what the last-level cache holds. Measured, not derived: on the
+   development VM (Xeon, AVX-512), NCHW eval of 25.7 MB (float32) took
+   1.02x the copy with ordinary stores and 1.20x with streaming ones, of
+   51 MB (float64) 1.07x and 0.74x. See the benchmark (python -m cbn bench). */
+#ifndef CBN_STREAM_MIN_BYTES  /* -D for experiments */
 #define CBN_STREAM_MIN_BYTES ((int64_t)16 << 20)
-#define CBN_STREAM_MIN_BYTES_EVAL ((int64_t)64 << 20)
+#endif
+#ifndef CBN_STREAM_MIN_BYTES_EVAL
+#define CBN_STREAM_MIN_BYTES_EVAL ((int64_t)32 << 20)
+#endif
 
 /* Per-data-type entries; T is float (f32) or double (f64). Argument order and
    meaning follow the public functions in cbn.h, except that forward_train

@@ -202,7 +202,7 @@ def test_results_do_not_depend_on_output_alignment(simd_level, level, dtype):
 
 @pytest.mark.slow
 def test_streaming_stores_for_large_outputs_are_correct():
-    # Outputs of 64 MiB and more are written with streaming stores (16 MiB
+    # Outputs of 32 MiB and more are written with streaming stores (16 MiB
     # for training and backward); check such sizes against float64 per channel.
     rng = np.random.default_rng(2)
     x = rng.standard_normal((17, 8, 128, 128), dtype=np.float32)  # 68 MiB
