@@ -31,6 +31,18 @@
 #define CBN_STREAM_MIN_BYTES_EVAL ((int64_t)32 << 20)
 #endif
 
+/* Input size from which the rows-layout loops (N x C, channels-last)
+   prefetch the rows they will read next: such data come from L3 or memory,
+   and the loops, which read a few rows at a time, leave too few misses in
+   flight for the hardware prefetchers to hide. For cache-resident inputs the
+   prefetches only cost instructions. Measured on the development VM: the
+   statistics of (100352, 64) float32 (25.7 MB) 20% faster, of (4096, 64)
+   5% slower. */
+#ifndef CBN_PREFETCH_MIN_BYTES
+#define CBN_PREFETCH_MIN_BYTES ((int64_t)16 << 20)
+#endif
+#define CBN_PREFETCH_ROWS 8  /* how far ahead */
+
 /* Per-data-type entries; T is float (f32) or double (f64). Argument order and
    meaning follow the public functions in cbn.h, except that forward_train
    also serves cbn_stats_*: with y == NULL it only computes the statistics. */

@@ -29,6 +29,16 @@
 
 #include "kernels.h"
 
+/* A hint to fetch the cache line at p; never faults. */
+#if defined(__GNUC__) || defined(__clang__)
+#define CBN_PREFETCH(p) __builtin_prefetch(p)
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <xmmintrin.h>
+#define CBN_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+#else
+#define CBN_PREFETCH(p) ((void)0)
+#endif
+
 #define CHUNK 2048      /* elements per chunk (runs layout) */
 #define SEG_CHUNKS 16   /* chunks per segment */
 #define ROW_BLOCK 1024  /* features per column block (rows layout) */
@@ -156,7 +166,8 @@ static inline int64_t rows_per_chunk(int64_t C)
    in chunks of R rows. */
 typedef struct {
     int64_t outer, C, R, seg_rows, nblocks, nseg;
-    int stream;  /* write the output with streaming stores */
+    int stream;    /* write the output with streaming stores */
+    int prefetch;  /* rows to prefetch ahead, 0 for none */
 } rows_geom;
 
 static inline rows_geom rows_geometry(int64_t outer, int64_t C, size_t elsize)
@@ -171,7 +182,7 @@ static inline rows_geom rows_geometry(int64_t outer, int64_t C, size_t elsize)
     g.nblocks = (C + ROW_BLOCK - 1) / ROW_BLOCK;
     g.nseg = (outer + g.seg_rows - 1) / g.seg_rows;
     g.stream = 0;  /* rows start anywhere: aligning each would cost more */
-    (void)elsize;
+    g.prefetch = outer * C * (int64_t)elsize >= CBN_PREFETCH_MIN_BYTES ? CBN_PREFETCH_ROWS : 0;
     return g;
 }
 
@@ -179,6 +190,13 @@ static inline int block_width(const rows_geom *g, int64_t b)
 {
     int64_t w = g->C - b * ROW_BLOCK;
     return (int)(w < ROW_BLOCK ? w : ROW_BLOCK);
+}
+
+/* Rows ahead to prefetch from row r on, when k rows are read now: none past
+   the last row, so no address beyond the array is formed. */
+static inline int prefetch_ahead(const rows_geom *g, int64_t r, int k)
+{
+    return r + k + g->prefetch <= g->outer ? g->prefetch : 0;
 }
 
 static inline void segment_rows(const rows_geom *g, int64_t s, int64_t *r0,

@@ -625,9 +625,10 @@ static void FN(rows_add)(const T *row, int64_t ld, int k, int nb, double *acc)
     }
 }
 
-/* s1[j] += sum(row[j] - mu[j]), s2[j] += sum((row[j] - mu[j])^2) over k rows */
+/* s1[j] += sum(row[j] - mu[j]), s2[j] += sum((row[j] - mu[j])^2) over k rows;
+   rows pf further down are prefetched when pf > 0 */
 static void FN(rows_dev)(const T *row, int64_t ld, int k, int nb,
-                         const double *mu, double *s1, double *s2)
+                         const double *mu, double *s1, double *s2, int pf)
 {
     int j = 0;
     for (; j + STEP <= nb; j += STEP) {
@@ -635,6 +636,8 @@ static void FN(rows_dev)(const T *row, int64_t ld, int k, int nb,
         if (k == 4) {
             vd l[4], h[4];
             for (int r = 0; r < 4; r++) {
+                if (pf)
+                    CBN_PREFETCH(row + (r + pf) * ld + j);
                 load2(row + r * ld + j, &l[r], &h[r]);
                 l[r] = vd_sub(l[r], ml);
                 h[r] = vd_sub(h[r], mh);
@@ -669,9 +672,10 @@ static void FN(rows_dev)(const T *row, int64_t ld, int k, int nb,
     }
 }
 
-/* s1[j] += sum(dy[j]), s2[j] += sum(dy[j]*(x[j] - mean[j])) over k rows */
+/* s1[j] += sum(dy[j]), s2[j] += sum(dy[j]*(x[j] - mean[j])) over k rows;
+   prefetching as rows_dev */
 static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
-                          const double *mean, double *s1, double *s2)
+                          const double *mean, double *s1, double *s2, int pf)
 {
     int j = 0;
     for (; j + STEP <= nb; j += STEP) {
@@ -679,6 +683,10 @@ static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
         if (k == 4) {
             vd gl[4], gh[4], pl[4], ph[4], xl, xh;
             for (int r = 0; r < 4; r++) {
+                if (pf) {
+                    CBN_PREFETCH(dyr + (r + pf) * ld + j);
+                    CBN_PREFETCH(xr + (r + pf) * ld + j);
+                }
                 load2(dyr + r * ld + j, &gl[r], &gh[r]);
                 load2(xr + r * ld + j, &xl, &xh);
                 pl[r] = vd_mul(gl[r], vd_sub(xl, ml));
@@ -736,7 +744,8 @@ static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
         for (int j = 0; j < nb; j++)
             s1[j] = 0.0, s2[j] = 0.0;
         for (r = a; r < b; r += ROWS_AT_ONCE(r, b))
-            FN(rows_dev)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, K, s1, s2);
+            FN(rows_dev)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, K, s1, s2,
+                         prefetch_ahead(g, r, ROWS_AT_ONCE(r, b)));
         for (int j = 0; j < nb; j++)
             accurate &= shift_is_accurate(nk, s1[j], s2[j]);
         if (!accurate) {  /* exact two passes over the chunk, all columns */
@@ -747,7 +756,7 @@ static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
             for (int j = 0; j < nb; j++)
                 K[j] /= nk;
             for (r = a; r < b; r += ROWS_AT_ONCE(r, b))
-                FN(rows_dev)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, K, s1, s2);
+                FN(rows_dev)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, K, s1, s2, 0);
         }
         fold_columns(nb, n, nk, K, s1, s2, mean, m2);
         n += nk;
@@ -767,10 +776,14 @@ static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
     for (int64_t r = r0; r < r1; r++) {
         const T *xr = x + r * g->C + c0;
         T *yr = y + r * g->C + c0;
+        const int pf = prefetch_ahead(g, r, 1);
         int j = 0;
-        for (; j + VT_N <= nb; j += VT_N)
+        for (; j + VT_N <= nb; j += VT_N) {
+            if (pf)
+                CBN_PREFETCH(xr + pf * g->C + j);
             vt_storeu(yr + j, vt_fmadd(vt_sub(vt_loadu(xr + j), vt_loadu(hi + j)),
                                        vt_loadu(sc + j), vt_loadu(sh + j)));
+        }
         for (; j < nb; j++)
             yr[j] = st_fmadd(xr[j] - hi[j], sc[j], sh[j]);
     }
@@ -789,9 +802,14 @@ static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
         const int64_t off = r * g->C + c0;
         const T *gr = dy + off, *xr = x + off;
         T *dr = dx + off;
+        const int pf = prefetch_ahead(g, r, 1);
         int j = 0;
         if (batch_stats) {
             for (; j + VT_N <= nb; j += VT_N) {
+                if (pf) {
+                    CBN_PREFETCH(gr + pf * g->C + j);
+                    CBN_PREFETCH(xr + pf * g->C + j);
+                }
                 VT t = vt_fmadd(vt_loadu(b + j), vt_sub(vt_loadu(xr + j), vt_loadu(hi + j)),
                                 vt_loadu(k0 + j));
                 vt_storeu(dr + j, vt_fmadd(vt_loadu(a + j), vt_loadu(gr + j), t));
@@ -975,7 +993,8 @@ static void FN(rows_segment_grad)(const T *dy, const T *x, const rows_geom *g,
         s1[j] = 0.0, s2[j] = 0.0;
     for (int64_t r = r0; r < r1; r += ROWS_AT_ONCE(r, r1))
         FN(rows_grad)(dy + r * g->C + c0, x + r * g->C + c0, g->C,
-                      ROWS_AT_ONCE(r, r1), nb, mean, s1, s2);
+                      ROWS_AT_ONCE(r, r1), nb, mean, s1, s2,
+                      prefetch_ahead(g, r, ROWS_AT_ONCE(r, r1)));
 }
 
 /* Gradient sums of column block b, then its dx (when dx). */

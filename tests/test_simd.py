@@ -221,3 +221,37 @@ def test_streaming_stores_for_large_outputs_are_correct():
         np.testing.assert_allclose(y[:, c], ref, atol=2e-5)
         np.testing.assert_allclose(yt[:, c], ref, atol=2e-5)
         np.testing.assert_allclose(dx[:, c], xc / np.sqrt(v[c] + 1e-5), atol=2e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prefetching_rows_loops_are_correct(dtype):
+    # Rows layouts (features last) of 16 MiB and more prefetch rows ahead
+    # (CBN_PREFETCH_MIN_BYTES); the prefetch stops short of the last rows.
+    # Check such a size, with a row count that is not a multiple of the
+    # chunking, against float64 per feature.
+    rng = np.random.default_rng(3)
+    n = (16 << 20) // (20 * np.dtype(dtype).itemsize) + 37
+    x = rng.standard_normal((n, 20)).astype(dtype)
+    x[:, 5] += 1e3
+    dy = rng.standard_normal((n, 20)).astype(dtype)
+    y, m, v = cbn.normalize_batch(x, axis=0, return_stats=True)
+    ye = cbn.normalize_batch(x, axis=0, mean=m, var=v)
+    dx, dg, db = cbn.normalize_batch_backward(dy, x, m, v, axis=0)
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    mean, var = x64.mean(axis=0), x64.var(axis=0)
+    np.testing.assert_allclose(m, mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(v, var, rtol=1e-10)
+    xhat = (x64 - mean) / np.sqrt(var + 1e-5)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, xhat, atol=tol)
+    np.testing.assert_allclose(ye, xhat, atol=tol)
+    g = dy64.mean(axis=0)
+    gx = (dy64 * xhat).mean(axis=0)
+    dx_ref = (dy64 - g - xhat * gx) / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(dx, dx_ref, atol=10 * tol)
+    # dgamma, dbeta come back in x's dtype, summed in double
+    rtol = 1e-6 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(db, dy64.sum(axis=0), rtol=rtol, atol=1e-9)
+    np.testing.assert_allclose(dg, (dy64 * xhat).sum(axis=0), rtol=rtol, atol=1e-6)
+
