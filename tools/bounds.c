@@ -191,8 +191,9 @@ static void measure(layout L)
     double t[NK][ROUNDS], ratio[NK][ROUNDS];
     for (long i = 0; i < n; i++)
         x[i] = (float)(i % 1000) * 0.001f, y[i] = 0.0f, dy[i] = x[i] - 0.5f;
-    /* loops of about 20 ms, the kinds interleaved within every round */
-    long reps = (long)(5e6 / (double)n) + 1;
+    /* the kinds interleaved within every round, each a loop of 10-40 ms
+       (warm, like the benchmark's) */
+    long reps = (long)(5e7 / (double)n) + 1;
     for (int r = -1; r < ROUNDS; r++) {
         for (int k = 0; k < NK; k++) {
             double t0 = now();
