@@ -43,6 +43,17 @@
 #endif
 #define CBN_PREFETCH_ROWS 8  /* how far ahead */
 
+/* Runs (NCHW) of at most this many bytes are prefetched two runs ahead of
+   the statistics and gradient passes (and, written with ordinary stores,
+   of the output): a hardware prefetcher needs a few lines of a stream to
+   start, which short runs never give it. Measured on the development VM:
+   training on (32, 256, 196) float32 (runs of 784 bytes) 15% faster,
+   (64, 64, 400) 13%, (32, 128, 512) 15%; runs of 4 KiB were slower. */
+#ifndef CBN_PREFETCH_RUN_BYTES
+#define CBN_PREFETCH_RUN_BYTES 2048
+#endif
+#define CBN_PREFETCH_RUNS 2
+
 /* Per-data-type entries; T is float (f32) or double (f64). Argument order and
    meaning follow the public functions in cbn.h, except that forward_train
    also serves cbn_stats_*: with y == NULL it only computes the statistics. */

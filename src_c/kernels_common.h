@@ -29,15 +29,31 @@
 
 #include "kernels.h"
 
-/* A hint to fetch the cache line at p; never faults. */
+/* Hints to fetch the cache line at p, to read it or (_W) to write it; they
+   never fault. */
 #if defined(__GNUC__) || defined(__clang__)
 #define CBN_PREFETCH(p) __builtin_prefetch(p)
+#define CBN_PREFETCH_W(p) __builtin_prefetch(p, 1)
 #elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
 #include <xmmintrin.h>
 #define CBN_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+#define CBN_PREFETCH_W(p) CBN_PREFETCH(p)
 #else
 #define CBN_PREFETCH(p) ((void)0)
+#define CBN_PREFETCH_W(p) ((void)0)
 #endif
+
+/* Prefetch every line of the n bytes at p, to read or to write them. */
+static inline void prefetch_bytes(const void *p, int64_t n, int write)
+{
+    const char *q = (const char *)p;
+    for (int64_t b = 0; b < n; b += 64) {
+        if (write)
+            CBN_PREFETCH_W(q + b);
+        else
+            CBN_PREFETCH(q + b);
+    }
+}
 
 #define CHUNK 2048      /* elements per chunk (runs layout) */
 #define SEG_CHUNKS 16   /* chunks per segment */
@@ -109,6 +125,7 @@ typedef struct {
     int64_t nchunks;  /* per feature */
     int64_t nseg;     /* per feature */
     int stream;       /* write the output with streaming stores */
+    int prefetch;     /* runs to prefetch ahead (short runs), 0 for none */
 } runs_geom;
 
 static inline runs_geom runs_geometry(int64_t outer, int64_t C, int64_t inner,
@@ -129,7 +146,18 @@ static inline runs_geom runs_geometry(int64_t outer, int64_t C, int64_t inner,
     }
     g.nseg = (g.nchunks + SEG_CHUNKS - 1) / SEG_CHUNKS;
     g.stream = streams_output(outer * C * inner * (int64_t)elsize);
+    g.prefetch = inner * (int64_t)elsize <= CBN_PREFETCH_RUN_BYTES ? CBN_PREFETCH_RUNS : 0;
     return g;
+}
+
+/* Prefetch run o + g->prefetch of feature c of `a` (elsize bytes a value),
+   when there is one and short runs are prefetched. */
+static inline void prefetch_run(const runs_geom *g, const void *a, size_t elsize,
+                                int64_t o, int64_t c, int write)
+{
+    if (g->prefetch && o + g->prefetch < g->outer)
+        prefetch_bytes((const char *)a + ((o + g->prefetch) * g->C + c) * g->inner * (int64_t)elsize,
+                       g->inner * (int64_t)elsize, write);
 }
 
 static inline void runs_chunk(const runs_geom *g, int64_t j, int64_t *o0,

@@ -279,8 +279,10 @@ static moments FN(runs_chunk_moments)(const T *x, const runs_geom *g,
     runs_chunk(g, j, &o0, &o1, &i0, &i1);
     const double n = (double)(o1 - o0) * (double)(i1 - i0);
     double s1 = 0.0, s2 = 0.0;
-    for (o = o0; o < o1; o++)
+    for (o = o0; o < o1; o++) {
+        prefetch_run(g, x, sizeof(T), o, c, 0);
         FN(run_dev)(x + (o * g->C + c) * g->inner + i0, i1 - i0, K, &s1, &s2);
+    }
     if (!shift_is_accurate(n, s1, s2)) {
         double s = 0.0;
         for (o = o0; o < o1; o++)
@@ -329,6 +331,8 @@ static void FN(runs_segment_grad)(const T *dy, const T *x, const runs_geom *g,
         runs_chunk(g, j, &o0, &o1, &i0, &i1);
         for (int64_t o = o0; o < o1; o++) {
             int64_t off = (o * g->C + c) * g->inner + i0;
+            prefetch_run(g, dy, sizeof(T), o, c, 0);
+            prefetch_run(g, x, sizeof(T), o, c, 0);
             FN(run_grad)(dy + off, x + off, i1 - i0, mean, &a, &b);
         }
     }
@@ -346,6 +350,8 @@ static void FN(runs_segment_normalize)(const T *x, T *y, const runs_geom *g,
         runs_chunk(g, j, &o0, &o1, &i0, &i1);
         for (int64_t o = o0; o < o1; o++) {
             int64_t off = (o * g->C + c) * g->inner + i0;
+            if (!g->stream)  /* streaming stores read no lines */
+                prefetch_run(g, y, sizeof(T), o, c, 1);
             FN(run_normalize)(x + off, y + off, i1 - i0, k, g->stream);
         }
     }
@@ -389,6 +395,8 @@ static void FN(runs_segment_dx)(const T *dy, const T *x, T *dx,
         runs_chunk(g, j, &o0, &o1, &i0, &i1);
         for (int64_t o = o0; o < o1; o++) {
             int64_t off = (o * g->C + c) * g->inner + i0;
+            if (!g->stream)
+                prefetch_run(g, dx, sizeof(T), o, c, 1);
             if (batch_stats)
                 FN(run_dx)(dy + off, x + off, dx + off, i1 - i0, d.a, d.b,
                            d.k0, d.hi, g->stream);
