@@ -108,7 +108,7 @@ class BatchStats:
         d = self._count - ddof
         if d <= 0:
             return np.full(self._m2.shape, np.nan)
-        return self._m2 / d
+        return np.asarray(self._m2 / d)  # an array even for 0-d statistics
 
     def merge(self, *others):
         """The statistics of this batch and ``others`` together.
