@@ -33,6 +33,10 @@ def find_mpiexec():
 
 
 MPIEXEC = find_mpiexec()
+needs_example = pytest.mark.skipif(
+    not os.path.isfile(EXAMPLE),
+    reason="examples/sync_bn_mpi.py is not next to the tests (a copy of the "
+           "tests without the examples)")
 needs_mpi = pytest.mark.skipif(
     not (HAVE_MPI4PY and MPIEXEC),
     reason="needs mpi4py and mpiexec (pip install -e '.[mpi]'): "
@@ -82,6 +86,7 @@ def test_whole_batch_errors_are_raised_on_every_rank(nprocs):
 
 
 @needs_mpi
+@needs_example
 def test_data_parallel_demo_has_single_process_loss_curves():
     """The demo's training loop sharing minibatches among 3 processes
     (the example's DataParallel, SyncBatchNorm) against one process, float64."""
@@ -89,6 +94,7 @@ def test_data_parallel_demo_has_single_process_loss_curves():
 
 
 @needs_mpi
+@needs_example
 def test_example_prints_the_single_process_demo_curves():
     """examples/sync_bn_mpi.py on 4 processes prints the table of
     ``python -m cbn demo --float64`` (float64: see the example's docstring)."""
@@ -205,3 +211,27 @@ def test_state_dict_and_pickle_round_trip():
     other = cbn.BatchNorm(3)
     other.load_state_dict(bn.state_dict())
     np.testing.assert_array_equal(other.running_var, bn.running_var)
+
+
+@needs_mpi
+def test_bench_mpi_launches_itself_and_reports(tmp_path):
+    """``python -m cbn bench --mpi --quick``: a smoke test, no timing asserted."""
+    target = tmp_path / "mpi.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(cbn.__file__))),
+         os.environ.get("PYTHONPATH", "")]))
+    for launcher_variable in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE",
+                              "PMIX_RANK", "SLURM_PROCID"):
+        env.pop(launcher_variable, None)
+    r = subprocess.run([sys.executable, "-m", "cbn", "bench", "--mpi", "--quick",
+                        "--json", str(target)], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "overhead of synchronizing" in r.stdout
+    result = json.loads(target.read_text())
+    assert result["meta"]["ranks"] == 2
+    for name in ("local", "sync", "collectives"):
+        t = result["times"][name]
+        assert len(t["rounds"]) == result["meta"]["rounds"]
+        assert all(0 < v < 10 for v in t["rounds"])
+    assert result["ratio"]["median"] > 0
