@@ -19,9 +19,11 @@ Design notes
   that round.
 - All ranks start each loop together (a barrier), and a loop's time is the
   slowest rank's: a synchronized step ends when the last rank's does.
-- The collectives alone (the layer's two exchanges, with the same message
-  sizes) are timed too, to tell waiting on the network from the extra pass
-  over the data that synchronized statistics need.
+- Two more variants tell the parts of the cost apart: the collectives alone
+  (the layer's two exchanges, with the same message sizes), and the
+  synchronized layer's arithmetic without them (a BatchNorm2d whose "group"
+  keeps each rank's own statistics: the unfused kernels that a synchronized
+  step needs, with no exchange and no waiting for the other ranks).
 - Other processes on the machine disturb a benchmark whose ranks each need
   a CPU: every round records the CPU time taken by everything but the ranks
   (Linux), and the report says how many rounds were disturbed.
@@ -73,6 +75,17 @@ def relaunch(args):
     return subprocess.call(cmd, env=env)
 
 
+class _NoExchange:
+    """A stand-in process group that keeps this rank's own statistics and
+    sums: the synchronized code path without communication."""
+
+    def combine_stats(self, m, stats):
+        return m
+
+    def sum_grads(self, sums):
+        pass
+
+
 def _timed_loop(comm, step, iterations):
     """Seconds for ``iterations`` calls of ``step`` on the slowest rank."""
     from mpi4py import MPI
@@ -111,6 +124,8 @@ def run_mpi_bench(comm, shape=SHAPE, rounds=11, target=0.1, threads=1):
     C = shape[1]
     local = cbn.BatchNorm2d(C)
     sync = cbn.SyncBatchNorm(C, comm=comm)
+    unfused = cbn.BatchNorm2d(C)
+    unfused._join(_NoExchange())
 
     def step(layer):
         def run():
@@ -129,7 +144,8 @@ def run_mpi_bench(comm, shape=SHAPE, rounds=11, target=0.1, threads=1):
         group.combine_stats(10, stats)
         group.sum_grads(sums)
 
-    runs = {"local": step(local), "sync": step(sync), "collectives": collectives}
+    runs = {"local": step(local), "sync": step(sync), "unfused": step(unfused),
+            "collectives": collectives}
     for run in runs.values():           # warm-up: pages, caches, connections
         run()
         run()
@@ -138,9 +154,9 @@ def run_mpi_bench(comm, shape=SHAPE, rounds=11, target=0.1, threads=1):
     comm_iterations = max(1, int(comm.bcast(
         target / max(_timed_loop(comm, collectives, 20) / 20, 1e-7), root=0)))
     times = {name: [] for name in runs}
-    ratios, foreign = [], []
+    ratios, unfused_ratios, foreign = [], [], []
     for r in range(rounds):
-        order = ("local", "sync") if r % 2 == 0 else ("sync", "local")
+        order = ("local", "sync", "unfused") if r % 2 == 0 else ("unfused", "sync", "local")
         with ForeignLoad() as load:
             t = {name: _timed_loop(comm, runs[name], iterations) / iterations
                  for name in order}
@@ -148,6 +164,7 @@ def run_mpi_bench(comm, shape=SHAPE, rounds=11, target=0.1, threads=1):
         for name, v in t.items():
             times[name].append(v)
         ratios.append(t["sync"] / t["local"])
+        unfused_ratios.append(t["unfused"] / t["local"])
         if load.fraction is not None:
             # each rank counted the others' CPU time as foreign
             foreign.append(max(0.0, comm.allreduce(load.fraction) / comm.Get_size()
@@ -161,6 +178,7 @@ def run_mpi_bench(comm, shape=SHAPE, rounds=11, target=0.1, threads=1):
                      iterations=iterations),
         "times": {name: _stats(v) for name, v in times.items()},
         "ratio": _stats(ratios),
+        "unfused_ratio": _stats(unfused_ratios),
         "foreign_load": foreign,
     }
 
@@ -186,10 +204,16 @@ def format_report(result):
         f"{t['sync']['iqr_pct']:>8.1f}",
         f"{'  its two collectives alone':<34}{t['collectives']['median'] * 1e3:>9.3f}"
         f"{t['collectives']['iqr_pct']:>8.1f}",
+        f"{'  its kernels, no exchange':<34}{t['unfused']['median'] * 1e3:>9.3f}"
+        f"{t['unfused']['iqr_pct']:>8.1f}",
         "",
         f"overhead of synchronizing: {100 * (ratio['median'] - 1):+.1f} % "
         f"(median of per-round ratios; quartiles {100 * (ratio['q1'] - 1):+.1f} "
         f"to {100 * (ratio['q3'] - 1):+.1f} %)",
+        f"  of which the unfused kernels: "
+        f"{100 * (result['unfused_ratio']['median'] - 1):+.1f} % (statistics "
+        f"and gradient sums must be complete before any output is written, so "
+        f"the data are read once more than by the fused single-process kernels)",
     ]
     busy = [f for f in result["foreign_load"] if f > FOREIGN_LOAD_LIMIT]
     if busy:

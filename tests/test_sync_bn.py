@@ -230,7 +230,7 @@ def test_bench_mpi_launches_itself_and_reports(tmp_path):
     assert "overhead of synchronizing" in r.stdout
     result = json.loads(target.read_text())
     assert result["meta"]["ranks"] == 2
-    for name in ("local", "sync", "collectives"):
+    for name in ("local", "sync", "unfused", "collectives"):
         t = result["times"][name]
         assert len(t["rounds"]) == result["meta"]["rounds"]
         assert all(0 < v < 10 for v in t["rounds"])
