@@ -156,6 +156,44 @@ class SyncBatchNorm(BatchNorm):
         if comm is not None and comm.Get_size() > 1:
             self._join(_ProcessGroup(comm, self.num_features))
 
+    @classmethod
+    def from_batchnorm(cls, layer, *, comm=None):
+        """A synchronized copy of a :class:`BatchNorm` layer.
+
+        Same arguments, parameters, running statistics and mode; BatchNorm1d,
+        2d and 3d give a layer with ``feature_axis=1`` (that does not check
+        the number of dimensions).
+
+        Parameters
+        ----------
+        layer : BatchNorm
+            The layer to copy (it is not changed).
+        comm : mpi4py.MPI.Comm, optional
+            As for the constructor.
+
+        Returns
+        -------
+        SyncBatchNorm
+
+        Examples
+        --------
+        >>> import cbn
+        >>> bn = cbn.BatchNorm2d(8, momentum=None).eval()
+        >>> sync = cbn.SyncBatchNorm.from_batchnorm(bn)
+        >>> sync.num_features, sync.momentum, sync.training
+        (8, None, False)
+        """
+        if not isinstance(layer, BatchNorm):
+            raise TypeError(f"from_batchnorm copies a cbn.BatchNorm, not "
+                            f"{type(layer).__name__}")
+        new = cls(layer.num_features, comm=comm, feature_axis=layer.feature_axis,
+                  eps=layer.eps, momentum=layer.momentum, affine=layer.affine,
+                  track_running_stats=layer.track_running_stats,
+                  dtype=layer.dtype)
+        new.load_state_dict(layer.state_dict())
+        new.training = layer.training
+        return new
+
     @property
     def comm(self):
         """mpi4py.MPI.Comm or None: The processes that share the batch."""

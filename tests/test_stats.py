@@ -155,3 +155,13 @@ def test_bad_input_is_rejected():
         cbn.batch_stats(np.ones((3, 2)), axis=2)
     with pytest.raises(AxisError):
         cbn.batch_stats(np.ones((3, 2)), axis=(0, 0))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_several_feature_axes_in_any_memory_order(order):
+    x = np.asarray(np.random.default_rng(8).normal(size=(7, 4, 3, 5)), order=order)
+    s = cbn.batch_stats(x, axis=(0, 3))
+    _, mean, m2 = oracle_stats(x, (0, 3))
+    assert s.mean.shape == (4, 3) and s.count == 35
+    np.testing.assert_allclose(s.mean, mean, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(s.m2, m2, rtol=1e-12)

@@ -235,3 +235,22 @@ def test_bench_mpi_launches_itself_and_reports(tmp_path):
         assert len(t["rounds"]) == result["meta"]["rounds"]
         assert all(0 < v < 10 for v in t["rounds"])
     assert result["ratio"]["median"] > 0
+
+
+def test_from_batchnorm_copies_arguments_state_and_mode():
+    rng = np.random.default_rng(9)
+    bn = cbn.BatchNorm2d(3, eps=1e-3, momentum=None, dtype=np.float64)
+    bn(rng.normal(size=(4, 3, 2, 2)))
+    bn.gamma = [1.0, 2.0, 3.0]
+    bn.eval()
+    sync = cbn.SyncBatchNorm.from_batchnorm(bn)
+    assert (sync.feature_axis, sync.eps, sync.momentum, sync.dtype, sync.training) == (
+        1, 1e-3, None, np.dtype(np.float64), False)
+    for k, v in bn.state_dict().items():
+        np.testing.assert_array_equal(sync.state_dict()[k], v)
+    x = rng.normal(size=(5, 3, 2, 2))
+    np.testing.assert_array_equal(sync(x), bn(x))
+    sync.gamma = [0.0, 0.0, 0.0]
+    assert bn.gamma.tolist() == [1.0, 2.0, 3.0]   # a copy
+    with pytest.raises(TypeError, match="BatchNorm"):
+        cbn.SyncBatchNorm.from_batchnorm("bn")

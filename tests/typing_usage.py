@@ -148,6 +148,9 @@ def statistics_and_sync() -> None:
     dx = bn.backward(np.ones_like(y))
     assert_type(dx, Floats)
     comm: Any = bn.comm
+    converted: cbn.SyncBatchNorm = cbn.SyncBatchNorm.from_batchnorm(
+        cbn.BatchNorm2d(3), comm=comm)
+    assert converted.num_features == 3
     assert as_batchnorm is bn and (comm is None or comm.Get_size() >= 1)
 
 
