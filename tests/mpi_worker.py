@@ -98,11 +98,13 @@ def check_layers(ck):
             ck.close(f"{at}: running_var", sync.running_var, ref.running_var, tol)
             ck.true(f"{at}: num_batches_tracked",
                     sync.num_batches_tracked == ref.num_batches_tracked == step + 1)
+            ck.same_on_every_rank(f"{at}: running_mean", sync.running_mean)
             ck.same_on_every_rank(f"{at}: running_var", sync.running_var)
             if affine:
                 ck.close(f"{at}: dgamma", sync.dgamma, ref.dgamma, tol)
                 ck.close(f"{at}: dbeta", sync.dbeta, ref.dbeta, tol)
                 ck.same_on_every_rank(f"{at}: dgamma", sync.dgamma)
+                ck.same_on_every_rank(f"{at}: dbeta", sync.dbeta)
                 # the same update everywhere keeps the parameters in step
                 for layer in (ref, sync):
                     layer.gamma -= 0.1 * ref.dgamma
