@@ -53,21 +53,46 @@ def under_mpi_launcher():
     return any(v in os.environ for v in _LAUNCHED)
 
 
-def relaunch(args):
-    """Run this command again on ``args.ranks`` processes; the exit status."""
+def mpiexec_command(n):
+    """The start of a command line that runs n processes, or None.
+
+    Prefers the mpiexec of this Python's environment (where the mpich wheel
+    of ``cbn[mpi]`` puts it, matching the MPI that mpi4py loads) over the
+    first on PATH. MPICH's needs nothing more here, as root or not, with more
+    processes than CPUs; Open MPI's refuses both unless told.
+    """
+    import shutil
+
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     if not os.access(mpiexec, os.X_OK):
-        import shutil
         mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
+        return None
+    cmd = [mpiexec]
+    try:
+        version = subprocess.run([mpiexec, "--version"], capture_output=True,
+                                 text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    if "Open MPI" in version or "OpenRTE" in version:
+        cmd.append("--oversubscribe")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            cmd.append("--allow-run-as-root")
+    return cmd + ["-n", str(n)]
+
+
+def relaunch(args):
+    """Run this command again on ``args.ranks`` processes; the exit status."""
+    launcher = mpiexec_command(args.ranks)
+    if launcher is None:
         print("cbn bench --mpi: no mpiexec found (pip install mpich, or an MPI "
               "of the system); or launch it yourself: mpiexec -n 2 python -m "
               "cbn bench --mpi", file=sys.stderr)
         return 1
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
-    cmd = [mpiexec, "-n", str(args.ranks), sys.executable, "-m", "cbn", "bench",
-           "--mpi", "--threads", str(args.threads[0])]
+    cmd = launcher + [sys.executable, "-m", "cbn", "bench",
+                      "--mpi", "--threads", str(args.threads[0])]
     if args.quick:
         cmd.append("--quick")
     if args.json is not None:

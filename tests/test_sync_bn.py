@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 
@@ -18,21 +17,13 @@ import numpy as np
 import pytest
 
 import cbn
+from cbn._bench_mpi import mpiexec_command
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "mpi_worker.py")
 EXAMPLE = os.path.join(HERE, os.pardir, "examples", "sync_bn_mpi.py")
 HAVE_MPI4PY = importlib.util.find_spec("mpi4py") is not None
-
-
-def find_mpiexec():
-    """mpiexec of this Python's environment (where the mpich wheel puts it),
-    else the first on PATH; None if there is none."""
-    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return local if os.access(local, os.X_OK) else shutil.which("mpiexec")
-
-
-MPIEXEC = find_mpiexec()
+MPIEXEC = mpiexec_command(2)
 needs_example = pytest.mark.skipif(
     not os.path.isfile(EXAMPLE),
     reason="examples/sync_bn_mpi.py is not next to the tests (a copy of the "
@@ -46,6 +37,8 @@ needs_mpi = pytest.mark.skipif(
 def mpirun(n, script, *args, timeout=120):
     """Run ``script`` on n processes; return the CompletedProcess.
 
+    The launcher is cbn._bench_mpi.mpiexec_command's (MPICH's mpiexec needs no
+    flags, as root or with more processes than CPUs; Open MPI's gets them).
     One OpenMP thread per process: the processes share the machine's cores.
     The launched Python finds the cbn this test imported (an in-place build
     or an installed one) through PYTHONPATH.
@@ -54,7 +47,7 @@ def mpirun(n, script, *args, timeout=120):
                PYTHONPATH=os.pathsep.join(
                    [os.path.dirname(os.path.dirname(os.path.abspath(cbn.__file__))),
                     os.environ.get("PYTHONPATH", "")]))
-    cmd = [MPIEXEC, "-n", str(n), sys.executable, script, *map(str, args)]
+    cmd = mpiexec_command(n) + [sys.executable, script, *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                           env=env)
 
