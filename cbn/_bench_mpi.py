@@ -14,9 +14,8 @@ under ``mpiexec -n P python -m cbn bench --mpi`` it runs on those P.
 Design notes
 ------------
 - Interleaved and paired, like the single-process benchmark: each round
-  times a loop of local steps and a loop of synchronized steps, in an order
-  alternating between rounds, and a round's ratio compares the two loops of
-  that round.
+  times one loop of steps of every layer variant, in an order reversed every
+  other round, and a round's ratios compare the loops of that round.
 - All ranks start each loop together (a barrier), and a loop's time is the
   slowest rank's: a synchronized step ends when the last rank's does.
 - Two more variants tell the parts of the cost apart: the collectives alone
