@@ -127,7 +127,8 @@ def check_layers(ck):
 
 
 def check_errors(ck):
-    """Errors about the whole batch come on every rank, after the collective."""
+    """Errors about the whole batch come on every rank, after the collective;
+    NaN flows through."""
     bn = cbn.SyncBatchNorm(3, dtype=np.float64)
     before = bn.running_mean.copy()
     for rows, what in ((np.zeros(SIZE, int), "empty everywhere"),
@@ -144,6 +145,19 @@ def check_errors(ck):
     ck.close("after errors", bn.running_mean,
              np.full(3, 0.1 * (SIZE - 1) / 2), 1e-12)
     ck.true("after errors: shape", y.shape == (2, 3))
+
+    # NaN in one rank's slice spreads to its feature on every rank, as in a
+    # single BatchNorm, and nowhere else
+    x = np.random.default_rng(RANK).normal(size=(4, 3))
+    if RANK == SIZE - 1:
+        x[1, 0] = np.nan
+    nan = cbn.SyncBatchNorm(3, dtype=np.float64)
+    y = nan(x)
+    dx = nan.backward(np.ones_like(y))
+    ck.true("NaN: its feature is NaN everywhere", np.isnan(y[:, 0]).all()
+            and np.isnan(nan.running_mean[0]) and np.isnan(dx[:, 0]).all())
+    ck.true("NaN: other features are finite", np.isfinite(y[:, 1:]).all()
+            and np.isfinite(dx[:, 1:]).all() and np.isfinite(nan.running_var[1:]).all())
 
 
 def check_demo(ck, epochs):

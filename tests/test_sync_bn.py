@@ -74,7 +74,7 @@ def test_matches_batchnorm_on_the_whole_batch(nprocs):
 
 @needs_mpi
 @pytest.mark.parametrize("nprocs", [2, 3])
-def test_whole_batch_errors_are_raised_on_every_rank(nprocs):
+def test_whole_batch_errors_are_raised_on_every_rank_and_nan_flows(nprocs):
     worker_report(nprocs, "errors")
 
 
