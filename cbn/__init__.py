@@ -4,6 +4,9 @@
   functions in the style of ``scipy.stats.zscore``, with any batch axes.
 * :class:`BatchNorm`, :class:`BatchNorm1d`, :class:`BatchNorm2d`,
   :class:`BatchNorm3d` -- layers with PyTorch's semantics and state dicts.
+* :class:`SyncBatchNorm` -- the layer over a batch split among MPI processes;
+  :func:`batch_stats`, :func:`merge_stats`, :class:`BatchStats` -- mergeable
+  statistics (chunked data, several processes).
 * ``cimport cbn.kernels`` -- the C kernels for Cython code (see kernels.pxd);
   :func:`get_include` -- the directory of the C header, cbn.h.
 
@@ -14,6 +17,8 @@ precision, SIMD chosen at run time (CBN_SIMD forces a level), OpenMP threads
 """
 from cbn._normalize import normalize_batch, normalize_batch_backward
 from cbn._layers import BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d
+from cbn._stats import BatchStats, batch_stats, merge_stats
+from cbn._sync import SyncBatchNorm
 from cbn.kernels import get_num_threads, set_num_threads
 from cbn._config import show_config
 
@@ -60,6 +65,10 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
+    "SyncBatchNorm",
+    "batch_stats",
+    "merge_stats",
+    "BatchStats",
     "set_num_threads",
     "get_num_threads",
     "show_config",

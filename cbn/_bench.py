@@ -795,6 +795,15 @@ def add_arguments(parser):
     parser.add_argument("--json", metavar="FILE",
                         help="also write every number (per-round times included) "
                              "to FILE as JSON")
+    parser.add_argument("--mpi", action="store_true",
+                        help="instead, time cbn.SyncBatchNorm against BatchNorm "
+                             "on MPI ranks (a (32,64,56,56) float32 batch per "
+                             "rank, one step = forward + backward, the first "
+                             "--threads count per rank); launches itself with "
+                             "mpiexec, or run it as mpiexec -n P python -m cbn "
+                             "bench --mpi; needs mpi4py (cbn[mpi])")
+    parser.add_argument("--ranks", type=int, default=2,
+                        help="processes that --mpi launches (default 2)")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="also save bars of the ratios to the floor to "
                              "FILE.png; needs matplotlib, and without it the "
@@ -803,6 +812,9 @@ def add_arguments(parser):
 
 def main(args):
     """Run the ``bench`` subcommand; return the exit status."""
+    if args.mpi:
+        from cbn._bench_mpi import main as mpi_main
+        return mpi_main(args)
     patterns = [p.strip() for p in args.cases.split(",")] if args.cases else None
     settings = QUICK if args.quick else FULL
     if not select_cases(settings.quick, patterns):

@@ -59,6 +59,17 @@ cdef extern from "cbn.h" nogil:
                          const double *gamma, double eps, int batch_stats,
                          double *dgamma, double *dbeta)
 
+    int cbn_backward_dx_f32(const float *dy, const float *x, float *dx,
+                            int64_t outer, int64_t C, int64_t inner,
+                            const double *mean, const double *var,
+                            const double *gamma, double eps, int64_t m,
+                            const double *dgamma, const double *dbeta)
+    int cbn_backward_dx_f64(const double *dy, const double *x, double *dx,
+                            int64_t outer, int64_t C, int64_t inner,
+                            const double *mean, const double *var,
+                            const double *gamma, double eps, int64_t m,
+                            const double *dgamma, const double *dbeta)
+
     int cbn_update_running_f32(float *running_mean, float *running_var,
                                const double *mean, const double *var,
                                int64_t C, int64_t m, double f)

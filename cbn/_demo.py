@@ -133,20 +133,26 @@ class MLP:
         networks can start from the same values; their dtype is the
         network's.
     batch_norm : bool
-        Insert a ``cbn.BatchNorm1d`` after each hidden linear layer.
+        Insert a normalization layer after each hidden linear layer.
+    norm_layer : callable, optional
+        Makes those layers: ``norm_layer(width, dtype=...)``. Default
+        ``cbn.BatchNorm1d``; examples/sync_bn_mpi.py passes
+        ``cbn.SyncBatchNorm``.
     """
 
-    def __init__(self, params, batch_norm):
-        # Imported here, not at module level, so that ``python -m cbn --help``
-        # and this module's helpers work even when only the layer is broken.
-        from cbn import BatchNorm1d
+    def __init__(self, params, batch_norm, norm_layer=None):
+        if norm_layer is None:
+            # Imported here, not at module level, so that ``python -m cbn
+            # --help`` and this module's helpers work even when only the
+            # layer is broken.
+            from cbn import BatchNorm1d as norm_layer
 
         self.params = [{k: v.copy() for k, v in layer.items()} for layer in params]
         self.norms = []
         if batch_norm:
             # The layers take the weights' dtype: float32 in the demo,
             # float64 when the tests check gradients by finite differences.
-            self.norms = [BatchNorm1d(layer["w"].shape[1], dtype=layer["w"].dtype)
+            self.norms = [norm_layer(layer["w"].shape[1], dtype=layer["w"].dtype)
                           for layer in params[:-1]]
 
     def train(self, mode=True):
@@ -197,12 +203,23 @@ class MLP:
         return grads
 
 
-def cross_entropy(logits, labels):
+def cross_entropy(logits, labels, total=None):
     """Mean softmax cross-entropy and its gradient with respect to the logits.
 
     Computed in float64 through a log-softmax with the row maximum
     subtracted, so it stays finite however large the plain network's logits
     get.
+
+    Parameters
+    ----------
+    logits : ndarray
+        Shape (n, classes).
+    labels : ndarray
+        Shape (n,), integers.
+    total : int, optional
+        The number of examples the mean is over; default n. A process that
+        holds a slice of a minibatch passes the minibatch's size, so that its
+        loss and gradient are its share of the minibatch's.
 
     Returns
     -------
@@ -214,10 +231,11 @@ def cross_entropy(logits, labels):
     z -= z.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     rows = np.arange(len(labels))
-    loss = -logp[rows, labels].mean()
+    total = len(labels) if total is None else total
+    loss = -logp[rows, labels].sum() / total
     grad = np.exp(logp)
     grad[rows, labels] -= 1.0
-    return float(loss), (grad / len(labels)).astype(logits.dtype)
+    return float(loss), (grad / total).astype(logits.dtype)
 
 
 class SGD:
@@ -270,12 +288,32 @@ def accuracy(model, x, y):
     return float(np.mean(pred == y))
 
 
-def train(model, data, *, epochs, batch_size, lr, momentum, clip, seed):
+class SingleProcess:
+    """How :func:`train` shares a minibatch among processes: here, not at all.
+
+    Data-parallel training (examples/sync_bn_mpi.py) passes an object with
+    the same two methods.
+    """
+
+    def shard(self, idx):
+        """The indices of minibatch ``idx`` that this process trains on."""
+        return idx
+
+    def reduce(self, loss, grads):
+        """The minibatch's loss and gradients from this process's shares
+        (``(name, parameter, gradient)`` triples, as MLP.backward returns)."""
+        return loss, grads
+
+
+def train(model, data, *, epochs, batch_size, lr, momentum, clip, seed,
+          parallel=None):
     """Train `model` on `data` (from :func:`make_problem`); return a RunResult.
 
     The minibatch order depends on `seed` only, so two models trained with
-    the same seed see exactly the same batches.
+    the same seed see exactly the same batches. `parallel` shares each
+    minibatch among processes (default :class:`SingleProcess`).
     """
+    parallel = SingleProcess() if parallel is None else parallel
     x_train, y_train, x_test, y_test = data
     order_rng = np.random.default_rng(seed)
     opt = SGD(lr, momentum, clip)
@@ -291,11 +329,13 @@ def train(model, data, *, epochs, batch_size, lr, momentum, clip, seed):
         # runs' steps comparable, and a batch of one would be an error for a
         # batch-norm layer in training.
         for k in range(steps_per_epoch):
-            idx = perm[k * batch_size:(k + 1) * batch_size]
-            loss, dlogits = cross_entropy(model.forward(x_train[idx]), y_train[idx])
+            idx = parallel.shard(perm[k * batch_size:(k + 1) * batch_size])
+            loss, dlogits = cross_entropy(model.forward(x_train[idx]), y_train[idx],
+                                          total=batch_size)
+            loss, grads = parallel.reduce(loss, model.backward(dlogits))
             batch_losses.append(loss)
             opt.lr = lr * 0.5 * (1.0 + np.cos(np.pi * step / total_steps))
-            opt.step(model.backward(dlogits))
+            opt.step(grads)
             step += 1
         losses.append(float(np.mean(batch_losses)))
     return RunResult(losses, accuracy(model, x_train, y_train),
@@ -314,7 +354,8 @@ class DemoResult:
 
 
 def run_demo(epochs=DEFAULT_EPOCHS, seed=DEFAULT_SEED, *, hidden=64, batch_size=64,
-             lr=0.05, momentum=0.9, clip=5.0):
+             lr=0.05, momentum=0.9, clip=5.0, parallel=None, norm_layer=None,
+             dtype=np.float32):
     """Train the same MLP with and without ``cbn.BatchNorm1d``.
 
     Parameters
@@ -334,6 +375,14 @@ def run_demo(epochs=DEFAULT_EPOCHS, seed=DEFAULT_SEED, *, hidden=64, batch_size=
         SGD momentum.
     clip : float
         Largest global gradient norm; larger gradients are scaled down.
+    parallel : object, optional
+        Shares the minibatches among processes (see :func:`train`).
+    norm_layer : callable, optional
+        The normalization layer of the second run (see :class:`MLP`).
+    dtype : numpy.float32 or numpy.float64
+        Of the inputs, weights and layers. Training amplifies rounding
+        differences (another SIMD level, another summation order) by orders
+        of magnitude per epoch; runs to be compared closely use float64.
 
     Returns
     -------
@@ -347,13 +396,17 @@ def run_demo(epochs=DEFAULT_EPOCHS, seed=DEFAULT_SEED, *, hidden=64, batch_size=
     """
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
-    data = make_problem(rng)
-    sizes = (data[0].shape[1], hidden, hidden, int(data[1].max()) + 1)
-    params = init_params(rng, sizes)
+    x_train, y_train, x_test, y_test = make_problem(rng)
+    data = (x_train.astype(dtype), y_train, x_test.astype(dtype), y_test)
+    sizes = (x_train.shape[1], hidden, hidden, int(y_train.max()) + 1)
+    params = [{k: v.astype(dtype) for k, v in layer.items()}
+              for layer in init_params(rng, sizes)]
     settings = dict(epochs=epochs, batch_size=batch_size, lr=lr,
                     momentum=momentum, clip=clip)
-    plain = train(MLP(params, batch_norm=False), data, seed=seed + 1, **settings)
-    bn = train(MLP(params, batch_norm=True), data, seed=seed + 1, **settings)
+    plain = train(MLP(params, batch_norm=False), data, seed=seed + 1,
+                  parallel=parallel, **settings)
+    bn = train(MLP(params, batch_norm=True, norm_layer=norm_layer), data,
+               seed=seed + 1, parallel=parallel, **settings)
     settings.update(n_train=len(data[0]), n_test=len(data[2]))
     return DemoResult(plain, bn, sizes, settings, time.perf_counter() - start)
 
@@ -429,6 +482,11 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="seed for data, weights and batch order "
                              "(default %(default)s)")
+    parser.add_argument("--float64", action="store_true",
+                        help="train in float64 rather than float32 (runs on "
+                             "other machines or process counts then agree to "
+                             "many digits; float32 rounding differences grow "
+                             "during training)")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="also save the two loss curves to FILE.png; needs "
                              "matplotlib, and without it the demo stops with "
@@ -437,7 +495,8 @@ def add_arguments(parser):
 
 def main(args):
     """Run the ``demo`` subcommand; return the exit status."""
-    result = run_demo(epochs=args.epochs, seed=args.seed)
+    result = run_demo(epochs=args.epochs, seed=args.seed,
+                      dtype=np.float64 if args.float64 else np.float32)
     print(format_report(result))
     if args.plot is not None:
         plot_losses(result, args.plot)

@@ -17,7 +17,7 @@ from cbn cimport kernels as K
 from cbn._normalize cimport (Block, make_block, empty_like_block,
                              from_doubles, as_ndarray, as_type, check_status,
                              run_forward_train, run_forward_infer,
-                             run_backward)
+                             run_backward, run_stats, run_backward_dx)
 
 cnp.import_array()
 
@@ -204,6 +204,13 @@ cdef class BatchNorm:
     cdef int _saved_ndim
     cdef bint _saved_batch
     cdef cnp.ndarray _saved_values
+    # The processes whose batches make one batch, set by cbn.SyncBatchNorm
+    # (cbn/_sync.py): None, or an object whose combine_stats and sum_grads
+    # methods combine this process's statistics and gradient sums with
+    # theirs; forward and backward with batch statistics then go through it.
+    # _saved_count is the whole batch's size in the last such forward call.
+    cdef object _group
+    cdef int64_t _saved_count
 
     def __init__(self, num_features, *, feature_axis=1, eps=1e-5,
                  momentum=0.1, affine=True, track_running_stats=True,
@@ -236,6 +243,11 @@ cdef class BatchNorm:
         self._num_batches_tracked = 0
         self.dgamma = self.dbeta = None
         self._saved = None
+        self._group = None
+
+    def _join(self, group):
+        """Normalize with the statistics of a group of processes (see _group)."""
+        self._group = group
 
     # ------------------------------------------------------------ attributes
 
@@ -589,10 +601,12 @@ cdef class BatchNorm:
         cdef int64_t C = self.num_features
         cdef int64_t m = cnp.PyArray_SIZE(xa) // C
         cdef bint use_batch = self.training or not self.track_running_stats
-        if use_batch and m == 0:
+        # A group checks the size of the whole batch, once it knows it.
+        cdef bint grouped = use_batch and self._group is not None
+        if use_batch and m == 0 and not grouped:
             raise ValueError(f"cannot compute batch statistics of an empty "
                              f"batch (input of shape {(<object>xa).shape})")
-        if self.training and m == 1:
+        if self.training and m == 1 and not grouped:
             raise ValueError(f"Expected more than 1 value per channel when "
                              f"training, got input size {(<object>xa).shape}")
         cdef Block b = make_block(xa, is_batch)
@@ -609,7 +623,14 @@ cdef class BatchNorm:
             self._to_doubles(self._gamma, g)
             self._to_doubles(self._beta, be)
         cdef cnp.ndarray yt = empty_like_block(b)
-        if use_batch:
+        cdef int64_t count
+        if grouped:
+            count = self._group_stats(b, values, m, (<object>xa).shape)
+            run_forward_infer(b, yt, mean, var, g, be, self._eps)
+            if self.training and self.track_running_stats:
+                self._update_running(mean, var, count)
+            self._saved_count = count
+        elif use_batch:
             run_forward_train(b, yt, g, be, self._eps, mean, var)
             if self.training and self.track_running_stats:
                 self._update_running(mean, var, m)
@@ -625,6 +646,29 @@ cdef class BatchNorm:
         for i in range(self._saved_ndim):
             self._saved_shape[i] = cnp.PyArray_DIM(xa, i)
         return b.restore(yt)
+
+    cdef int64_t _group_stats(self, Block b, cnp.ndarray values, int64_t m,
+                              tuple shape) except -1:
+        """This process's statistics into values[:2C], then the group's
+        mean and biased variance in their place; returns the group's batch
+        size. Every process calls it (an empty batch too) and raises the
+        same errors, after the collective."""
+        cdef int64_t C = self.num_features
+        cdef double *mean = <double *>cnp.PyArray_DATA(values)
+        stats = values[:2 * C]
+        if m > 0:
+            run_stats(b, mean, mean + C)
+        else:
+            stats[...] = 0.0
+        cdef int64_t count = self._group.combine_stats(m, stats)
+        if count == 0:
+            raise ValueError(f"cannot compute batch statistics of an empty "
+                             f"batch (input of shape {shape} on every process)")
+        if self.training and count == 1:
+            raise ValueError(f"Expected more than 1 value per channel when "
+                             f"training, got 1 over all processes (input size "
+                             f"{shape} here)")
+        return count
 
     cdef _update_running(self, const double *mean, const double *var, int64_t m):
         cdef double f
@@ -713,6 +757,8 @@ cdef class BatchNorm:
         cdef cnp.npy_intp n = C
         cdef double *mean = <double *>cnp.PyArray_DATA(self._saved_values)
         cdef double *sums
+        if self._saved_batch and self._group is not None:
+            return self._group_backward(b, dyt, dxt)
         if not self.affine:
             run_backward(b, dyt, dxt, mean, mean + C, NULL, self._eps,
                          self._saved_batch, NULL, NULL)
@@ -728,6 +774,24 @@ cdef class BatchNorm:
             self.dbeta = from_doubles(sums + C, 1, &n, self._typenum)
         finally:
             PyMem_Free(sums)
+        return b.restore(dxt)
+
+    cdef object _group_backward(self, Block b, cnp.ndarray dyt, cnp.ndarray dxt):
+        """backward with a group's statistics: this process's gradient sums,
+        the group's totals, then dx from those (cbn_backward_dx)."""
+        cdef int64_t C = self.num_features
+        cdef cnp.npy_intp n = C, n2 = 2 * C
+        cdef double *mean = <double *>cnp.PyArray_DATA(self._saved_values)
+        cdef double *g = mean + 2 * C if self.affine else NULL
+        cdef cnp.ndarray sums = cnp.PyArray_EMPTY(1, &n2, cnp.NPY_DOUBLE, 0)
+        cdef double *dg = <double *>cnp.PyArray_DATA(sums)
+        run_backward(b, dyt, None, mean, mean + C, g, self._eps, False, dg, dg + C)
+        self._group.sum_grads(sums)
+        run_backward_dx(b, dyt, dxt, mean, mean + C, g, self._eps,
+                        self._saved_count, dg, dg + C)
+        if self.affine:
+            self.dgamma = from_doubles(dg, 1, &n, self._typenum)
+            self.dbeta = from_doubles(dg + C, 1, &n, self._typenum)
         return b.restore(dxt)
 
     cdef bint _is_saved_shape(self, cnp.ndarray a):

@@ -38,3 +38,8 @@ cdef int run_backward(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
                       const double *mean, const double *var,
                       const double *gamma, double eps, bint batch_stats,
                       double *dgamma, double *dbeta) except -1
+cdef int run_stats(Block b, double *mean, double *var) except -1
+cdef int run_backward_dx(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
+                         const double *mean, const double *var,
+                         const double *gamma, double eps, int64_t m,
+                         const double *dgamma, const double *dbeta) except -1

@@ -302,7 +302,7 @@ cdef int run_backward(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
     cdef int bs = batch_stats
     cdef void *xp = cnp.PyArray_DATA(b.data)
     cdef void *gp = cnp.PyArray_DATA(dyt)
-    cdef void *dp = cnp.PyArray_DATA(dxt)
+    cdef void *dp = NULL if dxt is None else cnp.PyArray_DATA(dxt)  # None: sums only
     if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT:
         with nogil:
             s = K.backward_f32(<const float *>gp, <const float *>xp,
@@ -313,6 +313,39 @@ cdef int run_backward(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
             s = K.backward_f64(<const double *>gp, <const double *>xp,
                                <double *>dp, b.outer, b.C, b.inner, mean, var,
                                gamma, eps, bs, dgamma, dbeta)
+    return check_status(s)
+
+
+cdef int run_stats(Block b, double *mean, double *var) except -1:
+    cdef int s
+    cdef void *xp = cnp.PyArray_DATA(b.data)
+    if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT:
+        with nogil:
+            s = K.stats_f32(<const float *>xp, b.outer, b.C, b.inner, mean, var)
+    else:
+        with nogil:
+            s = K.stats_f64(<const double *>xp, b.outer, b.C, b.inner, mean, var)
+    return check_status(s)
+
+
+cdef int run_backward_dx(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
+                         const double *mean, const double *var,
+                         const double *gamma, double eps, int64_t m,
+                         const double *dgamma, const double *dbeta) except -1:
+    cdef int s
+    cdef void *xp = cnp.PyArray_DATA(b.data)
+    cdef void *gp = cnp.PyArray_DATA(dyt)
+    cdef void *dp = cnp.PyArray_DATA(dxt)
+    if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT:
+        with nogil:
+            s = K.backward_dx_f32(<const float *>gp, <const float *>xp,
+                                  <float *>dp, b.outer, b.C, b.inner, mean,
+                                  var, gamma, eps, m, dgamma, dbeta)
+    else:
+        with nogil:
+            s = K.backward_dx_f64(<const double *>gp, <const double *>xp,
+                                  <double *>dp, b.outer, b.C, b.inner, mean,
+                                  var, gamma, eps, m, dgamma, dbeta)
     return check_status(s)
 
 
@@ -824,3 +857,31 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
                 feature_result(b, sums + b.C, xa, is_batch, rtype))
     finally:
         PyMem_Free(sums)
+
+
+def _moments(x, axis=0):
+    """The batch size m and the per-feature mean and biased variance of ``x``
+    over ``axis`` (float64 arrays of the feature shape F), from the
+    statistics kernel; zeros for an empty batch. :func:`cbn.batch_stats`
+    builds on it; ``x`` and ``axis`` as in :func:`normalize_batch`."""
+    cdef cnp.ndarray xa = as_ndarray(x)
+    cdef int rtype, ctype = compute_type(xa, &rtype)
+    cdef char is_batch[cnp.NPY_MAXDIMS]
+    batch_flags(axis, cnp.PyArray_NDIM(xa), is_batch)
+    cdef int64_t nfeat, m = batch_size(xa, is_batch, &nfeat)
+    mean = new_feature_array(xa, is_batch)
+    var = new_feature_array(xa, is_batch)
+    if m == 0 or nfeat == 0:
+        mean[...] = 0.0
+        var[...] = 0.0
+        return m, mean, var
+    cdef Block b = make_block(as_type(xa, ctype), is_batch)
+    if b.features_in_order:
+        run_stats(b, dptr(mean), dptr(var))
+        return m, mean, var
+    cdef cnp.npy_intp C = b.C
+    mb = cnp.PyArray_EMPTY(1, &C, cnp.NPY_DOUBLE, 0)
+    vb = cnp.PyArray_EMPTY(1, &C, cnp.NPY_DOUBLE, 0)
+    run_stats(b, dptr(mb), dptr(vb))
+    fshape = feature_shape(xa, is_batch)
+    return m, b.to_feature_order(mb, fshape), b.to_feature_order(vb, fshape)

@@ -92,6 +92,17 @@ cdef int backward_f64(const double *dy, const double *x, double *dx,
                       const double *gamma, double eps, int batch_stats,
                       double *dgamma, double *dbeta) noexcept nogil
 
+cdef int backward_dx_f32(const float *dy, const float *x, float *dx,
+                         int64_t outer, int64_t C, int64_t inner,
+                         const double *mean, const double *var,
+                         const double *gamma, double eps, int64_t m,
+                         const double *dgamma, const double *dbeta) noexcept nogil
+cdef int backward_dx_f64(const double *dy, const double *x, double *dx,
+                         int64_t outer, int64_t C, int64_t inner,
+                         const double *mean, const double *var,
+                         const double *gamma, double eps, int64_t m,
+                         const double *dgamma, const double *dbeta) noexcept nogil
+
 cdef int update_running_f32(float *running_mean, float *running_var,
                             const double *mean, const double *var,
                             int64_t C, int64_t m, double f) noexcept nogil
@@ -141,3 +152,16 @@ cdef int update_running_f32_mv(float[::1] running_mean, float[::1] running_var,
 cdef int update_running_f64_mv(double[::1] running_mean, double[::1] running_var,
                                const double[::1] mean, const double[::1] var,
                                int64_t m, double f) noexcept nogil
+
+cdef int backward_dx_f32_mv(const float[:, :, ::1] dy, const float[:, :, ::1] x,
+                            float[:, :, ::1] dx,
+                            const double[::1] mean, const double[::1] var,
+                            const double[::1] gamma, double eps, int64_t m,
+                            const double[::1] dgamma,
+                            const double[::1] dbeta) noexcept nogil
+cdef int backward_dx_f64_mv(const double[:, :, ::1] dy, const double[:, :, ::1] x,
+                            double[:, :, ::1] dx,
+                            const double[::1] mean, const double[::1] var,
+                            const double[::1] gamma, double eps, int64_t m,
+                            const double[::1] dgamma,
+                            const double[::1] dbeta) noexcept nogil

@@ -77,6 +77,22 @@ cdef int backward_f64(const double *dy, const double *x, double *dx,
     return _cbn.cbn_backward_f64(dy, x, dx, outer, C, inner, mean, var, gamma, eps, batch_stats, dgamma, dbeta)
 
 
+cdef int backward_dx_f32(const float *dy, const float *x, float *dx,
+                         int64_t outer, int64_t C, int64_t inner,
+                         const double *mean, const double *var,
+                         const double *gamma, double eps, int64_t m,
+                         const double *dgamma, const double *dbeta) noexcept nogil:
+    return _cbn.cbn_backward_dx_f32(dy, x, dx, outer, C, inner, mean, var, gamma, eps, m, dgamma, dbeta)
+
+
+cdef int backward_dx_f64(const double *dy, const double *x, double *dx,
+                         int64_t outer, int64_t C, int64_t inner,
+                         const double *mean, const double *var,
+                         const double *gamma, double eps, int64_t m,
+                         const double *dgamma, const double *dbeta) noexcept nogil:
+    return _cbn.cbn_backward_dx_f64(dy, x, dx, outer, C, inner, mean, var, gamma, eps, m, dgamma, dbeta)
+
+
 cdef int update_running_f32(float *running_mean, float *running_var,
                             const double *mean, const double *var,
                             int64_t C, int64_t m, double f) noexcept nogil:
@@ -248,6 +264,42 @@ cdef int update_running_f64_mv(double[::1] running_mean, double[::1] running_var
         return ERR_ARG
     return update_running_f64(&running_mean[0], &running_var[0],
                               _cptr(mean), _cptr(var), C, m, f)
+
+
+cdef int backward_dx_f32_mv(const float[:, :, ::1] dy, const float[:, :, ::1] x,
+                            float[:, :, ::1] dx,
+                            const double[::1] mean, const double[::1] var,
+                            const double[::1] gamma, double eps, int64_t m,
+                            const double[::1] dgamma,
+                            const double[::1] dbeta) noexcept nogil:
+    if x is None or dy is None or dx is None:
+        return ERR_ARG
+    if not _same_block(x.shape, dy.shape) or not _same_block(x.shape, dx.shape):
+        return ERR_ARG
+    if not _all_fit(x.shape[1], mean, var, gamma, dgamma, dbeta):
+        return ERR_ARG
+    return backward_dx_f32(&dy[0, 0, 0], &x[0, 0, 0], &dx[0, 0, 0],
+                           x.shape[0], x.shape[1], x.shape[2],
+                           _cptr(mean), _cptr(var), _cptr(gamma), eps, m,
+                           _cptr(dgamma), _cptr(dbeta))
+
+
+cdef int backward_dx_f64_mv(const double[:, :, ::1] dy, const double[:, :, ::1] x,
+                            double[:, :, ::1] dx,
+                            const double[::1] mean, const double[::1] var,
+                            const double[::1] gamma, double eps, int64_t m,
+                            const double[::1] dgamma,
+                            const double[::1] dbeta) noexcept nogil:
+    if x is None or dy is None or dx is None:
+        return ERR_ARG
+    if not _same_block(x.shape, dy.shape) or not _same_block(x.shape, dx.shape):
+        return ERR_ARG
+    if not _all_fit(x.shape[1], mean, var, gamma, dgamma, dbeta):
+        return ERR_ARG
+    return backward_dx_f64(&dy[0, 0, 0], &x[0, 0, 0], &dx[0, 0, 0],
+                           x.shape[0], x.shape[1], x.shape[2],
+                           _cptr(mean), _cptr(var), _cptr(gamma), eps, m,
+                           _cptr(dgamma), _cptr(dbeta))
 
 
 # ------------------------------------------------------------ configuration --

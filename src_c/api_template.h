@@ -79,6 +79,25 @@ int API(cbn_backward)(const T *dy, const T *x, T *dx, int64_t outer,
     return CBN_OK;
 }
 
+int API(cbn_backward_dx)(const T *dy, const T *x, T *dx, int64_t outer,
+                          int64_t C, int64_t inner, const double *mean,
+                          const double *var, const double *gamma, double eps,
+                          int64_t m, const double *dgamma, const double *dbeta)
+{
+    int s = check_common(outer, C, inner, eps, 0, dy, x);
+    if (s != CBN_OK)
+        return s;
+    if (m < 1 || m < outer * inner)
+        return CBN_ERR_ARG;
+    if (empty_block(outer, C, inner))
+        return CBN_OK;
+    if (!dx || !mean || !var || !dgamma || !dbeta)
+        return CBN_ERR_ARG;
+    kernels()->API(backward_dx)(dy, x, dx, outer, C, inner, mean, var, gamma,
+                              eps, m, dgamma, dbeta);
+    return CBN_OK;
+}
+
 int API(cbn_update_running)(T *running_mean, T *running_var,
                              const double *mean, const double *var,
                              int64_t C, int64_t m, double f)

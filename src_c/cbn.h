@@ -184,6 +184,29 @@ int cbn_backward_f64(const double *dy, const double *x, double *dx,
                      double *dgamma, double *dbeta);
 
 /*
+ * Backward's dx with batch statistics, from given gradient sums: for a block
+ * that is one part of a larger batch of m values per feature (synchronized
+ * batch norm: each process holds a slice of the batch), with mean and var
+ * the whole batch's statistics and dgamma, dbeta the whole batch's sums
+ * (cbn_backward's, with batch_stats zero, added up over the parts):
+ *   dx = gamma*invstd/m * (m*dy - dbeta - xhat*dgamma).
+ * With the block's own sums and m = outer*inner this is cbn_backward's dx.
+ * Needs m >= 1 and m >= outer*inner; an empty block writes nothing.
+ * Errors: CBN_ERR_ARG (dy, x, dx, mean, var, dgamma or dbeta NULL with data,
+ * bad sizes or m), CBN_ERR_EPS.
+ */
+int cbn_backward_dx_f32(const float *dy, const float *x, float *dx,
+                        int64_t outer, int64_t C, int64_t inner,
+                        const double *mean, const double *var,
+                        const double *gamma, double eps, int64_t m,
+                        const double *dgamma, const double *dbeta);
+int cbn_backward_dx_f64(const double *dy, const double *x, double *dx,
+                        int64_t outer, int64_t C, int64_t inner,
+                        const double *mean, const double *var,
+                        const double *gamma, double eps, int64_t m,
+                        const double *dgamma, const double *dbeta);
+
+/*
  * Running-statistics update after a training step on a batch of m values
  * per feature, with weight factor f in [0, 1] (momentum, or 1/T for the
  * cumulative average over T batches):

@@ -70,7 +70,12 @@
                            int64_t C, int64_t inner, const double *mean,      \
                            const double *var, const double *gamma,            \
                            double eps, int batch_stats, double *dgamma,       \
-                           double *dbeta);
+                           double *dbeta);                                    \
+    void (*backward_dx_##sfx)(const T *dy, const T *x, T *dx, int64_t outer,   \
+                              int64_t C, int64_t inner, const double *mean,   \
+                              const double *var, const double *gamma,         \
+                              double eps, int64_t m, const double *dgamma,    \
+                              const double *dbeta);
 
 typedef struct cbn_kernel_table {
     const char *name;

@@ -47,6 +47,6 @@ static inline void sum4(const vd *d, vd *s, vd *q)
 
 const cbn_kernel_table CBN_TABLE = {
     CBN_ISA_NAME,
-    forward_train_f32, forward_infer_f32, backward_f32,
-    forward_train_f64, forward_infer_f64, backward_f64,
+    forward_train_f32, forward_infer_f32, backward_f32, backward_dx_f32,
+    forward_train_f64, forward_infer_f64, backward_f64, backward_dx_f64,
 };

@@ -1143,6 +1143,71 @@ static void FN(backward)(const T *dy, const T *x, T *dx, int64_t outer,
                           batch_stats, dgamma, dbeta);
 }
 
+/* dx of backward with batch statistics from given gradient sums and batch
+   size (cbn_backward_dx): backward's second pass alone, for a block that is
+   one part of a larger batch whose sums were added up elsewhere. Its pieces
+   -- (feature, segment) for runs, (column block, segment) for rows -- are
+   independent, so they are shared out in order. */
+static FN(dcoef) FN(given_dcoef)(int64_t c, const double *mean,
+                                 const double *var, const double *gamma,
+                                 double eps, double m, const double *dgamma,
+                                 const double *dbeta)
+{
+    /* make_dcoef wants sum dy*(x - mean) = dgamma*sqrt(var + eps) */
+    return FN(make_dcoef)(dbeta[c], dgamma[c] * sqrt(var[c] + eps), m, mean[c],
+                          var[c], eps, gamma, 1, c, NULL, NULL);
+}
+
+static void FN(dx_piece)(const T *dy, const T *x, T *dx, int64_t outer,
+                         int64_t C, int64_t inner, int64_t idx,
+                         const double *mean, const double *var,
+                         const double *gamma, double eps, double m,
+                         const double *dgamma, const double *dbeta)
+{
+    if (inner != 1) {
+        const runs_geom g = runs_geometry(outer, C, inner, sizeof(T));
+        int64_t c = idx / g.nseg;
+        FN(dcoef) d = FN(given_dcoef)(c, mean, var, gamma, eps, m, dgamma, dbeta);
+        FN(runs_segment_dx)(dy, x, dx, &g, c, idx % g.nseg, d, 1);
+        return;
+    }
+    const rows_geom g = rows_geometry(outer, C, sizeof(T));
+    int64_t b = idx / g.nseg, r0, r1;
+    const int64_t c0 = b * ROW_BLOCK;
+    const int nb = block_width(&g, b);
+    FN(dcoef) d[ROW_BLOCK];
+    for (int j = 0; j < nb; j++)
+        d[j] = FN(given_dcoef)(c0 + j, mean, var, gamma, eps, m, dgamma, dbeta);
+    segment_rows(&g, idx % g.nseg, &r0, &r1);
+    FN(rows_dx)(dy, x, dx, &g, c0, nb, r0, r1, d, 1);
+}
+
+static void FN(backward_dx)(const T *dy, const T *x, T *dx, int64_t outer,
+                            int64_t C, int64_t inner, const double *mean,
+                            const double *var, const double *gamma, double eps,
+                            int64_t m, const double *dgamma,
+                            const double *dbeta)
+{
+    int64_t idx, total;
+    if (inner != 1)
+        total = C * runs_geometry(outer, C, inner, sizeof(T)).nseg;
+    else {
+        const rows_geom g = rows_geometry(outer, C, sizeof(T));
+        total = g.nblocks * g.nseg;
+    }
+    const int nt = threads_for(outer * C * inner);
+    if (nt > 1) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (idx = 0; idx < total; idx++)
+            FN(dx_piece)(dy, x, dx, outer, C, inner, idx, mean, var, gamma, eps,
+                         (double)m, dgamma, dbeta);
+    } else {
+        for (idx = 0; idx < total; idx++)
+            FN(dx_piece)(dy, x, dx, outer, C, inner, idx, mean, var, gamma, eps,
+                         (double)m, dgamma, dbeta);
+    }
+}
+
 #undef VT
 #undef VT_N
 #undef vt_set1

@@ -157,6 +157,18 @@ def test_cli_main_returns_zero(capsys):
     assert "BatchNorm1d" in capsys.readouterr().out
 
 
+def test_float64_demo_trains_in_float64(capsys):
+    """--float64 runs the same training in float64: the first epoch's losses
+    agree with float32's to float32 rounding (amplified a little)."""
+    from cbn._demo import run_demo
+    r64 = run_demo(epochs=1, dtype=np.float64)
+    r32 = run_demo(epochs=1)
+    assert r64.bn.loss[0] == pytest.approx(r32.bn.loss[0], rel=1e-3)
+    assert r64.bn.loss != r32.bn.loss
+    assert main(["demo", "--epochs", "1", "--float64"]) == 0
+    assert "BatchNorm1d" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv", [[], ["demo", "--epochs", "0"], ["demo", "--epochs", "x"],
                                   ["nonsense"]])
 def test_cli_rejects_bad_usage(argv, capsys):

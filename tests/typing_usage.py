@@ -125,6 +125,35 @@ def layers() -> None:
     y = bn3(rng.normal(size=(2, 2, 2, 2, 2)))
 
 
+def statistics_and_sync() -> None:
+    rng = np.random.default_rng(2)
+    chunks = [rng.normal(size=(5, 3)) for _ in range(3)]
+    parts = [cbn.batch_stats(c, axis=0) for c in chunks]
+    total: cbn.BatchStats = cbn.merge_stats(*parts)
+    total = parts[0].merge(*parts[1:])
+    n: int = total.count
+    assert n == 15
+    assert_type(total.mean, NDArray[np.float64])
+    assert_type(total.m2, NDArray[np.float64])
+    assert_type(total.var(ddof=1), NDArray[np.float64])
+    s = cbn.batch_stats(rng.normal(size=(2, 3, 4)), axis=(0, 2))
+    s = cbn.BatchStats(s.count, s.mean, s.m2)
+
+    bn = cbn.SyncBatchNorm(3, comm=None, feature_axis=1, eps=1e-5,
+                           momentum=0.1, affine=True, track_running_stats=True,
+                           dtype=np.float64)
+    as_batchnorm: cbn.BatchNorm = bn
+    y = bn(rng.normal(size=(4, 3)))
+    assert_type(y, Floats)
+    dx = bn.backward(np.ones_like(y))
+    assert_type(dx, Floats)
+    comm: Any = bn.comm
+    converted: cbn.SyncBatchNorm = cbn.SyncBatchNorm.from_batchnorm(
+        cbn.BatchNorm2d(3), comm=comm)
+    assert converted.num_features == 3
+    assert as_batchnorm is bn and (comm is None or comm.Get_size() >= 1)
+
+
 def configuration() -> None:
     threads: int = cbn.get_num_threads()
     cbn.set_num_threads(1)
@@ -145,4 +174,5 @@ def configuration() -> None:
 if __name__ == "__main__":
     array_functions()
     layers()
+    statistics_and_sync()
     configuration()

@@ -1,0 +1,278 @@
+"""Mergeable batch statistics: :func:`batch_stats`, :func:`merge_stats`,
+:class:`BatchStats`.
+
+Partial statistics of pieces of a batch -- the count m, the mean and
+M2 = sum((x - mean)**2) per feature -- combine exactly into those of the
+whole batch (Chan, Golub and LeVeque's parallel formula), so statistics can be
+computed over data that never sits in one array: chunks streamed from disk,
+or slices held by different processes (:class:`cbn.SyncBatchNorm` merges its
+processes' statistics this way). Everything is float64; the merge adds only
+non-negative terms to M2, so it does not cancel the way sum(x**2) - m*mean**2
+does.
+"""
+import numpy as np
+
+from cbn._normalize import _moments
+
+
+class BatchStats:
+    """Partial statistics of a batch: count, mean and M2 per feature.
+
+    Build them with :func:`batch_stats` and combine them with :meth:`merge`
+    or :func:`merge_stats`; the object is immutable (its arrays are
+    read-only), so a merge returns a new one.
+
+    Parameters
+    ----------
+    count : int
+        m, the number of values per feature (the batch size); >= 0.
+    mean : array_like
+        Per-feature mean (float64, the feature shape F). Ignored (taken as 0)
+        when ``count`` is 0.
+    m2 : array_like
+        Per-feature sum of squared deviations from the mean, shape F, >= 0.
+
+    Attributes
+    ----------
+    count : int
+    mean, m2 : ndarray
+        Read-only float64 arrays of the feature shape F.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cbn
+    >>> s = cbn.batch_stats(np.array([[1.0, 10.0], [3.0, 30.0]]))
+    >>> s
+    BatchStats(count=2, mean=array([ 2., 20.]), m2=array([  2., 200.]))
+    >>> s.var(), s.var(ddof=1)
+    (array([  1., 100.]), array([  2., 200.]))
+    """
+
+    __slots__ = ("_count", "_mean", "_m2")
+
+    def __init__(self, count, mean, m2):
+        n = int(count)
+        if n != count or n < 0:
+            raise ValueError(f"count must be a non-negative integer, got {count!r}")
+        mean = np.array(mean, dtype=np.float64)
+        m2 = np.array(m2, dtype=np.float64)
+        if mean.shape != m2.shape:
+            raise ValueError(f"mean and m2 must have one shape, got {mean.shape} "
+                             f"and {m2.shape}")
+        if n == 0:
+            mean[...] = 0.0
+            m2[...] = 0.0
+        mean.flags.writeable = False
+        m2.flags.writeable = False
+        self._count, self._mean, self._m2 = n, mean, m2
+
+    @property
+    def count(self):
+        """int: m, the number of values per feature."""
+        return self._count
+
+    @property
+    def mean(self):
+        """ndarray: The per-feature mean (read-only, float64)."""
+        return self._mean
+
+    @property
+    def m2(self):
+        """ndarray: The per-feature sum of squared deviations from the mean
+        (read-only, float64)."""
+        return self._m2
+
+    def var(self, ddof=0):
+        """Per-feature variance ``m2 / (count - ddof)``.
+
+        Parameters
+        ----------
+        ddof : int, optional
+            Delta degrees of freedom: 0 (the default) for the biased variance
+            that batch normalization uses, 1 for the unbiased one.
+
+        Returns
+        -------
+        ndarray
+            float64, the feature shape; NaN where ``count <= ddof``, as
+            :func:`numpy.var` gives (without its warning).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cbn
+        >>> cbn.batch_stats(np.array([1.0, 2.0, 3.0, 4.0])).var(ddof=1)
+        array(1.66666667)
+        """
+        d = self._count - ddof
+        if d <= 0:
+            return np.full(self._m2.shape, np.nan)
+        return np.asarray(self._m2 / d)  # an array even for 0-d statistics
+
+    def merge(self, *others):
+        """The statistics of this batch and ``others`` together.
+
+        Same as ``merge_stats(self, *others)``.
+
+        Parameters
+        ----------
+        *others : BatchStats
+            Statistics of the other pieces, of the same feature shape.
+
+        Returns
+        -------
+        BatchStats
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cbn
+        >>> a = cbn.batch_stats(np.array([1.0, 2.0]))
+        >>> b = cbn.batch_stats(np.array([3.0, 4.0, 5.0]))
+        >>> a.merge(b)
+        BatchStats(count=5, mean=array(3.), m2=array(10.))
+        """
+        return merge_stats(self, *others)
+
+    def __repr__(self):
+        return (f"BatchStats(count={self._count}, mean={self._mean!r}, "
+                f"m2={self._m2!r})")
+
+    def __reduce__(self):
+        return BatchStats, (self._count, self._mean, self._m2)
+
+
+def batch_stats(x, *, axis=0):
+    """Partial statistics of ``x`` over the batch axes, for merging.
+
+    The mean and M2 = sum((x - mean)**2) per feature, in float64, from the
+    same kernels as :func:`normalize_batch` (two passes over the data, the
+    threads and SIMD level cbn uses), and the count m.
+
+    Parameters
+    ----------
+    x : array_like
+        Data, with the dtypes :func:`normalize_batch` accepts. An empty batch
+        gives count 0 (and zero mean and M2), which merges as nothing.
+    axis : int, tuple of ints or None, optional
+        The batch axes, as in :func:`normalize_batch`; the other axes are the
+        features. Default 0.
+
+    Returns
+    -------
+    BatchStats
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not real.
+    numpy.exceptions.AxisError
+        For an out-of-range or repeated axis.
+
+    See Also
+    --------
+    merge_stats : combine the statistics of several pieces.
+
+    Examples
+    --------
+    Statistics of data too big for memory, chunk by chunk:
+
+    >>> import numpy as np
+    >>> import cbn
+    >>> rng = np.random.default_rng(0)
+    >>> chunks = [rng.normal(5.0, 2.0, (1000, 3)) for _ in range(10)]
+    >>> total = cbn.batch_stats(chunks[0])
+    >>> for chunk in chunks[1:]:
+    ...     total = total.merge(cbn.batch_stats(chunk))
+    >>> whole = np.concatenate(chunks)
+    >>> total.count
+    10000
+    >>> bool(np.allclose(total.mean, whole.mean(axis=0), rtol=1e-14))
+    True
+    >>> bool(np.allclose(total.var(), whole.var(axis=0), rtol=1e-13))
+    True
+
+    NCHW images, one set of statistics per channel:
+
+    >>> imgs = rng.normal(size=(8, 3, 4, 4)).astype(np.float32)
+    >>> cbn.batch_stats(imgs, axis=(0, 2, 3)).mean.shape
+    (3,)
+    """
+    m, mean, var = _moments(x, axis)
+    return BatchStats(m, mean, var * m)
+
+
+def merge_stats(*parts):
+    """Combine the statistics of pieces of a batch into the whole batch's.
+
+    Chan, Golub and LeVeque's parallel update, applied left to right: for
+    pieces a and b with ``d = mean_b - mean_a`` and ``m = m_a + m_b``,
+    ``mean = mean_a + d*m_b/m`` and ``M2 = M2_a + M2_b + d**2*m_a*m_b/m``,
+    in float64 and vectorized over the features. Pieces with count 0 are
+    skipped. The result does not depend on how the data were cut beyond
+    rounding; for a fixed list of pieces it is bitwise reproducible.
+
+    Parameters
+    ----------
+    *parts : BatchStats
+        At least one, all of the same feature shape.
+
+    Returns
+    -------
+    BatchStats
+
+    Raises
+    ------
+    TypeError
+        If no statistics, or something else than BatchStats, are given.
+    ValueError
+        If the feature shapes differ.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cbn
+    >>> x = np.arange(12.0).reshape(6, 2)
+    >>> parts = [cbn.batch_stats(x[:1]), cbn.batch_stats(x[1:1]), cbn.batch_stats(x[1:])]
+    >>> s = cbn.merge_stats(*parts)
+    >>> s.count, s.mean, s.var()
+    (6, array([5., 6.]), array([11.66666667, 11.66666667]))
+    """
+    if not parts:
+        raise TypeError("merge_stats needs at least one BatchStats")
+    for p in parts:
+        if not isinstance(p, BatchStats):
+            raise TypeError(f"merge_stats combines BatchStats, not {type(p).__name__}")
+    shape = parts[0].mean.shape
+    for p in parts[1:]:
+        if p.mean.shape != shape:
+            raise ValueError(f"cannot merge statistics of feature shapes {shape} "
+                             f"and {p.mean.shape}")
+    n, mean, m2 = merge_moments([(p.count, p.mean, p.m2) for p in parts])
+    return BatchStats(n, mean, m2)
+
+
+def merge_moments(parts):
+    """Chan's merge of ``(count, mean, m2)`` triples (float64 arrays of one
+    shape), left to right; returns the merged triple. Shared by
+    :func:`merge_stats` and :class:`cbn.SyncBatchNorm`, whose processes each
+    merge the gathered triples in rank order and so agree bitwise."""
+    n = 0
+    mean = m2 = None
+    for k, pmean, pm2 in parts:
+        if k == 0:
+            continue
+        if n == 0:
+            n, mean, m2 = k, np.array(pmean, dtype=np.float64), np.array(pm2, dtype=np.float64)
+            continue
+        total = n + k
+        wb = k / total
+        d = pmean - mean
+        mean += d * wb
+        m2 += pm2 + d * d * (n * wb)
+        n = total
+    if n == 0:
+        shape = np.shape(parts[0][1])
+        return 0, np.zeros(shape), np.zeros(shape)
+    return n, mean, m2

@@ -1,0 +1,23 @@
+from typing import Any
+
+from numpy.typing import DTypeLike
+
+from cbn._layers import BatchNorm
+
+class SyncBatchNorm(BatchNorm):
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        comm: Any = None,
+        feature_axis: int = 1,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        dtype: DTypeLike = ...,
+    ) -> None: ...
+    @classmethod
+    def from_batchnorm(cls, layer: BatchNorm, *, comm: Any = None) -> SyncBatchNorm: ...
+    @property
+    def comm(self) -> Any: ...
