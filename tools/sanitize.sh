@@ -4,7 +4,7 @@
 # of the working tree, then run the test suite against that build. Fails on
 # any sanitizer report, from the test process or from any process it starts.
 #
-#   bash tools/sanitize.sh [pytest arguments]
+#   bash tools/sanitize.sh [pytest arguments; default: tests]
 #
 # Needs gcc (its libasan and libubsan) and git. The repository's own in-place
 # build is left alone.
@@ -15,16 +15,35 @@
 # types, module state), which LeakSanitizer reports as leaks; tests/
 # test_memory.py checks that cbn's calls do not grow the process instead.
 # malloc returns NULL for impossible sizes (allocator_may_return_null) so
-# that NumPy raises MemoryError as it does without ASan. Reports go to log
-# files, so that one from a child process (a forked worker, a subprocess)
-# cannot be lost in captured output: any log file fails the run.
+# that NumPy raises MemoryError as it does without ASan. ASan's reports go
+# to log files, so that one from a child process (a forked worker, a
+# subprocess whose output a test captures) cannot be lost: any log file fails
+# the run. gcc's libubsan ignores log_path and writes to stderr, then exits
+# with status 1; pytest therefore captures only Python's sys.stderr, not
+# file descriptor 2, so that a report from the test process is printed rather
+# than lost with the capture file when the process exits.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 src=$tmp/src
 logs=$tmp/logs
 mkdir -p "$src" "$logs"
+
+# Whatever step ends the script, sanitizer reports fail it.
+finish() {
+    local status=$?
+    if compgen -G "$logs/*" >/dev/null; then
+        for f in "$logs"/*; do
+            echo "==== $(basename "$f")" >&2
+            cat "$f" >&2
+        done
+        echo "sanitize.sh: sanitizer reports above" >&2
+        status=1
+    fi
+    rm -rf "$tmp"
+    exit "$status"
+}
+trap finish EXIT
 
 # The working tree's sources: tracked files and new ones, not ignored build
 # output.
@@ -48,14 +67,4 @@ if b"__asan_init" not in open(so, "rb").read():
     sys.exit(f"sanitize.sh: {so} is not built with AddressSanitizer")
 EOF
 
-status=0
-python -m pytest -q -p no:cacheprovider "$@" tests || status=$?
-if compgen -G "$logs/*" >/dev/null; then
-    for f in "$logs"/*; do
-        echo "==== $(basename "$f")" >&2
-        cat "$f" >&2
-    done
-    echo "sanitize.sh: sanitizer reports above" >&2
-    exit 1
-fi
-exit "$status"
+python -m pytest -q -p no:cacheprovider --capture=sys "${@:-tests}"
