@@ -122,14 +122,17 @@ def _scenarios():
         "set_gamma": (lambda: setattr(bn, "gamma", gamma), [gamma]),
         "pickle": (lambda: pickle.loads(pickle.dumps(bn)), []),
         "repr": (lambda: repr(bn), []),
-        "threads-config": (lambda: cbn.set_num_threads(cbn.get_num_threads()), []),
-        "simd-config": (lambda: cbn.kernels.set_simd(cbn.kernels.get_simd()), []),
+        "threads-config": (lambda: (cbn.set_num_threads(cbn.get_num_threads()),
+                                    cbn.kernels.openmp_version()), []),
+        "simd-config": (lambda: (cbn.kernels.set_simd(cbn.kernels.get_simd()),
+                                 cbn.kernels.simd_levels()), []),
     }
     return s
 
 
-# set_simd asks the CPU (CPUID) every call, which a virtual machine may trap:
-# 100,000 calls took 30 s on a 2-core VM, the rest of this file 10 s.
+# set_simd and simd_levels ask the CPU (CPUID) every call, which a virtual
+# machine may trap: 100,000 calls of both took 34 s on a 2-core VM, the rest
+# of this file 10-15 s.
 SCENARIOS = [pytest.param(name, marks=pytest.mark.slow) if name == "simd-config"
              else name for name in sorted(_scenarios())]
 
