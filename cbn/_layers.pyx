@@ -630,6 +630,10 @@ cdef class BatchNorm:
         ValueError
             For a wrong number of dimensions or features, an empty batch, or
             a single value per feature in training mode.
+        RuntimeError
+            If another thread is in a training-mode forward or a backward
+            on this layer, or, in training mode, in any forward (see Notes
+            of :class:`BatchNorm`).
 
         Examples
         --------
@@ -743,7 +747,8 @@ cdef class BatchNorm:
         Raises
         ------
         RuntimeError
-            If no forward call came first.
+            If no forward call came first, or another thread is in forward
+            or backward on this layer (see Notes of :class:`BatchNorm`).
         ValueError
             If dy's shape differs from the last input's.
         TypeError
