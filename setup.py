@@ -16,6 +16,9 @@ Environment variables:
 * ``CBN_NO_OPENMP=1`` builds without OpenMP (serial kernels).
 * ``CBN_NATIVE=1`` opt-in: adds ``-march=native`` for a local build tuned to
   this CPU. Never set it for wheels or anything shipped to other machines.
+* ``CBN_SANITIZE=1`` (gcc/clang): builds every extension with AddressSanitizer
+  and UndefinedBehaviorSanitizer, for tools/sanitize.sh, which also says how
+  to run Python with it. Never for a build that is installed or shipped.
 """
 import glob
 import os
@@ -112,6 +115,16 @@ class BuildExt(build_ext):
             cflags += ["-O3", "-std=c99", "-fno-math-errno"]
             if _env_flag("CBN_NATIVE"):  # opt-in local tuning only
                 cflags.append("-march=native")  # opt-in: CBN_NATIVE=1 only
+            if _env_flag("CBN_SANITIZE"):
+                # Any undefined behaviour aborts, as memory errors do; frame
+                # pointers and -g give the reports whole, named stacks.
+                # Python's own flags include -fwrapv, which defines signed
+                # overflow and so hides it from UBSan: undone here.
+                sanitize = ["-fsanitize=address,undefined",
+                            "-fno-sanitize-recover=all", "-fno-wrapv",
+                            "-fno-omit-frame-pointer", "-g"]
+                cflags += sanitize
+                lflags += sanitize
         omp = None if _env_flag("CBN_NO_OPENMP") else _openmp_flags(self.compiler)
         if omp is None:
             print("cbn: building without OpenMP (serial kernels)")

@@ -77,6 +77,21 @@ cdef class BatchNorm:
     training : bool
         True in training mode (the default), False after ``eval()``.
 
+    Notes
+    -----
+    Threads: several threads may call :meth:`forward` on one layer in eval
+    mode at once (the kernels release the GIL, so they run in parallel).
+    A training-mode :meth:`forward` updates the running statistics and
+    saves what :meth:`backward` uses, so a training-mode forward or a
+    backward must not overlap any other forward or backward call on the same
+    layer: such a call raises RuntimeError instead of corrupting the layer
+    (the call already running is unaffected). Train one layer per thread, or
+    serialize the calls with a lock held from forward to backward. Changing
+    parameters or statistics (assignment, :meth:`load_state_dict`, the
+    ``reset_*`` methods, in-place operations on the arrays) while another
+    thread calls the layer is not detected; that is the caller's to avoid.
+    See :doc:`/threads`.
+
     Examples
     --------
     >>> import numpy as np
@@ -211,6 +226,11 @@ cdef class BatchNorm:
     # _saved_count is the whole batch's size in the last such forward call.
     cdef object _group
     cdef int64_t _saved_count
+    # Who is inside forward/backward now (see _enter): the number of eval-mode
+    # forward calls, and the name of the one training-mode forward or
+    # backward call (None when there is none).
+    cdef int _readers
+    cdef str _writer
 
     def __init__(self, num_features, *, feature_axis=1, eps=1e-5,
                  momentum=0.1, affine=True, track_running_stats=True,
@@ -557,6 +577,42 @@ cdef class BatchNorm:
             for i in range(self.num_features):
                 out[i] = d[i]
 
+    cdef int _enter(self, str method, bint exclusive) except -1:
+        """Mark a forward (``exclusive`` False: eval mode) or a training-mode
+        forward or backward (``exclusive`` True) call as running, or raise
+        RuntimeError if it conflicts with one running in another thread.
+
+        Eval-mode forward calls only read the layer, so any number may run
+        at once. A training-mode forward updates the running statistics and
+        a backward uses what the last forward saved, so each excludes every
+        other call: interleaved, they would pair one thread's forward with
+        another's backward, and a backward could lose the saved arrays its
+        kernel is reading. Detecting costs two integer tests, where a lock
+        would still leave that pairing wrong. The test and the update are
+        atomic because the GIL is held from one to the other.
+        """
+        if self._writer is not None or (exclusive and self._readers):
+            busy = (f"{self._writer}()" if self._writer is not None
+                    else "forward() in eval mode")
+            raise RuntimeError(
+                f"{type(self).__name__}.{method}() called while another thread "
+                f"is in {busy} on the same layer: training-mode forward and "
+                f"backward keep per-layer state, so they must not overlap with "
+                f"any other call on that layer. Give each thread its own "
+                f"layer, or serialize the calls (see the Notes of "
+                f"cbn.BatchNorm).")
+        if exclusive:
+            self._writer = method
+        else:
+            self._readers += 1
+        return 0
+
+    cdef void _leave(self, bint exclusive) noexcept:
+        if exclusive:
+            self._writer = None
+        else:
+            self._readers -= 1
+
     cpdef forward(self, x):
         """Normalize a batch ``x`` (features along ``feature_axis``).
 
@@ -586,6 +642,10 @@ cdef class BatchNorm:
         ValueError
             For a wrong number of dimensions or features, an empty batch, or
             a single value per feature in training mode.
+        RuntimeError
+            If another thread is in a training-mode forward or a backward
+            on this layer, or, in training mode, in any forward (see Notes
+            of :class:`BatchNorm`).
 
         Examples
         --------
@@ -596,17 +656,26 @@ cdef class BatchNorm:
         array([[-0.999995  , -0.99999994],
                [ 0.999995  ,  0.99999994]], dtype=float32)
         """
+        cdef bint training = self.training
+        self._enter("forward", training)
+        try:
+            return self._forward(x, training)
+        finally:
+            self._leave(training)
+
+    cdef _forward(self, x, bint training):
+        """The work of :meth:`forward`, in the mode it was entered in."""
         cdef char is_batch[cnp.NPY_MAXDIMS]
         cdef cnp.ndarray xa = self._check_input(x, is_batch)
         cdef int64_t C = self.num_features
         cdef int64_t m = cnp.PyArray_SIZE(xa) // C
-        cdef bint use_batch = self.training or not self.track_running_stats
+        cdef bint use_batch = training or not self.track_running_stats
         # A group checks the size of the whole batch, once it knows it.
         cdef bint grouped = use_batch and self._group is not None
         if use_batch and m == 0 and not grouped:
             raise ValueError(f"cannot compute batch statistics of an empty "
                              f"batch (input of shape {(<object>xa).shape})")
-        if self.training and m == 1 and not grouped:
+        if training and m == 1 and not grouped:
             raise ValueError(f"Expected more than 1 value per channel when "
                              f"training, got input size {(<object>xa).shape}")
         cdef Block b = make_block(xa, is_batch)
@@ -627,12 +696,12 @@ cdef class BatchNorm:
         if grouped:
             count = self._group_stats(b, values, m, (<object>xa).shape)
             run_forward_infer(b, yt, mean, var, g, be, self._eps)
-            if self.training and self.track_running_stats:
+            if training and self.track_running_stats:
                 self._update_running(mean, var, count)
             self._saved_count = count
         elif use_batch:
             run_forward_train(b, yt, g, be, self._eps, mean, var)
-            if self.training and self.track_running_stats:
+            if training and self.track_running_stats:
                 self._update_running(mean, var, m)
         else:
             self._to_doubles(self._running_mean, mean)
@@ -722,7 +791,8 @@ cdef class BatchNorm:
         Raises
         ------
         RuntimeError
-            If no forward call came first.
+            If no forward call came first, or another thread is in forward
+            or backward on this layer (see Notes of :class:`BatchNorm`).
         ValueError
             If dy's shape differs from the last input's.
         TypeError
@@ -740,6 +810,14 @@ cdef class BatchNorm:
 
         The mathematics: :doc:`/math`.
         """
+        self._enter("backward", True)
+        try:
+            return self._backward(dy)
+        finally:
+            self._leave(True)
+
+    cdef _backward(self, dy):
+        """The work of :meth:`backward`."""
         if self._saved is None:
             raise RuntimeError("backward() called before forward()")
         cdef Block b = self._saved

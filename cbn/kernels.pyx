@@ -386,6 +386,8 @@ def set_num_threads(n):
 
     Takes precedence over ``OMP_NUM_THREADS`` and threadpoolctl. Small
     inputs always run on one thread; results do not depend on the count.
+    A process forked from one that imported cbn starts with 1 (see
+    :doc:`/threads`).
 
     Parameters
     ----------
@@ -451,6 +453,20 @@ def openmp_version():
     return _cbn.cbn_openmp_version()
 
 
+def _serial_after_fork():
+    """Make a forked child run cbn's kernels on one thread.
+
+    GNU libgomp is not fork-safe: a child forked after the parent opened a
+    parallel region inherits a thread pool whose threads do not exist in it,
+    and its next parallel region waits for them forever. With one thread the
+    kernels open no parallel region at all (see threads_for in
+    src_c/kernels_common.h), so the child never touches that pool. The
+    child may call set_num_threads again if it knows its OpenMP runtime is
+    fork-safe (LLVM's libomp) or that the parent never used threads.
+    """
+    _cbn.cbn_set_num_threads(1)
+
+
 def _apply_environment():
     name = os.environ.get("CBN_SIMD", "").strip().lower()
     if not name:
@@ -463,3 +479,5 @@ def _apply_environment():
 
 
 _apply_environment()
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_serial_after_fork)

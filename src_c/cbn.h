@@ -45,6 +45,9 @@
  * threads. Different calls may run concurrently on different outputs.
  * The statistics, forward and backward kernels are threaded this way;
  * cbn_update_running and the configuration functions are serial.
+ * GNU libgomp is not fork-safe: in a process forked after cbn ran on several
+ * threads, call cbn_set_num_threads(1) before any other cbn call (one-thread
+ * calls never enter OpenMP). cbn's Python module does so in a forked child.
  *
  * Instruction sets
  * ----------------
