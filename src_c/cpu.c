@@ -44,7 +44,7 @@ static int os_avx(void)
     return (xcr0() & 0x6) == 0x6;
 }
 
-int cbn_cpu_has_avx2_fma(void)
+static int detect_avx2_fma(void)
 {
     unsigned r1[4], r7[4];
     if (!os_avx())
@@ -54,13 +54,32 @@ int cbn_cpu_has_avx2_fma(void)
     return (r1[2] & (1u << 12)) && (r7[1] & (1u << 5));
 }
 
-int cbn_cpu_has_avx512f(void)
+static int detect_avx512f(void)
 {
     unsigned r7[4];
-    if (!cbn_cpu_has_avx2_fma() || (xcr0() & 0xe6) != 0xe6)
+    if (!detect_avx2_fma() || (xcr0() & 0xe6) != 0xe6)
         return 0;
     cpuid(7, 0, r7);
     return (r7[1] & (1u << 16)) != 0;
+}
+
+/* Detected once: CPUID traps to the hypervisor in a virtual machine (about
+   0.1 ms a call was seen), and the answer never changes. Concurrent first
+   calls all store the same value. */
+int cbn_cpu_has_avx2_fma(void)
+{
+    static int known = -1;
+    if (known < 0)
+        known = detect_avx2_fma();
+    return known;
+}
+
+int cbn_cpu_has_avx512f(void)
+{
+    static int known = -1;
+    if (known < 0)
+        known = detect_avx512f();
+    return known;
 }
 
 #else

@@ -130,11 +130,7 @@ def _scenarios():
     return s
 
 
-# set_simd and simd_levels ask the CPU (CPUID) every call, which a virtual
-# machine may trap: 100,000 calls of both took 34 s on a 2-core VM, the rest
-# of this file 10-15 s.
-SCENARIOS = [pytest.param(name, marks=pytest.mark.slow) if name == "simd-config"
-             else name for name in sorted(_scenarios())]
+SCENARIOS = sorted(_scenarios())
 
 
 def _growth(call, calls=CALLS):
