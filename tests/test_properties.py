@@ -8,26 +8,9 @@ accepts (bool, signed and unsigned integers, float16/32/64) in both byte
 orders, memory that is transposed, strided, reversed, unaligned (a view one
 byte into a uint8 buffer) or read-only, and values of scale 1e-30 to 1e30
 around offsets of up to 1e6 times that scale. Each call must either match
-the oracle (tests/oracle.py) within the tolerance below or raise the
-documented error; nothing else passes.
-
-Tolerance
----------
-An element is compared with ``|got - ref| <= u*(1 + |ref|) + w*r``, where
-
-* ``u`` is the result dtype's tolerance (oracle.TOLERANCE: 1e-10 float64,
-  1e-5 float32, 1e-3 float16), the rounding of the kernels' arithmetic in
-  the data type;
-* ``r = |gamma|*(1 + |mean|/sqrt(var + eps))`` per feature, and
-  ``w = 2**-46`` (about 64 units of float64 rounding). The mean itself is
-  only known to float64 precision, to ``2**-53*|mean|`` at best, and every
-  implementation, the oracle's ``x.mean()`` included, is further off by the
-  sum's rounding; either moves y by that over the standard deviation. For
-  data whose mean is 1e6 standard deviations from zero that is about 1e-9:
-  a limit of float64, not an error of the kernels.
-
-The statistics are compared the same way: the mean to ``w*|mean| + u64``,
-the variance to a relative 1e-9 plus the square of the mean's allowance.
+the oracle (tests/oracle.py) within the tolerances of tests/checks.py
+(which also says why they are what they are) or raise the documented
+error; nothing else passes.
 
 Examples per CI run: 800 + 500 + 300 + 450 + 20 = 2070, derandomized (the
 same every run) with no example database, so CI is reproducible.
@@ -41,10 +24,10 @@ from hypothesis import strategies as st  # noqa: E402
 from numpy.exceptions import AxisError  # noqa: E402
 
 import cbn  # noqa: E402
+from checks import (W, assert_matches, check_backward, check_normalize,  # noqa: E402
+                    check_stats, offset_ratio)
 from oracle import (TOLERANCE, BatchNormRef, backward_ref, batch_axes,  # noqa: E402
                     feature_shape, normalize_ref, result_dtype)
-
-W = 2.0**-46
 
 
 def profile(n):
@@ -181,63 +164,6 @@ def per_feature(draw, F, scalar_ok=True):
     return rng.uniform(-2, 2, F)
 
 
-# --------------------------------------------------------------- checking --
-
-def expand(v, ndim, axis):
-    """A per-feature array (or scalar, or None) broadcastable against x."""
-    if v is None:
-        return np.float64(1.0)
-    v = np.asarray(v, np.float64)
-    return v if v.ndim == 0 else np.expand_dims(v, batch_axes(ndim, axis))
-
-
-def offset_ratio(mean, var, eps, gamma, ndim, axis):
-    """r of the module docstring, broadcastable against x."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = 1.0 + np.abs(mean) / np.sqrt(np.asarray(var, np.float64) + eps)
-    r = np.where(np.isfinite(r), r, 0.0)
-    return np.abs(expand(gamma, ndim, axis)) * expand(r, ndim, axis)
-
-
-def assert_matches(got, ref, u, slack=0.0, what="y", dtype=None):
-    """|got - ref| <= u*(1 + |ref|) + slack, and NaN/Inf in the same places;
-    got may be +-inf where ref's bound reaches ``dtype``'s largest value."""
-    got = np.asarray(got, np.float64)
-    ref = np.asarray(ref, np.float64)
-    assert got.shape == ref.shape, what
-    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=what)
-    fin = np.isfinite(ref)
-    np.testing.assert_array_equal(got[~fin & ~np.isnan(ref)], ref[~fin & ~np.isnan(ref)],
-                                  err_msg=what)
-    err = np.abs(got[fin] - ref[fin])
-    bound = (u * (1.0 + np.abs(ref)) + np.broadcast_to(slack, ref.shape))[fin]
-    if dtype is not None:  # past the result dtype's range the right answer is +-inf
-        top = float(np.finfo(dtype).max)
-        over = (np.abs(ref[fin]) + bound >= top) & np.isinf(got[fin])
-        err[over] = 0.0
-    assert (err <= bound).all(), (
-        f"{what}: max error {err.max(initial=0):.3g}, bound there "
-        f"{bound[np.argmax(err - bound)] if err.size else 0:.3g}")
-
-
-def check_stats(mean, var, mean_ref, var_ref):
-    """The batch statistics: the sums' rounding is relative to the values
-    summed, |mean| + std, not to the mean, which may be near zero."""
-    size = W * (np.abs(mean_ref) + np.sqrt(var_ref)) + 1e-300
-    assert_matches(mean, mean_ref, 0.0, size, "mean")
-    assert_matches(var, var_ref, 0.0, 1e-9 * var_ref + size * size, "var")
-
-
-def zero_var_with_eps_zero(var, eps, ndim, axis, shape):
-    """Elements of features whose variance is 0 while eps is 0: their y is
-    0/0 = NaN by the documented rule; the oracle, whose mean may be off by
-    an ulp, need not agree, so they are checked on their own."""
-    if eps != 0.0:
-        return np.zeros(shape, bool)
-    return np.broadcast_to(np.expand_dims(np.asarray(var) == 0, batch_axes(ndim, axis)),
-                           shape)
-
-
 def oracle_eps(x64, rel):
     """eps relative to the data's spread (eps is in x's units squared)."""
     spread = np.ptp(x64) if x64.size else 0.0
@@ -293,16 +219,7 @@ def test_normalize_batch_matches_oracle_or_raises(data):
         np.testing.assert_array_equal(x, x_before)  # the input is left alone
     assert y.shape == shape and y.dtype.newbyteorder("=") == rdt  # out keeps its order
     assert mean.shape == F and var.shape == F and mean.dtype == np.float64
-    with np.errstate(all="ignore"):
-        y_ref, mean_ref, var_ref = normalize_ref(x64, gamma, beta, axis=axis, eps=eps)
-    u = TOLERANCE[rdt][0]
-    check_stats(mean, var, mean_ref, var_ref)
-    nan_ok = zero_var_with_eps_zero(var, eps, ndim, axis, shape)
-    assert np.isnan(np.asarray(y, np.float64)[nan_ok]).all()
-    r = offset_ratio(mean_ref, var_ref, eps, gamma, ndim, axis)
-    keep = ~nan_ok
-    assert_matches(np.asarray(y, np.float64)[keep], y_ref[keep], u,
-                   np.broadcast_to(W * r, shape)[keep], "y", rdt)
+    check_normalize(x64, y, mean, var, gamma, beta, axis, eps)
 
 
 @profile(300)
@@ -376,35 +293,6 @@ def test_normalize_batch_backward_matches_oracle_or_raises(data):
                                                      eps=eps, batch_stats=batch_stats)
     check_backward(dx, dgamma, dbeta, dx_ref, dgamma_ref, dbeta_ref, dy, x64, mean, var,
                    gamma, axis, eps, batch_stats, TOLERANCE[rdt][0])
-
-
-def check_backward(dx, dgamma, dbeta, dx_ref, dgamma_ref, dbeta_ref, dy, x64, mean, var,
-                   gamma, axis, eps, batch_stats, u):
-    """The gradients against the oracle's, each bounded by the size of the terms
-    it is summed from (a sum may cancel to far below them) and by the offset
-    allowance of the module docstring."""
-    ndim = x64.ndim
-    b = batch_axes(ndim, axis)
-    dy64 = np.asarray(dy, np.float64)
-    invstd = 1.0 / np.sqrt(expand(var, ndim, axis) + eps)
-    xhat = np.abs((x64 - expand(mean, ndim, axis)) * invstd)
-    r = offset_ratio(mean, var, eps, None, ndim, axis)   # ~ |mean|/std
-    ady = np.abs(dy64)
-    dbeta_terms = ady.sum(axis=b)
-    dgamma_terms = (ady * (xhat + W * r)).sum(axis=b)
-    # The sums are in double; the result is then rounded to its dtype.
-    rdt = np.asarray(dx).dtype
-    assert_matches(dbeta, dbeta_ref, u, u * dbeta_terms, "dbeta", rdt)
-    assert_matches(dgamma, dgamma_ref, u, u * dgamma_terms + W * (ady * r).sum(axis=b),
-                   "dgamma", rdt)
-    g_invstd = np.abs(expand(gamma, ndim, axis)) * invstd
-    m = max(1, dy64.size // max(1, np.size(dbeta)))
-    terms = ady
-    if batch_stats:
-        terms = ady + expand(dbeta_terms, ndim, axis) / m + (xhat + W * r) * expand(
-            dgamma_terms, ndim, axis) / m
-    assert_matches(dx, dx_ref, u, g_invstd * (u * terms + W * r * (
-        ady + (expand(dgamma_terms, ndim, axis) / m if batch_stats else 0))), "dx", rdt)
 
 
 @profile(450)
