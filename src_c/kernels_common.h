@@ -303,6 +303,26 @@ static inline void finite_or_rescued(const void *x, int is_f32, int64_t outer,
         rescue_moments(x, is_f32, outer, C, inner, c, mean, var);
 }
 
+/* Cold paths
+   ----------
+   The normalize and dx passes run in the data type T with coefficients
+   rounded to T. Where a coefficient's exact value lies beyond T's range --
+   float32 data with eps = 0 and a standard deviation below 1/FLT_MAX
+   (subnormal data), or, in backward, float32 data with a standard deviation
+   above about 1e19, where invstd^2 underflows -- the kernels compute that
+   feature (runs) or column block (rows) in double instead, rounding once.
+   Rare by construction; the test is one comparison per feature. */
+
+/* Whether the finite v, stored as float (is_f32) or double, overflows or
+   falls below the normal range (losing precision). NaN and Inf pass. */
+static inline int narrows_badly(double v, int is_f32)
+{
+    double a = fabs(v);
+    if (!(a <= DBL_MAX) || a == 0.0)
+        return 0;
+    return is_f32 ? (a > FLT_MAX || a < FLT_MIN) : a < DBL_MIN;
+}
+
 /* ------------------------------------------------------------- threads --- */
 
 /* Threads for a call with `work` elements: serial below the threshold. */

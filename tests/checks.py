@@ -12,13 +12,17 @@ An element is compared with ``|got - ref| <= u*(1 + |ref|) + w*r``, where
 * ``u`` is the result dtype's tolerance (oracle.TOLERANCE: 1e-10 float64,
   1e-5 float32, 1e-3 float16), the rounding of the kernels' arithmetic in
   the data type;
-* ``r = |gamma|*(1 + |mean|/sqrt(var + eps))`` per feature, and
+* ``r = |gamma|*(1 + |mean|/sqrt(var + eps) + 16*2**-1074/(w*(var + eps)))``
+  per feature, and
   ``w = 2**-46`` (about 64 units of float64 rounding). The mean itself is
   only known to float64 precision, to ``2**-53*|mean|`` at best, and every
   implementation, the oracle's ``x.mean()`` included, is further off by the
   sum's rounding; either moves y by that over the standard deviation. For
   data whose mean is 1e6 standard deviations from zero that is about 1e-9:
-  a limit of float64, not an error of the kernels.
+  a limit of float64, not an error of the kernels. The last term of ``r``,
+  ``16*2**-1074/(w*(var + eps))``, is the same kind of limit: a variance
+  below 2.2e-308 (float64 data of standard deviation below 1e-154, with
+  eps = 0) is subnormal, known only to 2**-1074 absolutely.
 
 The statistics are compared the same way: the mean to ``w*(|mean| + std)``
 (a sum's rounding is relative to the values summed), the variance to a
@@ -45,7 +49,8 @@ def expand(v, ndim, axis):
 def offset_ratio(mean, var, eps, gamma, ndim, axis):
     """r of the module docstring, broadcastable against x."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = 1.0 + np.abs(mean) / np.sqrt(np.asarray(var, np.float64) + eps)
+        v = np.asarray(var, np.float64) + eps
+        r = 1.0 + np.abs(mean) / np.sqrt(v) + 16 * 2.0**-1074 / W / v
     r = np.where(np.isfinite(r), r, 0.0)
     return np.abs(expand(gamma, ndim, axis)) * expand(r, ndim, axis)
 

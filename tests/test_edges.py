@@ -105,10 +105,12 @@ def test_huge_float32_data_gives_finite_correct_output(level, threads, path, sca
     assert_close(y, y_ref, scale=4.0)  # |y| up to ~ 2*4 sigma + 0.5
 
 
-# The backward pass over the documented range of spreads: float32 std in
-# [1e-15, 1e18], float64 in [1e-150, 1e150] (docs/math.rst, "Edge cases").
+# The backward pass, eps = 0, over spreads whose invstd^3 leaves the range
+# of float32 (beyond about 1e+-13) or float64 (1e+-103); dx must stay
+# representable (|dx| ~ 1/std), so float32 stops at 1e-30.
 @pytest.mark.parametrize("dtype, std", [
-    (np.float32, 1e-15), (np.float32, 1e-6), (np.float32, 1e12), (np.float32, 1e18),
+    (np.float32, 1e-30), (np.float32, 1e-15), (np.float32, 1e-6), (np.float32, 1e12),
+    (np.float32, 1e18), (np.float32, 1e20), (np.float32, 1e30),
     (np.float64, 1e-150), (np.float64, 1e-100), (np.float64, 1e100), (np.float64, 1e150),
 ])
 @pytest.mark.parametrize("path", list(PATHS))
@@ -194,6 +196,24 @@ def test_subnormal_input_matches_oracle(level, threads, path, dtype, tiny, rng):
     assert_close(y, y_ref)
     np.testing.assert_allclose(mean, mean_ref, rtol=1e-12, atol=1e-320)
     np.testing.assert_allclose(var, var_ref, rtol=1e-6, atol=1e-320)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_subnormal_float32_with_eps_zero_normalizes_to_order_one(level, threads, path, rng):
+    # 1/std ~ 1e42 is beyond float32: the kernels take their double cold path.
+    shape, axis, nt = PATHS[path]
+    threads(nt)
+    x = (1e-42 * rng.standard_normal(shape)).astype(np.float32)
+    y, mean, var = cbn.normalize_batch(x, 1.5, 0.5, axis=axis, eps=0, return_stats=True)
+    y_ref, _, _ = normalize_ref(x, 1.5, 0.5, axis=axis, eps=0)
+    assert np.isfinite(y).all()
+    # The data have a few bits (subnormal), so the oracle's y is exact-ish.
+    assert_close(y, y_ref, scale=6.0)
+    dy = rng.standard_normal(shape).astype(np.float32) * 1e-40  # keeps dx in range
+    result = cbn.normalize_batch_backward(dy, x, mean, var, 1.5, axis=axis, eps=0)
+    expected = backward_ref(dy, x, mean, var, 1.5, axis=axis, eps=0)
+    top = np.abs(expected[0]).max()
+    np.testing.assert_allclose(result[0] / top, expected[0] / top, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("path", list(PATHS))
