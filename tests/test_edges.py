@@ -167,6 +167,15 @@ def test_huge_float64_data_gives_rescaled_statistics(level, threads, path, scale
         assert scale >= 1e154
         assert (var == np.inf).all()
         np.testing.assert_array_equal(y, 0.25)
+        # The gradients follow the same formula: invstd = 0 makes them 0,
+        # except where x - mean or sum(dy*(x - mean)) overflows (0*inf = NaN).
+        dy = rng.standard_normal(shape)
+        dx, dgamma, _ = cbn.normalize_batch_backward(dy, x, mean, var, 1.5, axis=axis)
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = x - np.expand_dims(mean, axis)
+            overflows = not (np.isfinite(d).all() and np.isfinite((dy * d).sum(axis)).all())
+        for g in (dx, dgamma):
+            assert ((g == 0) | np.isnan(g)).all() if overflows else (g == 0).all()
 
 
 def test_huge_float64_feature_with_nan_stays_nan_alone(level, rng):

@@ -26,8 +26,14 @@ Run from the repository root, with cbn built in place::
     python tools/fuzz.py -runs=100000 corpus_dir/    # a run count, a corpus
 
 libFuzzer prints the number of inputs tried ("Done N runs in T second(s)")
-at the end. Python code is coverage-instrumented here; the compiled core
-gives coverage too when built with clang -fsanitize=fuzzer-no-link.
+at the end.
+
+Coverage comes from the Python code atheris instruments: this decoder's
+branches (which shape, layout, dtype, error path was reached), cbn's Python
+modules and the oracle. The compiled core is not instrumented: a clang
+build with -fsanitize-coverage loads only when atheris' libFuzzer is
+visible to it, which the PyPI wheel of atheris does not arrange (building
+atheris from source with its sanitizer runtimes does).
 """
 import operator
 import os
