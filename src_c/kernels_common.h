@@ -310,17 +310,19 @@ static inline void finite_or_rescued(const void *x, int is_f32, int64_t outer,
    float32 data with eps = 0 and a standard deviation below 1/FLT_MAX
    (subnormal data), or, in backward, float32 data with a standard deviation
    above about 1e19, where invstd^2 underflows -- the kernels compute that
-   feature (runs) or column block (rows) in double instead, rounding once.
-   Rare by construction; the test is one comparison per feature. */
+   feature in double instead, rounding once (in the rows layout its column
+   block then takes a scalar loop, the other columns with their usual
+   coefficients). Rare by construction; the test is one comparison per
+   feature. */
 
 /* Whether the finite v, stored as float (is_f32) or double, overflows or
-   falls below the normal range (losing precision). NaN and Inf pass. */
+   falls below the normal range (losing precision). NaN and Inf pass.
+   Branch-free, so that loops over columns still vectorize. */
 static inline int narrows_badly(double v, int is_f32)
 {
-    double a = fabs(v);
-    if (!(a <= DBL_MAX) || a == 0.0)
-        return 0;
-    return is_f32 ? (a > FLT_MAX || a < FLT_MIN) : a < DBL_MIN;
+    const double a = fabs(v);
+    const double top = is_f32 ? FLT_MAX : DBL_MAX, least = is_f32 ? FLT_MIN : DBL_MIN;
+    return ((a > top) & (a <= DBL_MAX)) | ((a < least) & (a > 0.0));
 }
 
 /* ------------------------------------------------------------- threads --- */

@@ -85,9 +85,11 @@ static FN(coef) FN(make_coef)(double mean, double var, double eps,
     if (mean != (double)k.hi)  /* skip 0*inf: Inf and NaN must stay their own */
         k.shift = (T)((beta ? beta[c] : 0.0) - (mean - (double)k.hi) * scale);
     k.exact = narrows_badly(scale, T_IS_F32);
-    k.mean = mean;
-    k.dscale = scale;
-    k.beta = beta ? beta[c] : 0.0;
+    if (k.exact) {
+        k.mean = mean;
+        k.dscale = scale;
+        k.beta = beta ? beta[c] : 0.0;
+    }
     return k;
 }
 
@@ -374,7 +376,7 @@ static void FN(runs_segment_normalize)(const T *x, T *y, const runs_geom *g,
 }
 
 /* Coefficients of dx for feature c (see cbn.h), from the gradient sums.
-   `exact` marks a feature whose a, b or k0 T cannot hold (see "Cold paths"
+   `exact` marks a feature whose b T cannot hold (see "Cold paths"
    in kernels_common.h): its dx is computed in double, in the well-scaled
    form dx = a*dy + c1*((x - mean)*invstd) + k1. */
 typedef struct {
@@ -403,13 +405,16 @@ static FN(dcoef) FN(make_dcoef)(double sdy, double sdyx, double m, double mean,
     d.hi = (T)mean;
     d.b = (T)b;
     d.k0 = (T)(mean != (double)d.hi ? k0 - b * (mean - (double)d.hi) : k0);
-    d.exact = narrows_badly(g * invstd, T_IS_F32) || narrows_badly(b, T_IS_F32) ||
-              narrows_badly(k0, T_IS_F32);
-    d.da = g * invstd;
-    d.c1 = batch_stats ? -g * invstd * (invstd * sdyx / m) : 0.0;
-    d.invstd = invstd;
-    d.k1 = k0;
-    d.mean = mean;
+    /* b is the coefficient that leaves T's range first: it scales as
+       invstd^2, a as invstd (and k0 as a*dy, a term of dx itself) */
+    d.exact = narrows_badly(b, T_IS_F32);
+    if (d.exact) {
+        d.da = g * invstd;
+        d.c1 = batch_stats ? -g * invstd * (invstd * sdyx / m) : 0.0;
+        d.invstd = invstd;
+        d.k1 = k0;
+        d.mean = mean;
+    }
     return d;
 }
 
@@ -837,11 +842,16 @@ static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
     int exact = 0;
     for (int j = 0; j < nb; j++)
         exact |= d[j].exact;
-    if (exact) {  /* the cold path, for the whole column block */
+    if (exact) {  /* the block, element by element: its cold columns in double */
         for (int64_t r = r0; r < r1; r++)
             for (int j = 0; j < nb; j++) {
                 const int64_t i = r * g->C + c0 + j;
-                FN(dx_exact)(dy + i, x + i, dx + i, 1, &d[j]);
+                if (d[j].exact)
+                    FN(dx_exact)(dy + i, x + i, dx + i, 1, &d[j]);
+                else if (batch_stats)
+                    dx[i] = st_fmadd(d[j].a, dy[i], st_fmadd(d[j].b, x[i] - d[j].hi, d[j].k0));
+                else
+                    dx[i] = st_fmadd(d[j].a, dy[i], (T)0);
             }
         return;
     }
@@ -909,11 +919,10 @@ static void FN(rows_block_normalize)(const T *x, T *y, const rows_geom *g,
         FN(rows_normalize)(x, y, g, c0, nb, r0, r1, hi, sc, sh);
         return;
     }
-    for (int j = 0; j < nb; j++) {
+    for (int j = 0; j < nb; j++) {  /* column by column; the cold ones in double */
         FN(coef) k = FN(make_coef)(mean[j], var[j], eps, gamma, beta, c0 + j);
         for (int64_t r = r0; r < r1; r++)
-            FN(normalize_exact)(x + r * g->C + c0 + j, y + r * g->C + c0 + j, 1,
-                                k.mean, k.dscale, k.beta);
+            FN(run_normalize)(x + r * g->C + c0 + j, y + r * g->C + c0 + j, 1, k, 0);
     }
 }
 

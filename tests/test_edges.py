@@ -225,6 +225,36 @@ def test_subnormal_float32_with_eps_zero_normalizes_to_order_one(level, threads,
     np.testing.assert_allclose(result[0] / top, expected[0] / top, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("odd_std", [1e-42, 1e25])
+@pytest.mark.parametrize("path", list(PATHS))
+def test_cold_feature_beside_ordinary_ones_leaves_them_alone(level, threads, path, odd_std,
+                                                             rng):
+    # One feature needs the double cold path (its scale or its backward
+    # coefficient leaves float32), the others do not; in the rows layout
+    # they share a column block.
+    shape, axis, nt = PATHS[path]
+    threads(nt)
+    x = rng.standard_normal(shape)
+    odd = feature_index(shape, axis)
+    x[odd] *= odd_std
+    x = x.astype(np.float32)
+    dy = rng.standard_normal(shape)
+    dy[odd] *= min(1.0, odd_std)  # dx ~ dy/std must stay within float32
+    dy = dy.astype(np.float32)
+    y, mean, var = cbn.normalize_batch(x, 1.5, 0.5, axis=axis, eps=0, return_stats=True)
+    assert_close(y, normalize_ref(x, 1.5, 0.5, axis=axis, eps=0)[0], scale=6.0)
+    dx, dgamma, dbeta = cbn.normalize_batch_backward(dy, x, mean, var, 1.5, axis=axis,
+                                                     eps=0)
+    dx_ref, dgamma_ref, dbeta_ref = backward_ref(dy, x, mean, var, 1.5, axis=axis, eps=0)
+    in_odd = np.zeros(shape, bool)
+    in_odd[odd] = True
+    for part in (in_odd, ~in_odd):  # each in units of its own largest dx
+        top = np.abs(dx_ref[part]).max()
+        np.testing.assert_allclose(dx[part] / top, dx_ref[part] / top, rtol=1e-5, atol=1e-5)
+    m = dy.size // dgamma.size
+    np.testing.assert_allclose(dgamma, dgamma_ref, rtol=1e-5, atol=1e-5 * m)
+
+
 @pytest.mark.parametrize("path", list(PATHS))
 def test_subnormal_values_beside_normal_ones_with_eps_zero(level, threads, path, rng):
     shape, axis, nt = PATHS[path]
