@@ -37,14 +37,16 @@ def threads():
     cbn.set_num_threads(0)
 
 
-# name: (shape, axis, threads). The large ones have >= 65536 elements and
-# few features, so with 2 threads they take the split paths.
+# name: (shape, axis, threads). With 2 threads and >= 65536 elements, few
+# features (or column blocks) take the split paths, many the parallel loop
+# over features.
 PATHS = {
     "rows": ((300, 7), 0, 1),
     "runs": ((4, 3, 37), (0, 2), 1),
     "rows-split": ((40000, 3), 0, 2),
     "runs-split": ((8, 2, 8192), (0, 2), 2),
-    "rows-many": ((20, 1500), 0, 2),        # two column blocks
+    "rows-many": ((50, 1500), 0, 2),         # two column blocks, split
+    "runs-parallel": ((4, 16, 1100), (0, 2), 2),
 }
 
 
