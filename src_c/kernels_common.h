@@ -243,6 +243,16 @@ static inline int split_batch(int nt, int64_t C, int64_t nseg)
 
 /* ----------------------------------------------------- overflow rescue --- */
 
+/* Marks a cold path's function: out of line, so that the hot function that
+   tests for it stays as small (and as inlined) as it was without it. */
+#if defined(__GNUC__) || defined(__clang__)
+#define CBN_COLD __attribute__((cold, noinline))
+#elif defined(_MSC_VER)
+#define CBN_COLD __declspec(noinline)
+#else
+#define CBN_COLD
+#endif
+
 /* Value i of a float (is_f32) or double array, as a double. */
 static inline double load_as_double(const void *x, int is_f32, int64_t i)
 {
@@ -263,7 +273,7 @@ static inline double load_as_double(const void *x, int is_f32, int64_t i)
    NaN or Inf is left alone: those poison their own feature by design. The
    fast paths pay only the isfinite test of two doubles per feature.
    x is the (outer, C, inner) block; feature c's values are read in order. */
-static void rescue_moments(const void *x, int is_f32, int64_t outer,
+static CBN_COLD void rescue_moments(const void *x, int is_f32, int64_t outer,
                            int64_t C, int64_t inner, int64_t c,
                            double *mean, double *var)
 {
@@ -294,6 +304,14 @@ static void rescue_moments(const void *x, int is_f32, int64_t outer,
     *var = ldexp((m2 < 0.0 ? 0.0 : m2) / m, 2 * e);
 }
 
+/* finite_or_rescued for the columns [c0, c0 + n) of a rows block (inner
+   == 1), mean[j] and var[j]: one test for all of them, in a loop that
+   vectorizes, and the per-column test only when one failed. */
+static inline void columns_finite_or_rescued(const void *x, int is_f32,
+                                             int64_t outer, int64_t C,
+                                             int64_t c0, int64_t n,
+                                             double *mean, double *var);
+
 /* The mean and variance of feature c, rescued if they are not finite. */
 static inline void finite_or_rescued(const void *x, int is_f32, int64_t outer,
                                      int64_t C, int64_t inner, int64_t c,
@@ -303,26 +321,17 @@ static inline void finite_or_rescued(const void *x, int is_f32, int64_t outer,
         rescue_moments(x, is_f32, outer, C, inner, c, mean, var);
 }
 
-/* Cold paths
-   ----------
-   The normalize and dx passes run in the data type T with coefficients
-   rounded to T. Where a coefficient's exact value lies beyond T's range --
-   float32 data with eps = 0 and a standard deviation below 1/FLT_MAX
-   (subnormal data), or, in backward, float32 data with a standard deviation
-   above about 1e19, where invstd^2 underflows -- the kernels compute that
-   feature in double instead, rounding once (in the rows layout its column
-   block then takes a scalar loop, the other columns with their usual
-   coefficients). Rare by construction; the test is one comparison per
-   feature. */
-
-/* Whether the finite v, stored as float (is_f32) or double, overflows or
-   falls below the normal range (losing precision). NaN and Inf pass.
-   Branch-free, so that loops over columns still vectorize. */
-static inline int narrows_badly(double v, int is_f32)
+static inline void columns_finite_or_rescued(const void *x, int is_f32,
+                                             int64_t outer, int64_t C,
+                                             int64_t c0, int64_t n,
+                                             double *mean, double *var)
 {
-    const double a = fabs(v);
-    const double top = is_f32 ? FLT_MAX : DBL_MAX, least = is_f32 ? FLT_MIN : DBL_MIN;
-    return ((a > top) & (a <= DBL_MAX)) | ((a < least) & (a > 0.0));
+    int ok = 1;
+    for (int64_t j = 0; j < n; j++)
+        ok &= (fabs(mean[j]) <= DBL_MAX) & (fabs(var[j]) <= DBL_MAX);
+    if (!ok)
+        for (int64_t j = 0; j < n; j++)
+            finite_or_rescued(x, is_f32, outer, C, 1, c0 + j, &mean[j], &var[j]);
 }
 
 /* ------------------------------------------------------------- threads --- */

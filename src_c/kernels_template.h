@@ -63,13 +63,9 @@
 
 #define STEP (2 * VD_N) /* values per widened load */
 
-/* Per-feature coefficients of the normalize pass: y = (x - hi)*scale + shift.
-   `exact` marks a feature whose scale T cannot hold (see "Cold paths" in
-   kernels_common.h); it is normalized in double with mean, dscale, beta. */
+/* Per-feature coefficients of the normalize pass: y = (x - hi)*scale + shift. */
 typedef struct {
     T hi, scale, shift;
-    int exact;
-    double mean, dscale, beta;
 } FN(coef);
 
 static FN(coef) FN(make_coef)(double mean, double var, double eps,
@@ -84,21 +80,7 @@ static FN(coef) FN(make_coef)(double mean, double var, double eps,
     k.shift = (T)(beta ? beta[c] : 0.0);
     if (mean != (double)k.hi)  /* skip 0*inf: Inf and NaN must stay their own */
         k.shift = (T)((beta ? beta[c] : 0.0) - (mean - (double)k.hi) * scale);
-    k.exact = narrows_badly(scale, T_IS_F32);
-    if (k.exact) {
-        k.mean = mean;
-        k.dscale = scale;
-        k.beta = beta ? beta[c] : 0.0;
-    }
     return k;
-}
-
-/* y = (x - mean)*scale + beta in double, rounded once: the cold path. */
-static void FN(normalize_exact)(const T *x, T *y, int64_t n, double mean,
-                                double scale, double beta)
-{
-    for (int64_t i = 0; i < n; i++)
-        y[i] = (T)(((double)x[i] - mean) * scale + beta);
 }
 
 /* ------------------------------------------------------- contiguous runs --- */
@@ -233,10 +215,6 @@ static inline int64_t FN(peel)(const T *y, int64_t n)
 static void FN(run_normalize)(const T *x, T *y, int64_t n, FN(coef) k,
                               int stream)
 {
-    if (k.exact) {
-        FN(normalize_exact)(x, y, n, k.mean, k.dscale, k.beta);
-        return;
-    }
     VT hi = vt_set1(k.hi), sc = vt_set1(k.scale), sh = vt_set1(k.shift);
     int64_t i = 0;
     for (int64_t p = FN(peel)(y, n); i < p; i++)
@@ -375,14 +353,9 @@ static void FN(runs_segment_normalize)(const T *x, T *y, const runs_geom *g,
         stream_fence();
 }
 
-/* Coefficients of dx for feature c (see cbn.h), from the gradient sums.
-   `exact` marks a feature whose b T cannot hold (see "Cold paths"
-   in kernels_common.h): its dx is computed in double, in the well-scaled
-   form dx = a*dy + c1*((x - mean)*invstd) + k1. */
+/* Coefficients of dx for feature c (see cbn.h), from the gradient sums. */
 typedef struct {
     T a, b, k0, hi;
-    int exact;
-    double da, c1, invstd, k1, mean;
 } FN(dcoef);
 
 static FN(dcoef) FN(make_dcoef)(double sdy, double sdyx, double m, double mean,
@@ -405,28 +378,7 @@ static FN(dcoef) FN(make_dcoef)(double sdy, double sdyx, double m, double mean,
     d.hi = (T)mean;
     d.b = (T)b;
     d.k0 = (T)(mean != (double)d.hi ? k0 - b * (mean - (double)d.hi) : k0);
-    /* b is the coefficient that leaves T's range first: it scales as
-       invstd^2, a as invstd (and k0 as a*dy, a term of dx itself) */
-    d.exact = narrows_badly(b, T_IS_F32);
-    if (d.exact) {
-        d.da = g * invstd;
-        d.c1 = batch_stats ? -g * invstd * (invstd * sdyx / m) : 0.0;
-        d.invstd = invstd;
-        d.k1 = k0;
-        d.mean = mean;
-    }
     return d;
-}
-
-/* dx = a*dy + c1*((x - mean)*invstd) + k1 in double, rounded once: the
-   cold path. */
-static void FN(dx_exact)(const T *dy, const T *x, T *dx, int64_t n,
-                         const FN(dcoef) *d)
-{
-    for (int64_t i = 0; i < n; i++) {
-        double t = d->c1 != 0.0 ? d->c1 * (((double)x[i] - d->mean) * d->invstd) : 0.0;
-        dx[i] = (T)(d->da * (double)dy[i] + t + d->k1);
-    }
 }
 
 static void FN(runs_segment_dx)(const T *dy, const T *x, T *dx,
@@ -439,9 +391,7 @@ static void FN(runs_segment_dx)(const T *dy, const T *x, T *dx,
         runs_chunk(g, j, &o0, &o1, &i0, &i1);
         for (int64_t o = o0; o < o1; o++) {
             int64_t off = (o * g->C + c) * g->inner + i0;
-            if (d.exact)
-                FN(dx_exact)(dy + off, x + off, dx + off, i1 - i0, &d);
-            else if (batch_stats)
+            if (batch_stats)
                 FN(run_dx)(dy + off, x + off, dx + off, i1 - i0, d.a, d.b,
                            d.k0, d.hi, g->stream);
             else
@@ -839,22 +789,6 @@ static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
                         const FN(dcoef) *d, int batch_stats)
 {
     T a[ROW_BLOCK], b[ROW_BLOCK], k0[ROW_BLOCK], hi[ROW_BLOCK];
-    int exact = 0;
-    for (int j = 0; j < nb; j++)
-        exact |= d[j].exact;
-    if (exact) {  /* the block, element by element: its cold columns in double */
-        for (int64_t r = r0; r < r1; r++)
-            for (int j = 0; j < nb; j++) {
-                const int64_t i = r * g->C + c0 + j;
-                if (d[j].exact)
-                    FN(dx_exact)(dy + i, x + i, dx + i, 1, &d[j]);
-                else if (batch_stats)
-                    dx[i] = st_fmadd(d[j].a, dy[i], st_fmadd(d[j].b, x[i] - d[j].hi, d[j].k0));
-                else
-                    dx[i] = st_fmadd(d[j].a, dy[i], (T)0);
-            }
-        return;
-    }
     for (int j = 0; j < nb; j++)
         a[j] = d[j].a, b[j] = d[j].b, k0[j] = d[j].k0, hi[j] = d[j].hi;
     for (int64_t r = r0; r < r1; r++) {
@@ -881,9 +815,8 @@ static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
 }
 
 /* The coefficients of make_coef for columns [c0, c0+nb), as straight loops
-   the compiler vectorizes (square roots and divisions included); returns
-   whether a column's scale is one T cannot hold (make_coef's `exact`). */
-static int FN(rows_block_coefs)(int64_t c0, int nb, const double *mean,
+   the compiler vectorizes (square roots and divisions included). */
+static void FN(rows_block_coefs)(int64_t c0, int nb, const double *mean,
                                  const double *var, double eps,
                                  const double *gamma, const double *beta,
                                  T *hi, T *sc, T *sh)
@@ -894,35 +827,11 @@ static int FN(rows_block_coefs)(int64_t c0, int nb, const double *mean,
     if (gamma)
         for (int j = 0; j < nb; j++)
             scale[j] *= gamma[c0 + j];
-    int exact = 0;
     for (int j = 0; j < nb; j++) {
         hi[j] = (T)mean[j];
         sc[j] = (T)scale[j];
         double lo = mean[j] - (double)hi[j], b = beta ? beta[c0 + j] : 0.0;
         sh[j] = (T)(lo != 0.0 ? b - lo * scale[j] : b);
-        exact |= narrows_badly(scale[j], T_IS_F32);
-    }
-    return exact;
-}
-
-/* y for rows [r0, r1) of columns [c0, c0+nb) with the statistics mean[j],
-   var[j] of those columns: the coefficients, then the vector pass, or the
-   cold path for the whole block when a column's scale T cannot hold. */
-static void FN(rows_block_normalize)(const T *x, T *y, const rows_geom *g,
-                                     int64_t c0, int nb, int64_t r0, int64_t r1,
-                                     const double *mean, const double *var,
-                                     double eps, const double *gamma,
-                                     const double *beta)
-{
-    T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
-    if (!FN(rows_block_coefs)(c0, nb, mean, var, eps, gamma, beta, hi, sc, sh)) {
-        FN(rows_normalize)(x, y, g, c0, nb, r0, r1, hi, sc, sh);
-        return;
-    }
-    for (int j = 0; j < nb; j++) {  /* column by column; the cold ones in double */
-        FN(coef) k = FN(make_coef)(mean[j], var[j], eps, gamma, beta, c0 + j);
-        for (int64_t r = r0; r < r1; r++)
-            FN(run_normalize)(x + r * g->C + c0 + j, y + r * g->C + c0 + j, 1, k, 0);
     }
 }
 
@@ -936,6 +845,7 @@ static void FN(rows_train_block)(const T *x, T *y, const rows_geom *g,
     const int nb = block_width(g, b);
     double tmean[ROW_BLOCK], tm2[ROW_BLOCK], smean[ROW_BLOCK], sm2[ROW_BLOCK],
            tn = 0.0;
+    T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
     for (int64_t s = 0; s < g->nseg; s++) {
         int64_t r0, r1;
         segment_rows(g, s, &r0, &r1);
@@ -943,15 +853,17 @@ static void FN(rows_train_block)(const T *x, T *y, const rows_geom *g,
         merge_columns(nb, tn, n, smean, sm2, tmean, tm2);
         tn += n;
     }
-    for (int j = 0; j < nb; j++) {
+    for (int j = 0; j < nb; j++)
         tm2[j] /= (double)g->outer;  /* now the variance */
-        finite_or_rescued(x, T_IS_F32, g->outer, g->C, 1, c0 + j, &tmean[j], &tm2[j]);
+    columns_finite_or_rescued(x, T_IS_F32, g->outer, g->C, c0, nb, tmean, tm2);
+    for (int j = 0; j < nb; j++) {
         if (mean) mean[c0 + j] = tmean[j];
         if (var) var[c0 + j] = tm2[j];
     }
-    if (y)
-        FN(rows_block_normalize)(x, y, g, c0, nb, 0, g->outer, tmean, tm2, eps,
-                                 gamma, beta);
+    if (y) {
+        FN(rows_block_coefs)(c0, nb, tmean, tm2, eps, gamma, beta, hi, sc, sh);
+        FN(rows_normalize)(x, y, g, c0, nb, 0, g->outer, hi, sc, sh);
+    }
 }
 
 static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
@@ -1006,9 +918,10 @@ static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                   tmean + b * ROW_BLOCK, tm2 + b * ROW_BLOCK);
                 tn += (double)(r1 - r0);
             }
-            for (int64_t c = 0; c < C; c++) {
+            for (int64_t c = 0; c < C; c++)
                 tm2[c] /= m;  /* now the variance */
-                finite_or_rescued(x, T_IS_F32, outer, C, 1, c, &tmean[c], &tm2[c]);
+            columns_finite_or_rescued(x, T_IS_F32, outer, C, 0, C, tmean, tm2);
+            for (int64_t c = 0; c < C; c++) {
                 if (mean) mean[c] = tmean[c];
                 if (var) var[c] = tm2[c];
             }
@@ -1018,10 +931,12 @@ static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
             for (idx = 0; idx < total; idx++) {
                 int64_t b = idx / g.nseg, s = idx % g.nseg, r0, r1;
                 const int64_t c0 = b * ROW_BLOCK;
+                const int nb = block_width(&g, b);
+                T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
                 segment_rows(&g, s, &r0, &r1);
-                FN(rows_block_normalize)(x, y, &g, c0, block_width(&g, b), r0, r1,
-                                         totals + c0, totals + C + c0, eps, gamma,
-                                         beta);
+                FN(rows_block_coefs)(c0, nb, totals + c0, totals + C + c0, eps,
+                                     gamma, beta, hi, sc, sh);
+                FN(rows_normalize)(x, y, &g, c0, nb, r0, r1, hi, sc, sh);
             }
         }
     }
@@ -1036,9 +951,11 @@ static void FN(rows_infer_part)(const T *x, T *y, const rows_geom *g,
 {
     int64_t b = idx % g->nblocks, s = idx / g->nblocks, r0, r1;
     const int64_t c0 = b * ROW_BLOCK;
+    const int nb = block_width(g, b);
+    T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
     segment_rows(g, s, &r0, &r1);
-    FN(rows_block_normalize)(x, y, g, c0, block_width(g, b), r0, r1, mean + c0,
-                             var + c0, eps, gamma, beta);
+    FN(rows_block_coefs)(c0, nb, mean + c0, var + c0, eps, gamma, beta, hi, sc, sh);
+    FN(rows_normalize)(x, y, g, c0, nb, r0, r1, hi, sc, sh);
 }
 
 static void FN(rows_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
