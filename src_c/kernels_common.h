@@ -271,11 +271,12 @@ static inline double load_as_double(const void *x, int is_f32, int64_t i)
    variance is scaled back with ldexp, so one beyond the double range
    becomes +inf (the correctly rounded value), not NaN. A feature holding
    NaN or Inf is left alone: those poison their own feature by design. The
-   fast paths pay only the isfinite test of two doubles per feature.
+   fast paths pay only a finiteness test of each feature's mean and
+   variance (for the rows layout, vectorized over a column block).
    x is the (outer, C, inner) block; feature c's values are read in order. */
 static CBN_COLD void rescue_moments(const void *x, int is_f32, int64_t outer,
-                           int64_t C, int64_t inner, int64_t c,
-                           double *mean, double *var)
+                                    int64_t C, int64_t inner, int64_t c,
+                                    double *mean, double *var)
 {
     const double m = (double)outer * (double)inner;
     double amax = 0.0, s = 0.0, s1 = 0.0, s2 = 0.0;
@@ -304,14 +305,6 @@ static CBN_COLD void rescue_moments(const void *x, int is_f32, int64_t outer,
     *var = ldexp((m2 < 0.0 ? 0.0 : m2) / m, 2 * e);
 }
 
-/* finite_or_rescued for the columns [c0, c0 + n) of a rows block (inner
-   == 1), mean[j] and var[j]: one test for all of them, in a loop that
-   vectorizes, and the per-column test only when one failed. */
-static inline void columns_finite_or_rescued(const void *x, int is_f32,
-                                             int64_t outer, int64_t C,
-                                             int64_t c0, int64_t n,
-                                             double *mean, double *var);
-
 /* The mean and variance of feature c, rescued if they are not finite. */
 static inline void finite_or_rescued(const void *x, int is_f32, int64_t outer,
                                      int64_t C, int64_t inner, int64_t c,
@@ -321,6 +314,9 @@ static inline void finite_or_rescued(const void *x, int is_f32, int64_t outer,
         rescue_moments(x, is_f32, outer, C, inner, c, mean, var);
 }
 
+/* finite_or_rescued for the columns [c0, c0 + n) of a rows block (inner
+   == 1), mean[j] and var[j]: one test for all of them, in a loop that
+   vectorizes, and the per-column test only when one failed. */
 static inline void columns_finite_or_rescued(const void *x, int is_f32,
                                              int64_t outer, int64_t C,
                                              int64_t c0, int64_t n,
