@@ -25,6 +25,20 @@ _STATE_KEYS = ("weight", "bias", "running_mean", "running_var",
                "num_batches_tracked")
 
 
+def _count(value, int least, str what):
+    """``value`` as an int in [least, 2**63) (it is kept in an int64_t), or
+    ValueError naming ``what`` -- also for inf or 1e300, where int() or the
+    int64_t would raise OverflowError."""
+    try:
+        n = int(value)
+    except OverflowError:
+        n = None
+    if n is None or n != value or not least <= n < 2**63:
+        raise ValueError(f"{what} must be {'a positive' if least else 'a non-negative'} "
+                         f"integer, got {value!r}")
+    return n
+
+
 def _rebuild(cls, kwargs, state):
     """Unpickle a layer: construct it, then restore its state."""
     layer = cls(**kwargs)
@@ -240,9 +254,7 @@ cdef class BatchNorm:
 
     cdef _setup(self, num_features, feature_axis, eps, momentum, affine,
                 track_running_stats, dtype, tuple ndims):
-        n = int(num_features)
-        if n != num_features or n <= 0:
-            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+        n = _count(num_features, 1, "num_features")
         dt = np.dtype(dtype)
         if dt != np.float32 and dt != np.float64:
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
@@ -338,10 +350,7 @@ cdef class BatchNorm:
 
     @num_batches_tracked.setter
     def num_batches_tracked(self, value):
-        n = int(value)
-        if n != value or n < 0:
-            raise ValueError(f"num_batches_tracked must be a non-negative integer, got {value!r}")
-        self._num_batches_tracked = n
+        self._num_batches_tracked = _count(value, 0, "num_batches_tracked")
 
     cdef cnp.ndarray _checked_vector(self, value, str name):
         """``value`` as a fresh (C,) array of the layer's dtype, or ValueError."""
@@ -960,10 +969,11 @@ cdef class BatchNorm:
                 new[attr] = self._checked_vector(np.asarray(state_dict[name]), name)
         if "num_batches_tracked" in expected:
             n = np.asarray(state_dict["num_batches_tracked"])
-            if n.shape not in ((), (1,)) or n.dtype.kind not in "iu" or int(n) < 0:
+            if n.shape not in ((), (1,)) or n.dtype.kind not in "iu":
                 raise ValueError(f"num_batches_tracked must be a non-negative "
                                  f"integer, got {n!r}")
-            new["num_batches_tracked"] = int(n)
+            new["num_batches_tracked"] = _count(int(n.reshape(())), 0,
+                                                "num_batches_tracked")
         for attr, value in new.items():
             if attr == "num_batches_tracked":
                 self._num_batches_tracked = value

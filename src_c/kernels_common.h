@@ -19,6 +19,7 @@
 #ifndef CBN_KERNELS_COMMON_H
 #define CBN_KERNELS_COMMON_H
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -284,6 +285,95 @@ static inline void merge_columns(int nb, double n, double nk,
 static inline int split_batch(int nt, int64_t C, int64_t nseg)
 {
     return nt > 1 && nseg > 1 && C < 4 * (int64_t)nt;
+}
+
+/* ----------------------------------------------------- overflow rescue --- */
+
+/* Marks a cold path's function: out of line, so that the hot function that
+   tests for it stays as small (and as inlined) as it was without it. */
+#if defined(__GNUC__) || defined(__clang__)
+#define CBN_COLD __attribute__((cold, noinline))
+#elif defined(_MSC_VER)
+#define CBN_COLD __declspec(noinline)
+#else
+#define CBN_COLD
+#endif
+
+/* Value i of a float (is_f32) or double array, as a double. */
+static inline double load_as_double(const void *x, int is_f32, int64_t i)
+{
+    return is_f32 ? (double)((const float *)x)[i] : ((const double *)x)[i];
+}
+
+/* Overflow rescue
+   ---------------
+   float64 data beyond about 1e154 overflow the sums of squares (and near
+   the top of the range the sums themselves) even where the mean and the
+   variance fit in a double: the kernels then see a non-finite mean or
+   variance for a feature whose values are all finite. This cold path, run
+   only for such a feature, recomputes its mean and variance from the values
+   scaled by 2^-e (exact), with 2^e above the largest |x|, so nothing it sums
+   exceeds m: two passes, the second correcting the first's mean. The
+   variance is scaled back with ldexp, so one beyond the double range
+   becomes +inf (the correctly rounded value), not NaN. A feature holding
+   NaN or Inf is left alone: those poison their own feature by design. The
+   fast paths pay only a finiteness test of each feature's mean and
+   variance (for the rows layout, vectorized over a column block).
+   x is the (outer, C, inner) block; feature c's values are read in order. */
+static CBN_COLD void rescue_moments(const void *x, int is_f32, int64_t outer,
+                                    int64_t C, int64_t inner, int64_t c,
+                                    double *mean, double *var)
+{
+    const double m = (double)outer * (double)inner;
+    double amax = 0.0, s = 0.0, s1 = 0.0, s2 = 0.0;
+    int e;
+    int64_t o, i;
+    for (o = 0; o < outer; o++)
+        for (i = 0; i < inner; i++) {
+            double v = fabs(load_as_double(x, is_f32, (o * C + c) * inner + i));
+            if (!(v <= DBL_MAX))
+                return;  /* NaN or Inf: the result stays poisoned */
+            amax = v > amax ? v : amax;
+        }
+    frexp(amax, &e);  /* amax < 2^e */
+    for (o = 0; o < outer; o++)
+        for (i = 0; i < inner; i++)
+            s += ldexp(load_as_double(x, is_f32, (o * C + c) * inner + i), -e);
+    const double mu = s / m;
+    for (o = 0; o < outer; o++)
+        for (i = 0; i < inner; i++) {
+            double d = ldexp(load_as_double(x, is_f32, (o * C + c) * inner + i), -e) - mu;
+            s1 += d;
+            s2 += d * d;
+        }
+    double m2 = s2 - s1 * (s1 / m);
+    *mean = ldexp(mu + s1 / m, e);
+    *var = ldexp((m2 < 0.0 ? 0.0 : m2) / m, 2 * e);
+}
+
+/* The mean and variance of feature c, rescued if they are not finite. */
+static inline void finite_or_rescued(const void *x, int is_f32, int64_t outer,
+                                     int64_t C, int64_t inner, int64_t c,
+                                     double *mean, double *var)
+{
+    if (!(isfinite(*mean) && isfinite(*var)))
+        rescue_moments(x, is_f32, outer, C, inner, c, mean, var);
+}
+
+/* finite_or_rescued for the columns [c0, c0 + n) of a rows block (inner
+   == 1), mean[j] and var[j]: one test for all of them, in a loop that
+   vectorizes, and the per-column test only when one failed. */
+static inline void columns_finite_or_rescued(const void *x, int is_f32,
+                                             int64_t outer, int64_t C,
+                                             int64_t c0, int64_t n,
+                                             double *mean, double *var)
+{
+    int ok = 1;
+    for (int64_t j = 0; j < n; j++)
+        ok &= (fabs(mean[j]) <= DBL_MAX) & (fabs(var[j]) <= DBL_MAX);
+    if (!ok)
+        for (int64_t j = 0; j < n; j++)
+            finite_or_rescued(x, is_f32, outer, C, 1, c0 + j, &mean[j], &var[j]);
 }
 
 /* ------------------------------------------------------------- threads --- */

@@ -376,7 +376,9 @@ static FN(dcoef) FN(make_dcoef)(double sdy, double sdyx, double m, double mean,
     if (dbeta) dbeta[c] = sdy;
     /* dx = a*dy + b*(x - mean) + k0 with x - mean = (x - hi) - lo, and the
        lo part folded into k0 in double (as the shift of make_coef) */
-    double b = batch_stats ? -g * invstd * invstd * invstd * sdyx / m : 0.0;
+    /* invstd^2 times dgamma/m, which is O(1): invstd^3 alone under- or
+       overflows for std beyond about 1e+-103 */
+    double b = batch_stats ? -g * (invstd * invstd) * (invstd * sdyx / m) : 0.0;
     double k0 = batch_stats ? -g * invstd * sdy / m : 0.0;
     d.a = (T)(g * invstd);
     d.hi = (T)mean;
@@ -416,12 +418,14 @@ static void FN(runs_train_feature)(const T *x, T *y, const runs_geom *g,
 {
     const double m = (double)g->outer * (double)g->inner;
     moments mo = FN(runs_feature_moments)(x, g, c);
-    FN(coef) k = FN(make_coef)(mo.mean, mo.m2 / m, eps, gamma, beta, c);
+    double mu = mo.mean, v = mo.m2 / m;
+    finite_or_rescued(x, T_IS_F32, g->outer, g->C, g->inner, c, &mu, &v);
+    FN(coef) k = FN(make_coef)(mu, v, eps, gamma, beta, c);
     if (y)
         for (int64_t s = 0; s < g->nseg; s++)
             FN(runs_segment_normalize)(x, y, g, c, s, k);
-    if (mean) mean[c] = mo.mean;
-    if (var) var[c] = mo.m2 / m;
+    if (mean) mean[c] = mu;
+    if (var) var[c] = v;
 }
 
 static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
@@ -459,16 +463,18 @@ static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
             moments mo = {0.0, 0.0, 0.0};
             for (int64_t s = 0; s < g.nseg; s++)
                 moments_merge(&mo, part[c * g.nseg + s]);
-            part[c * g.nseg] = mo; /* the feature's total, in its first slot */
+            mo.m2 /= m;  /* now the variance */
+            finite_or_rescued(x, T_IS_F32, outer, C, inner, c, &mo.mean, &mo.m2);
+            part[c * g.nseg] = mo; /* mean and variance, in the first slot */
             if (mean) mean[c] = mo.mean;
-            if (var) var[c] = mo.m2 / m;
+            if (var) var[c] = mo.m2;
         }
         if (y) {
 #pragma omp for schedule(static)
             for (idx = 0; idx < total; idx++) {
                 int64_t c = idx / g.nseg;
                 moments mo = part[c * g.nseg];
-                FN(coef) k = FN(make_coef)(mo.mean, mo.m2 / m, eps, gamma, beta, c);
+                FN(coef) k = FN(make_coef)(mo.mean, mo.m2, eps, gamma, beta, c);
                 FN(runs_segment_normalize)(x, y, &g, c, idx % g.nseg, k);
             }
         }
@@ -873,8 +879,10 @@ static void FN(rows_train_block)(const T *x, T *y, const rows_geom *g,
         merge_columns(nb, tn, n, smean, sm2, tmean, tm2);
         tn += n;
     }
-    for (int j = 0; j < nb; j++) {
+    for (int j = 0; j < nb; j++)
         tm2[j] /= (double)g->outer;  /* now the variance */
+    columns_finite_or_rescued(x, T_IS_F32, g->outer, g->C, c0, nb, tmean, tm2);
+    for (int j = 0; j < nb; j++) {
         if (mean) mean[c0 + j] = tmean[j];
         if (var) var[c0 + j] = tm2[j];
     }
@@ -936,8 +944,10 @@ static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                   tmean + b * ROW_BLOCK, tm2 + b * ROW_BLOCK);
                 tn += (double)(r1 - r0);
             }
-            for (int64_t c = 0; c < C; c++) {
+            for (int64_t c = 0; c < C; c++)
                 tm2[c] /= m;  /* now the variance */
+            columns_finite_or_rescued(x, T_IS_F32, outer, C, 0, C, tmean, tm2);
+            for (int64_t c = 0; c < C; c++) {
                 if (mean) mean[c] = tmean[c];
                 if (var) var[c] = tm2[c];
             }

@@ -37,6 +37,10 @@ def normalize_ref(x, gamma=None, beta=None, axis=0, eps=1e-5, mean=None, var=Non
     b = batch_axes(x.ndim, axis)
     if mean is None:
         mean_k = x.mean(axis=b, keepdims=True)
+        # One refinement step: the sum's rounding can leave the mean a few
+        # ulps off (n copies of v need not average to v); what is left of it
+        # in x - mean is recovered, so the mean is right to its last ulp.
+        mean_k = mean_k + (x - mean_k).mean(axis=b, keepdims=True)
         var_k = ((x - mean_k) ** 2).mean(axis=b, keepdims=True)
     else:
         mean_k = _expand(mean, x.shape, axis)

@@ -163,6 +163,48 @@ def test_empty_batch_in_training_raises_value_error(shape, axis, return_stats):
                             return_stats=return_stats)
 
 
+@pytest.mark.parametrize("which", ["gamma", "beta", "mean", "var"])
+@pytest.mark.parametrize("bad, exc", [
+    (np.ones(4, np.complex128), TypeError),
+    (np.array(["a", "b", "c", "d"]), TypeError),
+    (np.ones(4, dtype=object), TypeError),
+    ("abcd", TypeError),
+], ids=["complex", "str-array", "object", "str"])
+def test_per_feature_argument_of_the_wrong_type_raises_type_error(x, out, which, bad, exc):
+    kwargs = {"mean": np.zeros(4), "var": np.ones(4)} if which in ("mean", "var") else {}
+    kwargs[which] = bad
+    assert_raises_unchanged(exc, cbn.normalize_batch, x, out=out, **kwargs)
+    assert_raises_unchanged(exc, cbn.normalize_batch, x, out=x, **kwargs)
+
+
+@pytest.mark.parametrize("axis", [1.0, "0", [0], np.array([0]), (0, 1.5), (None,)],
+                         ids=["float", "str", "list", "array", "tuple-float", "tuple-none"])
+def test_axis_of_the_wrong_type_raises_type_error(x, out, axis):
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, x, axis=axis, out=out)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, x, axis=axis, out=x)
+
+
+@pytest.mark.parametrize("axis", [0, -1, (0,)])
+def test_axis_of_a_0d_array_raises_axis_error(axis):
+    x = np.array(3.0)
+    out = np.array(7.0)
+    assert_raises_unchanged(AxisError, cbn.normalize_batch, x, axis=axis, out=out)
+
+
+@pytest.mark.parametrize("eps, exc", [("abc", ValueError), (None, TypeError),
+                                      ([1e-5], TypeError), (np.nan, ValueError)])
+def test_eps_that_is_not_a_number_raises(x, out, eps, exc):
+    assert_raises_unchanged(exc, cbn.normalize_batch, x, eps=eps, out=out)
+    assert_raises_unchanged(exc, cbn.normalize_batch_backward, x, x.copy(), np.zeros(4),
+                            np.ones(4), eps=eps)
+
+
+@pytest.mark.parametrize("out", [[[7.0] * 4] * 6, ((7.0,) * 4,) * 6, 7.0],
+                         ids=["list", "tuple", "float"])
+def test_out_that_is_not_an_ndarray_raises_type_error(x, out):
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, x, out=out)
+
+
 # normalize_batch_backward ---------------------------------------------------------
 
 @pytest.fixture
@@ -219,6 +261,42 @@ def test_backward_bad_axis_raises_axis_error(grads, axis):
 def test_backward_unsupported_dtype_raises_type_error(grads, which, dtype):
     assert_raises_unchanged(TypeError, cbn.normalize_batch_backward,
                             *backward_args(grads, **{which: np.ones((6, 4), dtype=dtype)}))
+
+
+@pytest.mark.parametrize("bad_out, exc", [
+    (np.full((6, 5), 7.0), ValueError),          # shape
+    (np.full((4, 6), 7.0), ValueError),
+    (np.full((6, 4), 7.0, np.float32), TypeError),  # dtype (x is float64)
+    (np.full((6, 4), 7, np.int64), TypeError),
+    ([[7.0] * 4] * 6, TypeError),                # not an ndarray
+], ids=["shape", "transposed", "float32", "int", "list"])
+@pytest.mark.parametrize("batch_stats", [True, False])
+def test_backward_bad_out_raises_and_writes_nothing(grads, bad_out, exc, batch_stats):
+    assert_raises_unchanged(exc, cbn.normalize_batch_backward, *backward_args(grads),
+                            out=bad_out, batch_stats=batch_stats)
+
+
+def test_backward_read_only_out_raises_value_error(grads):
+    out = np.full((6, 4), 7.0)
+    out.flags.writeable = False
+    assert_raises_unchanged(ValueError, cbn.normalize_batch_backward, *backward_args(grads),
+                            out=out)
+    dy = grads["dy"].copy()
+    dy.flags.writeable = False
+    assert_raises_unchanged(ValueError, cbn.normalize_batch_backward,
+                            *backward_args(grads, dy=dy), out=dy)
+
+
+@pytest.mark.parametrize("missing", ["mean", "var"])
+def test_backward_without_statistics_raises_type_error(grads, missing):
+    assert_raises_unchanged(TypeError, cbn.normalize_batch_backward,
+                            *backward_args(grads, **{missing: None}))
+
+
+@pytest.mark.parametrize("which", ["mean", "var", "gamma"])
+def test_backward_per_feature_argument_of_the_wrong_type_raises_type_error(grads, which):
+    assert_raises_unchanged(TypeError, cbn.normalize_batch_backward,
+                            *backward_args(grads, **{which: np.ones(4, np.complex128)}))
 
 
 def test_backward_empty_batch_with_batch_statistics_raises_value_error():

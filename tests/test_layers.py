@@ -911,3 +911,67 @@ def test_dy_of_wrong_shape_raises_value_error(cls, shape, bad, training, rng):
     assert_raises_unchanged(ValueError, layer, "backward", data(rng, bad, np.float32))
     # The layer still works afterwards.
     layer.backward(data(rng, shape, np.float32))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dy_dtype", [np.float64, np.float16, np.int32, np.complex64])
+def test_dy_of_wrong_dtype_raises_type_error(dy_dtype, training, rng):
+    layer = used_layer(cbn.BatchNorm1d, (6, 3), np.float32, rng).train(training)
+    layer(data(rng, (6, 3), np.float32))
+    assert_raises_unchanged(TypeError, layer, "backward",
+                            data(rng, (6, 3), np.float64).astype(dy_dtype))
+
+
+@pytest.mark.parametrize("name, value, exc", [
+    ("eps", -1e-5, ValueError), ("eps", np.nan, ValueError), ("eps", "x", ValueError),
+    ("eps", None, TypeError),
+    ("momentum", 1.5, ValueError), ("momentum", -0.1, ValueError),
+    ("momentum", np.nan, ValueError), ("momentum", "x", ValueError),
+    ("num_batches_tracked", -1, ValueError), ("num_batches_tracked", 2.5, ValueError),
+    ("num_batches_tracked", np.inf, ValueError), ("num_batches_tracked", 1e300, ValueError),
+    ("num_batches_tracked", 2**63, ValueError), ("num_batches_tracked", np.nan, ValueError),
+    ("gamma", np.ones(4), ValueError), ("gamma", np.ones((1, 3)), ValueError),
+    ("gamma", np.ones(3, np.complex64), TypeError), ("beta", [1.0, 2.0], ValueError),
+    ("running_mean", np.ones(2), ValueError), ("running_var", "abc", TypeError),
+    ("running_var", np.ones(3, dtype=object), TypeError),
+])
+def test_bad_attribute_value_raises_and_changes_nothing(name, value, exc, rng):
+    layer = used_layer(cbn.BatchNorm1d, (6, 3), np.float32, rng)
+    assert_raises_unchanged(exc, layer, "__setattr__", name, value)
+
+
+@pytest.mark.parametrize("name", ["gamma", "beta", "running_mean", "running_var"])
+def test_setting_an_absent_parameter_raises_attribute_error(name, rng):
+    layer = used_layer(cbn.BatchNorm1d, (6, 3), np.float32, rng, affine=False,
+                       track_running_stats=False)
+    assert_raises_unchanged(AttributeError, layer, "__setattr__", name, np.ones(3))
+
+
+def _state_with(layer, **changes):
+    state = layer.state_dict()
+    state.update(changes)
+    return {k: v for k, v in state.items() if v is not None}
+
+
+@pytest.mark.parametrize("change, exc", [
+    ({"weight": np.ones(4)}, ValueError), ({"bias": np.ones((3, 1))}, ValueError),
+    ({"running_mean": np.ones(2)}, ValueError),
+    ({"running_var": np.ones(3, np.complex128)}, TypeError), ({"weight": "abc"}, TypeError),
+    ({"num_batches_tracked": np.array(-1)}, ValueError),
+    ({"num_batches_tracked": np.array(2.0)}, ValueError),
+    ({"num_batches_tracked": np.array([1, 2])}, ValueError),
+    ({"num_batches_tracked": np.array(2**64 - 1, np.uint64)}, ValueError),
+    ({"num_batches_tracked": np.array(2**63, np.uint64)}, ValueError),
+    ({"extra": np.ones(3)}, ValueError), ({"running_var": None}, ValueError),
+], ids=["weight-shape", "bias-2d", "mean-shape", "var-complex", "weight-str",
+        "count-negative", "count-float", "count-shape", "count-uint64-max",
+        "count-2**63", "extra-key", "missing-key"])
+def test_bad_state_dict_raises_and_loads_nothing(change, exc, rng):
+    layer = used_layer(cbn.BatchNorm1d, (6, 3), np.float32, rng)
+    bad = _state_with(layer, **change)
+    # Valid entries that would visibly change the layer if they were loaded
+    # before the bad one is noticed (the count is checked last).
+    for key in ("weight", "bias", "running_mean"):
+        if key not in change:
+            bad[key] = bad[key] + 5
+    assert_raises_unchanged(exc, layer, "load_state_dict", bad)

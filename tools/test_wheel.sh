@@ -101,13 +101,13 @@ EOF
 step "the wheel in a fresh venv with NumPy 2 (and torch)"
 "$python" -m venv "$tmp/venv-numpy2"
 "$tmp/venv-numpy2/bin/python" -m pip install --quiet "$repaired" \
-    pytest scipy threadpoolctl mypy Cython "torch==2.13.0"
+    pytest scipy threadpoolctl mypy hypothesis Cython "torch==2.13.0"
 run_suite "$tmp/venv-numpy2" examples
 
 step "the same wheel in a fresh venv with NumPy 1.25"
 "$python" -m venv "$tmp/venv-numpy1"
 "$tmp/venv-numpy1/bin/python" -m pip install --quiet "$repaired" \
-    "numpy==1.25.*" pytest scipy threadpoolctl mypy Cython
+    "numpy==1.25.*" pytest scipy threadpoolctl mypy hypothesis Cython
 run_suite "$tmp/venv-numpy1"
 
 step "passed"

@@ -1,0 +1,158 @@
+"""Comparing cbn with the float64 oracle on arbitrary inputs.
+
+Shared by the property tests (tests/test_properties.py) and the fuzz harness
+(tools/fuzz.py): inputs of any scale and offset, where a fixed tolerance
+would be either too loose for ordinary data or fail on extreme data for
+reasons that are not errors.
+
+Tolerance
+---------
+An element is compared with ``|got - ref| <= u*(1 + |ref|) + w*r``, where
+
+* ``u`` is the result dtype's tolerance (oracle.TOLERANCE: 1e-10 float64,
+  1e-5 float32, 1e-3 float16), the rounding of the kernels' arithmetic in
+  the data type;
+* ``r = |gamma|*(1 + |mean|/sqrt(var + eps) + 16*2**-1074/(w*(var + eps)))``
+  per feature, and
+  ``w = 2**-46`` (about 64 units of float64 rounding). The mean itself is
+  only known to float64 precision, to ``2**-53*|mean|`` at best, and every
+  implementation, the oracle's ``x.mean()`` included, is further off by the
+  sum's rounding; either moves y by that over the standard deviation. For
+  data whose mean is 1e6 standard deviations from zero that is about 1e-9:
+  a limit of float64, not an error of the kernels. The last term of ``r``,
+  ``16*2**-1074/(w*(var + eps))``, is the same kind of limit: a variance
+  below 2.2e-308 (float64 data of standard deviation below 1e-154, with
+  eps = 0) is subnormal, known only to 2**-1074 absolutely.
+
+The statistics are compared the same way: the mean to ``w*(|mean| + std)``
+(a sum's rounding is relative to the values summed), the variance to a
+relative 1e-9 plus the square of the mean's allowance. Where eps is 0 and a
+feature's variance is exactly 0, y is 0/0 = NaN (docs/math.rst); the oracle,
+whose own mean may be an ulp off, need not agree there, so those elements
+are checked to be NaN and left out of the comparison.
+"""
+import numpy as np
+
+from oracle import TOLERANCE, batch_axes, normalize_ref
+
+W = 2.0**-46
+
+
+def expand(v, ndim, axis):
+    """A per-feature array (or scalar, or None) broadcastable against x."""
+    if v is None:
+        return np.float64(1.0)
+    v = np.asarray(v, np.float64)
+    return v if v.ndim == 0 else np.expand_dims(v, batch_axes(ndim, axis))
+
+
+def offset_ratio(mean, var, eps, gamma, ndim, axis):
+    """r of the module docstring, broadcastable against x."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = np.asarray(var, np.float64) + eps
+        r = 1.0 + np.abs(mean) / np.sqrt(v) + 16 * 2.0**-1074 / W / v
+    r = np.where(np.isfinite(r), r, 0.0)
+    return np.abs(expand(gamma, ndim, axis)) * expand(r, ndim, axis)
+
+
+def assert_matches(got, ref, u, slack=0.0, what="y", dtype=None):
+    """|got - ref| <= u*(1 + |ref|) + slack, and NaN/Inf in the same places;
+    got may be +-inf where ref's bound reaches ``dtype``'s largest value."""
+    got = np.asarray(got, np.float64)
+    ref = np.asarray(ref, np.float64)
+    assert got.shape == ref.shape, what
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=what)
+    fin = np.isfinite(ref)
+    np.testing.assert_array_equal(got[~fin & ~np.isnan(ref)], ref[~fin & ~np.isnan(ref)],
+                                  err_msg=what)
+    err = np.abs(got[fin] - ref[fin])
+    bound = (u * (1.0 + np.abs(ref)) + np.broadcast_to(slack, ref.shape))[fin]
+    if dtype is not None:  # past the result dtype's range the right answer is +-inf
+        top = float(np.finfo(dtype).max)
+        over = (np.abs(ref[fin]) + bound >= top) & np.isinf(got[fin])
+        err[over] = 0.0
+    assert (err <= bound).all(), (
+        f"{what}: max error {err.max(initial=0):.3g}, bound there "
+        f"{bound[np.argmax(err - bound)] if err.size else 0:.3g}")
+
+
+def check_stats(mean, var, mean_ref, var_ref):
+    """The batch statistics: the sums' rounding is relative to the values
+    summed, |mean| + std, not to the mean, which may be near zero."""
+    size = W * (np.abs(mean_ref) + np.sqrt(var_ref)) + 1e-300
+    assert_matches(mean, mean_ref, 0.0, size, "mean")
+    assert_matches(var, var_ref, 0.0, 1e-9 * var_ref + size * size, "var")
+
+
+def beyond_float32(var, eps, gamma, ndim, axis, shape, dtype, backward=False):
+    """Elements of the features at the documented limits of float32
+    coefficients (docs/math.rst, "Edge cases"), when ``dtype`` (the
+    result's) is computed in float32: a scale gamma/sqrt(var + eps) beyond
+    float32, or, for the backward pass, sqrt(var + eps) outside [1e-15, 1e18].
+    The comparisons leave them out."""
+    if np.dtype(dtype) not in (np.float16, np.float32):
+        return np.zeros(shape, bool)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        sd = expand(np.sqrt(np.asarray(var, np.float64) + eps), ndim, axis)
+        out = np.abs(expand(gamma, ndim, axis)) / sd > 1e38
+        if backward:
+            out = out | (sd > 1e18) | (sd < 1e-15)
+    return np.broadcast_to(out, shape)
+
+
+def zero_var_with_eps_zero(var, eps, ndim, axis, shape):
+    """Elements of features whose variance is 0 while eps is 0: their y is
+    0/0 = NaN by the documented rule; the oracle, whose mean may be off by
+    an ulp, need not agree, so they are checked on their own."""
+    if eps != 0.0:
+        return np.zeros(shape, bool)
+    return np.broadcast_to(np.expand_dims(np.asarray(var) == 0, batch_axes(ndim, axis)),
+                           shape)
+
+
+def check_normalize(x64, y, mean, var, gamma, beta, axis, eps):
+    """normalize_batch's training result (y, mean, var) for the float64
+    values x64 against the oracle: the statistics, the documented NaN of a
+    zero-variance feature with eps=0, and y."""
+    rdt = np.asarray(y).dtype.newbyteorder("=")
+    with np.errstate(all="ignore"):
+        y_ref, mean_ref, var_ref = normalize_ref(x64, gamma, beta, axis=axis, eps=eps)
+    check_stats(mean, var, mean_ref, var_ref)
+    y64 = np.asarray(y, np.float64)
+    nan_ok = zero_var_with_eps_zero(var, eps, x64.ndim, axis, x64.shape)
+    assert np.isnan(y64[nan_ok]).all(), "eps=0, zero variance: y must be NaN"
+    r = offset_ratio(mean_ref, var_ref, eps, gamma, x64.ndim, axis)
+    keep = ~nan_ok & ~beyond_float32(var_ref, eps, gamma, x64.ndim, axis, x64.shape, rdt)
+    assert_matches(y64[keep], y_ref[keep], TOLERANCE[rdt][0],
+                   np.broadcast_to(W * r, x64.shape)[keep], "y", rdt)
+
+
+def check_backward(dx, dgamma, dbeta, dx_ref, dgamma_ref, dbeta_ref, dy, x64, mean, var,
+                   gamma, axis, eps, batch_stats, u):
+    """The gradients against the oracle's, each bounded by the size of the terms
+    it is summed from (a sum may cancel to far below them) and by the offset
+    allowance of the module docstring."""
+    ndim = x64.ndim
+    b = batch_axes(ndim, axis)
+    dy64 = np.asarray(dy, np.float64)
+    invstd = 1.0 / np.sqrt(expand(var, ndim, axis) + eps)
+    xhat = np.abs((x64 - expand(mean, ndim, axis)) * invstd)
+    r = offset_ratio(mean, var, eps, None, ndim, axis)   # ~ |mean|/std
+    ady = np.abs(dy64)
+    dbeta_terms = ady.sum(axis=b)
+    dgamma_terms = (ady * (xhat + W * r)).sum(axis=b)
+    # The sums are in double; the result is then rounded to its dtype.
+    rdt = np.asarray(dx).dtype
+    assert_matches(dbeta, dbeta_ref, u, u * dbeta_terms, "dbeta", rdt)
+    assert_matches(dgamma, dgamma_ref, u, u * dgamma_terms + W * (ady * r).sum(axis=b),
+                   "dgamma", rdt)
+    g_invstd = np.abs(expand(gamma, ndim, axis)) * invstd
+    m = max(1, dy64.size // max(1, np.size(dbeta)))
+    terms = ady
+    if batch_stats:
+        terms = ady + expand(dbeta_terms, ndim, axis) / m + (xhat + W * r) * expand(
+            dgamma_terms, ndim, axis) / m
+    slack = np.broadcast_to(g_invstd * (u * terms + W * r * (
+        ady + (expand(dgamma_terms, ndim, axis) / m if batch_stats else 0))), x64.shape)
+    keep = ~beyond_float32(var, eps, gamma, ndim, axis, x64.shape, rdt, backward=batch_stats)
+    assert_matches(np.asarray(dx)[keep], dx_ref[keep], u, slack[keep], "dx", rdt)
