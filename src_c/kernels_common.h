@@ -95,8 +95,9 @@ static inline moments moments_from_dev(double n, double mu, double s1, double s2
 /* One pass or two
    ---------------
    A chunk's moments come from one pass over it, s1 = sum(x - K) and
-   s2 = sum((x - K)^2) around a shift K (its segment's running mean, or the
-   segment's first value), with m2 = s2 - s1^2/n. That subtraction cancels
+   s2 = sum((x - K)^2) around a shift K (its segment's running mean, or for
+   the segment's first chunk its first value -- the mean of its first 8 rows
+   in a rows layout), with m2 = s2 - s1^2/n. That subtraction cancels
    when K is far from the chunk's mean: it loses log2(s2/m2) bits. When
    s1^2/n > s2/2 (more than one bit would be lost; also NaN) the kernels
    redo the chunk, still in L1, with the exact two passes. So data is read

@@ -739,6 +739,24 @@ static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
 
 #define ROWS_AT_ONCE(a, b) ((b) - (a) < 4 ? (int)((b) - (a)) : 4)
 
+/* The exact two passes over n values ld apart: *mu = their mean,
+   *s1 = sum(p - mu), *s2 = sum((p - mu)^2). */
+static void FN(column_two_pass)(const T *p, int64_t ld, int64_t n, double *mu,
+                                double *s1, double *s2)
+{
+    double s = 0.0, a = 0.0, q = 0.0;
+    for (int64_t r = 0; r < n; r++)
+        s += (double)p[r * ld];
+    *mu = s / (double)n;
+    for (int64_t r = 0; r < n; r++) {
+        double d = (double)p[r * ld] - *mu;
+        a += d;
+        q += d * d;
+    }
+    *s1 = a;
+    *s2 = q;
+}
+
 /* Moments of columns [c0, c0+nb) over rows [r0, r1), chunk by chunk, into
    mean[j], m2[j]; returns the count. */
 static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
@@ -746,23 +764,29 @@ static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
                                        int64_t r1, double *mean, double *m2)
 {
     double K[ROW_BLOCK], s1[ROW_BLOCK], s2[ROW_BLOCK], n = 0.0;
-    /* shifts: the segment's first row, then its running means */
-    for (int j = 0; j < nb; j++) {
-        K[j] = (double)x[r0 * g->C + c0 + j];
-        mean[j] = 0.0, m2[j] = 0.0;
-    }
+    int64_t r, r8 = r1 - r0 < 8 ? r1 : r0 + 8;
+    /* shifts: the mean of the segment's first rows (up to 8), then its
+       running means. One row alone is more than a standard deviation from
+       its column's mean a third of the time, which would cost the chunk a
+       second pass. */
+    for (int j = 0; j < nb; j++)
+        K[j] = 0.0, mean[j] = 0.0, m2[j] = 0.0;
+    for (r = r0; r < r8; r += ROWS_AT_ONCE(r, r8))
+        FN(rows_add)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, r8), nb, K);
+    for (int j = 0; j < nb; j++)
+        K[j] /= (double)(r8 - r0);
     for (int64_t a = r0; a < r1; a += g->R) {
-        int64_t b = a + g->R < r1 ? a + g->R : r1, r;
+        int64_t b = a + g->R < r1 ? a + g->R : r1;
         double nk = (double)(b - a);
-        int accurate = 1;
+        int inaccurate = 0;
         for (int j = 0; j < nb; j++)
             s1[j] = 0.0, s2[j] = 0.0;
         for (r = a; r < b; r += ROWS_AT_ONCE(r, b))
             FN(rows_dev)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, K, s1, s2,
                          prefetch_ahead(g, r, ROWS_AT_ONCE(r, b)));
         for (int j = 0; j < nb; j++)
-            accurate &= shift_is_accurate(nk, s1[j], s2[j]);
-        if (!accurate) {  /* exact two passes over the chunk, all columns */
+            inaccurate += !shift_is_accurate(nk, s1[j], s2[j]);
+        if (inaccurate > nb / 8) {  /* exact two passes over the chunk, all columns */
             for (int j = 0; j < nb; j++)
                 K[j] = 0.0, s1[j] = 0.0, s2[j] = 0.0;
             for (r = a; r < b; r += ROWS_AT_ONCE(r, b))
@@ -771,6 +795,11 @@ static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
                 K[j] /= nk;
             for (r = a; r < b; r += ROWS_AT_ONCE(r, b))
                 FN(rows_dev)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, K, s1, s2, 0);
+        } else if (inaccurate) {  /* the same, column by column, for the few */
+            for (int j = 0; j < nb; j++)
+                if (!shift_is_accurate(nk, s1[j], s2[j]))
+                    FN(column_two_pass)(x + a * g->C + c0 + j, g->C, b - a,
+                                        &K[j], &s1[j], &s2[j]);
         }
         fold_columns(nb, n, nk, K, s1, s2, mean, m2);
         n += nk;

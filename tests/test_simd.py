@@ -177,6 +177,29 @@ def test_statistics_exact_when_chunks_need_two_passes(simd_level, level, dtype,
 
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("jumping", [[5], [0, 17, 39], list(range(40))])
+def test_rows_redo_only_the_columns_that_need_two_passes(simd_level, level, dtype,
+                                                         jumping):
+    # Rows layouts redo a chunk with two passes column by column when a few
+    # columns' shifts are off, and the whole column block when many are
+    # (more than one in eight): a level shift part-way through the batch
+    # in one, three or all 40 columns must reach the two-pass accuracy
+    # either way, and leave the other columns as they were.
+    simd_level(level)
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(3000, 40))
+    x[1500:, jumping] += 1e5
+    x = x.astype(dtype)
+    y, mean, var = cbn.normalize_batch(x, axis=0, return_stats=True)
+    yref, mref, vref = normalize_ref(x, axis=0)
+    np.testing.assert_allclose(mean, mref, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(var, vref, rtol=1e-11, atol=0)
+    tol = 2e-6 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(y, yref, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_results_do_not_depend_on_output_alignment(simd_level, level, dtype):
     # Stores are aligned by handling the first few elements one at a time;
     # those use an fma rounded like the vector lanes, so where the cut falls
