@@ -14,14 +14,15 @@
  *   backward sum(dy), sum(dy*(x - K)) then dx = a*dy + b*(x - h) + c, in
  *            the same order.
  *
- * `stats` bounds every training forward from below: no kernel that keeps
- * its statistics in double can read the data faster than this, so where
- * stats alone is near or above a target (rows layouts in L2: N x C and
- * channels-last), the target cannot be met here without breaking that rule.
- * train and backward are these least passes strung together in the layout's
- * order, a guide rather than a bound: cbn's own kernels, which cut the
- * passes into cache-sized pieces, can beat them. Not part of the library or
- * its build; the benchmark proper is `python -m cbn bench`.
+ * Where a layout forces the two passes to be whole and in sequence -- rows
+ * layouts (N x C, channels-last), where every feature's statistics need the
+ * whole array before any output can be written, and NCHW features whose
+ * slab is larger than L2 -- `train` and `backward` bound every kernel that
+ * keeps its statistics in double from below: a target under them cannot be
+ * met here without breaking that rule. For NCHW features that fit in cache
+ * they are a guide, not a bound: cbn's kernels, which cut the passes into
+ * cache-sized pieces, can beat them. Not part of the library or its build;
+ * the benchmark proper is `python -m cbn bench`.
  *
  * Build and run (x86-64 with AVX-512F; the loops are compiled for it with a
  * target attribute, no -march flag):
@@ -88,22 +89,23 @@ TARGET static void norm(const float *x, float *y, long n, int nt)
     }
 }
 
-/* sum(dy), sum(dy*(x - K)) in double */
+/* sum(dy), sum(dy*(x - K)) in double, four accumulator pairs as in stats */
 TARGET static double grad(const float *dy, const float *x, long n, double K)
 {
-    __m512d k = _mm512_set1_pd(K), a[2], q[2];
-    for (int i = 0; i < 2; i++)
+    __m512d k = _mm512_set1_pd(K), a[4], q[4];
+    for (int i = 0; i < 4; i++)
         a[i] = q[i] = _mm512_setzero_pd();
-    for (long i = 0; i + 16 <= n; i += 16) {
-        for (int u = 0; u < 2; u++) {
+    for (long i = 0; i + 32 <= n; i += 32) {
+        for (int u = 0; u < 4; u++) {
             __m512d g = _mm512_cvtps_pd(_mm256_loadu_ps(dy + i + 8 * u));
             __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8 * u)), k);
             a[u] = _mm512_add_pd(a[u], g);
             q[u] = _mm512_fmadd_pd(g, d, q[u]);
         }
     }
-    return _mm512_reduce_add_pd(_mm512_add_pd(a[0], a[1])) +
-           _mm512_reduce_add_pd(_mm512_add_pd(q[0], q[1]));
+    __m512d s = _mm512_add_pd(_mm512_add_pd(a[0], a[1]), _mm512_add_pd(a[2], a[3]));
+    __m512d t = _mm512_add_pd(_mm512_add_pd(q[0], q[1]), _mm512_add_pd(q[2], q[3]));
+    return _mm512_reduce_add_pd(s) + _mm512_reduce_add_pd(t);
 }
 
 /* dx = a*dy + (b*(x - h) + c) */
