@@ -396,10 +396,13 @@ cdef cnp.ndarray as_ndarray(object a):
 
 
 cdef cnp.ndarray as_type(cnp.ndarray a, int typenum):
-    """``a.astype(typenum, copy=False)``, without the call when ``a`` already
-    has that type in native byte order (astype would return it unchanged)."""
+    """``a`` as an aligned array of type ``typenum`` in native byte order:
+    itself when it is one, else a copy (``astype``, in ``a``'s memory order).
+    The C kernels read and write typed values, which C requires aligned."""
     if cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_ISNOTSWAPPED(a):
-        return a
+        if cnp.PyArray_ISALIGNED(a):
+            return a
+        return a.copy(order="K")
     return a.astype(cnp.PyArray_DescrFromType(typenum), copy=False)
 
 
@@ -463,7 +466,7 @@ def _per_feature(v, str name, tuple fshape, axis, bint scalar_ok):
             raise ValueError(
                 f"{name} must be {what} of shape {fshape} (the feature shape "
                 f"of x for axis={axis!r}), got shape {a.shape}")
-    return np.asarray(a, dtype=np.float64)
+    return np.require(a, dtype=np.float64, requirements="A")  # aligned, for C
 
 
 cdef object per_feature(object v, str name, cnp.ndarray x,
@@ -486,6 +489,7 @@ cdef object per_feature(object v, str name, cnp.ndarray x,
             (<double *>cnp.PyArray_DATA(r))[i] = d
         return r
     if (cnp.PyArray_CheckExact(v) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>v)
+            and cnp.PyArray_ISALIGNED(<cnp.ndarray>v)
             and has_feature_shape(<cnp.ndarray>v, x, is_batch)):
         a = <cnp.ndarray>v
         if cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE:
@@ -606,11 +610,13 @@ cdef bint writes_safely(cnp.ndarray o, cnp.ndarray a):
 
 cdef cnp.ndarray output_block(Block b, object out, int ctype, object other):
     """Where a kernel writes its x-shaped result: ``out`` itself when it has
-    the block's layout and the compute dtype and is safe to write next to
-    the inputs (b.data, and ``other`` if given); else a new block."""
+    the block's layout and the compute dtype, is aligned, and is safe to
+    write next to the inputs (b.data, and ``other`` if given); else a new
+    block."""
     if out is not None and out.dtype == cnp.PyArray_DescrFromType(ctype):
         ot = out if b.in_order else out.transpose(b.perm)
-        if (cnp.PyArray_IS_C_CONTIGUOUS(ot) and writes_safely(ot, b.data)
+        if (cnp.PyArray_IS_C_CONTIGUOUS(ot) and cnp.PyArray_ISALIGNED(ot)
+                and writes_safely(ot, b.data)
                 and (other is None or writes_safely(ot, other))):
             return ot
     return empty_like_block(b)

@@ -418,3 +418,38 @@ def test_float16_is_returned_as_float16_with_float16_rounding(rng, shape, axis):
     # The statistics are float64 and taken in float64 precision, as for any dtype.
     np.testing.assert_allclose(mean, mean_ref, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(var, var_ref, rtol=1e-10, atol=1e-12)
+
+
+def _unaligned(a):
+    """A copy of ``a`` one byte off its dtype's alignment (NumPy allows it;
+    C does not, so cbn must never hand such memory to the kernels)."""
+    buf = np.zeros(a.nbytes + 1, dtype=np.uint8)
+    u = buf[1:].view(a.dtype).reshape(a.shape)
+    u[...] = a
+    assert not u.flags.aligned
+    return u
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((37, 5), 0), ((6, 3, 11), (0, 2))])
+def test_unaligned_inputs_and_outputs_give_the_aligned_results(rng, dtype, shape, axis):
+    x = rng.standard_normal(shape).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    C = shape[1]
+    g, b = rng.standard_normal(C), rng.standard_normal(C)
+    y, m, v = cbn.normalize_batch(x, g, b, axis=axis, return_stats=True)
+    ye = cbn.normalize_batch(x, g, b, axis=axis, mean=m, var=v)
+    dx, dg, db = cbn.normalize_batch_backward(dy, x, m, v, g, axis=axis)
+
+    out = _unaligned(np.zeros_like(x))
+    y2, m2, v2 = cbn.normalize_batch(_unaligned(x), _unaligned(g), _unaligned(b),
+                                     axis=axis, return_stats=True, out=out)
+    assert y2 is out
+    ye2 = cbn.normalize_batch(_unaligned(x), g, b, axis=axis,
+                              mean=_unaligned(m), var=_unaligned(v))
+    dx2, dg2, db2 = cbn.normalize_batch_backward(_unaligned(dy), _unaligned(x),
+                                                 _unaligned(m), _unaligned(v),
+                                                 _unaligned(g), axis=axis,
+                                                 out=_unaligned(np.zeros_like(x)))
+    for a, e in [(y2, y), (m2, m), (v2, v), (ye2, ye), (dx2, dx), (dg2, dg), (db2, db)]:
+        assert a.tobytes() == e.tobytes()
