@@ -703,7 +703,7 @@ cdef class BatchNorm:
         cdef cnp.ndarray yt = empty_like_block(b)
         cdef int64_t count
         if grouped:
-            count = self._group_stats(b, values, m, (<object>xa).shape)
+            count = self._group_stats(b, values, m, (<object>xa).shape, training)
             run_forward_infer(b, yt, mean, var, g, be, self._eps)
             if training and self.track_running_stats:
                 self._update_running(mean, var, count)
@@ -726,7 +726,7 @@ cdef class BatchNorm:
         return b.restore(yt)
 
     cdef int64_t _group_stats(self, Block b, cnp.ndarray values, int64_t m,
-                              tuple shape) except -1:
+                              tuple shape, bint training) except -1:
         """This process's statistics into values[:2C], then the group's
         mean and biased variance in their place; returns the group's batch
         size. Every process calls it (an empty batch too) and raises the
@@ -742,7 +742,7 @@ cdef class BatchNorm:
         if count == 0:
             raise ValueError(f"cannot compute batch statistics of an empty "
                              f"batch (input of shape {shape} on every process)")
-        if self.training and count == 1:
+        if training and count == 1:
             raise ValueError(f"Expected more than 1 value per channel when "
                              f"training, got 1 over all processes (input size "
                              f"{shape} here)")

@@ -1197,28 +1197,37 @@ static FN(dcoef) FN(given_dcoef)(int64_t c, const double *mean,
                           var[c], eps, gamma, 1, c, NULL, NULL);
 }
 
-static void FN(dx_piece)(const T *dy, const T *x, T *dx, int64_t outer,
-                         int64_t C, int64_t inner, int64_t idx,
-                         const double *mean, const double *var,
-                         const double *gamma, double eps, double m,
-                         const double *dgamma, const double *dbeta)
+/* Pieces [i0, i1) of backward_dx, in order: a run layout's pieces are
+   (feature, segment), a rows layout's (column block, segment), so a block's
+   coefficients are made once for all its segments in the range. */
+static void FN(dx_pieces)(const T *dy, const T *x, T *dx, const runs_geom *rg,
+                          const rows_geom *wg, int64_t i0, int64_t i1,
+                          const double *mean, const double *var,
+                          const double *gamma, double eps, double m,
+                          const double *dgamma, const double *dbeta)
 {
-    if (inner != 1) {
-        const runs_geom g = runs_geometry(outer, C, inner, sizeof(T));
-        int64_t c = idx / g.nseg;
-        FN(dcoef) d = FN(given_dcoef)(c, mean, var, gamma, eps, m, dgamma, dbeta);
-        FN(runs_segment_dx)(dy, x, dx, &g, c, idx % g.nseg, d, 1);
-        return;
-    }
-    const rows_geom g = rows_geometry(outer, C, sizeof(T));
-    int64_t b = idx / g.nseg, r0, r1;
-    const int64_t c0 = b * ROW_BLOCK;
-    const int nb = block_width(&g, b);
     FN(dcoef) d[ROW_BLOCK];
-    for (int j = 0; j < nb; j++)
-        d[j] = FN(given_dcoef)(c0 + j, mean, var, gamma, eps, m, dgamma, dbeta);
-    segment_rows(&g, idx % g.nseg, &r0, &r1);
-    FN(rows_dx)(dy, x, dx, &g, c0, nb, r0, r1, d, 1);
+    int64_t have = -1;  /* the feature or column block d holds */
+    for (int64_t idx = i0; idx < i1; idx++) {
+        if (rg) {
+            int64_t c = idx / rg->nseg;
+            if (c != have)
+                d[0] = FN(given_dcoef)(c, mean, var, gamma, eps, m, dgamma, dbeta);
+            have = c;
+            FN(runs_segment_dx)(dy, x, dx, rg, c, idx % rg->nseg, d[0], 1);
+        } else {
+            int64_t b = idx / wg->nseg, r0, r1;
+            const int64_t c0 = b * ROW_BLOCK;
+            const int nb = block_width(wg, b);
+            if (b != have)
+                for (int j = 0; j < nb; j++)
+                    d[j] = FN(given_dcoef)(c0 + j, mean, var, gamma, eps, m,
+                                           dgamma, dbeta);
+            have = b;
+            segment_rows(wg, idx % wg->nseg, &r0, &r1);
+            FN(rows_dx)(dy, x, dx, wg, c0, nb, r0, r1, d, 1);
+        }
+    }
 }
 
 static void FN(backward_dx)(const T *dy, const T *x, T *dx, int64_t outer,
@@ -1227,23 +1236,20 @@ static void FN(backward_dx)(const T *dy, const T *x, T *dx, int64_t outer,
                             int64_t m, const double *dgamma,
                             const double *dbeta)
 {
-    int64_t idx, total;
-    if (inner != 1)
-        total = C * runs_geometry(outer, C, inner, sizeof(T)).nseg;
-    else {
-        const rows_geom g = rows_geometry(outer, C, sizeof(T));
-        total = g.nblocks * g.nseg;
-    }
+    const runs_geom rg = runs_geometry(outer, C, inner, sizeof(T));
+    const rows_geom wg = rows_geometry(outer, C, sizeof(T));
+    const runs_geom *r = inner != 1 ? &rg : NULL;
+    const int64_t total = r ? C * rg.nseg : wg.nblocks * wg.nseg;
     const int nt = threads_for(outer * C * inner);
-    if (nt > 1) {
+    int t;
+    if (nt > 1) {  /* a contiguous range of pieces per thread, in order */
 #pragma omp parallel for schedule(static) num_threads(nt)
-        for (idx = 0; idx < total; idx++)
-            FN(dx_piece)(dy, x, dx, outer, C, inner, idx, mean, var, gamma, eps,
-                         (double)m, dgamma, dbeta);
+        for (t = 0; t < nt; t++)
+            FN(dx_pieces)(dy, x, dx, r, &wg, total * t / nt, total * (t + 1) / nt,
+                          mean, var, gamma, eps, (double)m, dgamma, dbeta);
     } else {
-        for (idx = 0; idx < total; idx++)
-            FN(dx_piece)(dy, x, dx, outer, C, inner, idx, mean, var, gamma, eps,
-                         (double)m, dgamma, dbeta);
+        FN(dx_pieces)(dy, x, dx, r, &wg, 0, total, mean, var, gamma, eps,
+                      (double)m, dgamma, dbeta);
     }
 }
 
