@@ -211,7 +211,7 @@ static inline rows_geom rows_geometry(int64_t outer, int64_t C, size_t elsize)
     g.seg_rows = 2 * g.R;
     g.nblocks = (C + ROW_BLOCK - 1) / ROW_BLOCK;
     g.nseg = (outer + g.seg_rows - 1) / g.seg_rows;
-    g.stream = 0;  /* rows start anywhere: aligning each would cost more */
+    g.stream = streams_output(outer * C * (int64_t)elsize);  /* flat passes only */
     g.prefetch = outer * C * (int64_t)elsize >= CBN_PREFETCH_MIN_BYTES ? CBN_PREFETCH_ROWS : 0;
     return g;
 }

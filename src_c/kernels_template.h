@@ -809,13 +809,195 @@ static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
     return n;
 }
 
-/* y = (x - hi)*sc + sh for rows [r0, r1) of columns [c0, c0+nb).
-   Row by row: going down a column instead would touch addresses a row apart,
-   which for rows of 4 KiB all fall in the same L1 set. */
-static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
-                               int nb, int64_t r0, int64_t r1, const T *hi,
-                               const T *sc, const T *sh)
+/* ----------------------------------------------------------- flat rows --- */
+/* When all C columns sit in one block, rows [r0, r1) are the contiguous
+   elements [r0*C, r1*C), and the elementwise passes (normalize, dx) run over
+   them as one flat stream: no loop per row (a row of 64 floats is only four
+   vectors), loads and stores aligned to the output however rows fall on
+   cache lines (NumPy's large arrays start 16 bytes past a line, so row by row
+   every 64-byte access would span two), and streaming stores where the
+   output is large. The vector at element e, e - a0 a multiple of VT_N (a0:
+   the output's first vector-aligned element), holds the columns
+   (e .. e + VT_N) % C; with P = lcm(C, VT_N) these repeat every P elements,
+   so each per-column coefficient is laid out once per call as a sequence of
+   period P starting at column a0 % C, which a vector reads at (e - a0) % P.
+   Every element gets exactly the arithmetic of the row-by-row loops. */
+
+#define FLAT_MAX ROW_BLOCK  /* longest period laid out */
+
+typedef struct {
+    int64_t P, a0;
+    T *k;  /* coefficient i of element e at k[i*P + (e - a0) mod P] */
+    T buf[4 * FLAT_MAX + 64 / sizeof(T)];
+} FN(flat);
+
+/* Lay out the nk per-column arrays cols[i][0..C) for a flat pass writing the
+   outer*C elements of out; 0 (use the row loops) when the period is too long
+   or out is not aligned to its elements. */
+static int FN(flat_layout)(FN(flat) *f, const T *out, int64_t outer, int64_t C,
+                           int nk, const T *const *cols)
 {
+    int64_t g = C, v = VT_N;
+    while (v) {  /* gcd(C, VT_N) */
+        int64_t t = g % v;
+        g = v;
+        v = t;
+    }
+    f->P = C / g * VT_N;
+    if (f->P > FLAT_MAX || (uintptr_t)out % sizeof(T))
+        return 0;
+    f->a0 = FN(peel)(out, outer * C);
+    f->k = (T *)((uintptr_t)f->buf + (64 - (uintptr_t)f->buf % 64) % 64);
+    for (int i = 0; i < nk; i++)
+        for (int64_t q = 0, c = f->a0 % C; q < f->P; q++, c = c + 1 < C ? c + 1 : 0)
+            f->k[i * f->P + q] = cols[i][c];
+    return 1;
+}
+
+/* (e - a0) mod P, for any element e */
+static inline int64_t FN(flat_phase)(const FN(flat) *f, int64_t e)
+{
+    int64_t q = (e - f->a0) % f->P;
+    return q < 0 ? q + f->P : q;
+}
+
+/* The elements [e0, e1) of a flat pass: the vector loop LOOP(store) (which
+   reads the coefficients at phase q, steps e by VT_N and q with FLAT_STEP)
+   between single elements ONE(q) before the first aligned element and after
+   the last whole vector; streaming stores when `stream`. */
+#define FLAT_STEP(q) ((q) + VT_N < P ? (q) + VT_N : 0)
+#define FLAT_PASS(e0, e1, stream, ONE, LOOP)                                  \
+    do {                                                                      \
+        int64_t e = (e0), q;                                                  \
+        for (; e < (e1) && (e - f->a0) % VT_N; e++) {                         \
+            q = FN(flat_phase)(f, e);                                         \
+            ONE;                                                              \
+        }                                                                     \
+        q = FN(flat_phase)(f, e);                                             \
+        if (stream) {                                                         \
+            LOOP(vt_stream);                                                  \
+            stream_fence();                                                   \
+        }                                                                     \
+        LOOP(vt_storeu);                                                      \
+        for (; e < (e1); e++) {                                               \
+            q = FN(flat_phase)(f, e);                                         \
+            ONE;                                                              \
+        }                                                                     \
+    } while (0)
+
+/* y = (x - hi)*sc + sh over the elements [e0, e1); f holds hi, sc, sh */
+static void FN(flat_normalize)(const T *x, T *y, int64_t e0, int64_t e1,
+                               const FN(flat) *f, int stream)
+{
+    const int64_t P = f->P;
+    const T *hi = f->k, *sc = hi + P, *sh = sc + P;
+#define NORMALIZE_LOOP(store)                                                 \
+    for (; e + VT_N <= e1; e += VT_N, q = FLAT_STEP(q))                       \
+        store(y + e, vt_fmadd(vt_sub(vt_loadu(x + e), vt_loadu(hi + q)),      \
+                              vt_loadu(sc + q), vt_loadu(sh + q)))
+    FLAT_PASS(e0, e1, stream, y[e] = st_fmadd(x[e] - hi[q], sc[q], sh[q]),
+              NORMALIZE_LOOP);
+#undef NORMALIZE_LOOP
+}
+
+/* dx = a*dy + (b*(x - hi) + k0) over the elements [e0, e1), or a*dy alone
+   without batch_stats; f holds a, b, k0, hi */
+static void FN(flat_dx)(const T *dy, const T *x, T *dx, int64_t e0, int64_t e1,
+                        const FN(flat) *f, int batch_stats, int stream)
+{
+    const int64_t P = f->P;
+    const T *a = f->k, *b = a + P, *k0 = b + P, *hi = k0 + P;
+    if (batch_stats) {
+#define DX_LOOP(store)                                                        \
+        for (; e + VT_N <= e1; e += VT_N, q = FLAT_STEP(q))                   \
+            store(dx + e, vt_fmadd(vt_loadu(a + q), vt_loadu(dy + e),         \
+                                   vt_fmadd(vt_loadu(b + q),                  \
+                                            vt_sub(vt_loadu(x + e),           \
+                                                   vt_loadu(hi + q)),         \
+                                            vt_loadu(k0 + q))))
+        FLAT_PASS(e0, e1, stream,
+                  dx[e] = st_fmadd(a[q], dy[e], st_fmadd(b[q], x[e] - hi[q], k0[q])),
+                  DX_LOOP);
+#undef DX_LOOP
+    } else {  /* x plays no part (a NaN there stays out) */
+        const VT zero = vt_set1((T)0);
+#define SCALE_LOOP(store)                                                     \
+        for (; e + VT_N <= e1; e += VT_N, q = FLAT_STEP(q))                   \
+            store(dx + e, vt_fmadd(vt_loadu(a + q), vt_loadu(dy + e), zero))
+        FLAT_PASS(e0, e1, stream, dx[e] = st_fmadd(a[q], dy[e], (T)0), SCALE_LOOP);
+#undef SCALE_LOOP
+    }
+}
+#undef FLAT_PASS
+#undef FLAT_STEP
+
+/* ------------------------------------------------- rows: output passes --- */
+
+/* Per-column coefficients of a column block's elementwise pass -- normalize:
+   hi, scale, shift; dx: a, b, k0, hi -- and their flat layout (fp, NULL for
+   the row loops) when the block is the whole row. */
+typedef struct {
+    T k[4][ROW_BLOCK];
+    const FN(flat) *fp;
+    FN(flat) f;
+} FN(bcoefs);
+
+/* Lay out the first nk arrays of k for a flat pass writing out, if one
+   applies. */
+static void FN(lay_out)(FN(bcoefs) *k, const T *out, const rows_geom *g, int nk)
+{
+    const T *cols[4] = {k->k[0], k->k[1], k->k[2], k->k[3]};
+    k->fp = g->nblocks == 1 && FN(flat_layout)(&k->f, out, g->outer, g->C, nk, cols)
+                ? &k->f : NULL;
+}
+
+/* The coefficients of make_coef for columns [c0, c0+nb), as straight loops
+   the compiler vectorizes (square roots and divisions included), laid out
+   for output y. */
+static void FN(block_coefs)(FN(bcoefs) *k, const T *y, const rows_geom *g,
+                            int64_t c0, int nb, const double *mean,
+                            const double *var, double eps, const double *gamma,
+                            const double *beta)
+{
+    double scale[ROW_BLOCK];
+    T *hi = k->k[0], *sc = k->k[1], *sh = k->k[2];
+    for (int j = 0; j < nb; j++)
+        scale[j] = 1.0 / sqrt(var[j] + eps);
+    if (gamma)
+        for (int j = 0; j < nb; j++)
+            scale[j] *= gamma[c0 + j];
+    for (int j = 0; j < nb; j++) {
+        hi[j] = (T)mean[j];
+        sc[j] = (T)scale[j];
+        double lo = mean[j] - (double)hi[j], b = beta ? beta[c0 + j] : 0.0;
+        sh[j] = (T)(lo != 0.0 ? b - lo * scale[j] : b);
+    }
+    FN(lay_out)(k, y, g, 3);
+}
+
+/* Coefficients d[0..nb) of dx (see make_dcoef), laid out for output dx. */
+static void FN(block_dcoefs)(FN(bcoefs) *k, const T *dx, const rows_geom *g,
+                             int nb, const FN(dcoef) *d)
+{
+    for (int j = 0; j < nb; j++)
+        k->k[0][j] = d[j].a, k->k[1][j] = d[j].b, k->k[2][j] = d[j].k0,
+        k->k[3][j] = d[j].hi;
+    FN(lay_out)(k, dx, g, 4);
+}
+
+/* y = (x - hi)*sc + sh for rows [r0, r1) of columns [c0, c0+nb), flat when
+   k is laid out for it. Else row by row: going down a column instead would
+   touch addresses a row apart, which for rows of 4 KiB all fall in the same
+   L1 set. */
+static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
+                               int nb, int64_t r0, int64_t r1,
+                               const FN(bcoefs) *k, int stream)
+{
+    const T *hi = k->k[0], *sc = k->k[1], *sh = k->k[2];
+    if (k->fp) {
+        FN(flat_normalize)(x, y, r0 * g->C, r1 * g->C, k->fp, stream);
+        return;
+    }
     for (int64_t r = r0; r < r1; r++) {
         const T *xr = x + r * g->C + c0;
         T *yr = y + r * g->C + c0;
@@ -832,15 +1014,17 @@ static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
     }
 }
 
-/* dx = a*dy + (b*(x - hi) + k0) over rows [r0, r1) of a column block, row
-   by row (see rows_normalize). */
+/* dx = a*dy + (b*(x - hi) + k0) over rows [r0, r1) of a column block, flat
+   or row by row (see rows_normalize). */
 static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
                         int64_t c0, int nb, int64_t r0, int64_t r1,
-                        const FN(dcoef) *d, int batch_stats)
+                        const FN(bcoefs) *k, int batch_stats, int stream)
 {
-    T a[ROW_BLOCK], b[ROW_BLOCK], k0[ROW_BLOCK], hi[ROW_BLOCK];
-    for (int j = 0; j < nb; j++)
-        a[j] = d[j].a, b[j] = d[j].b, k0[j] = d[j].k0, hi[j] = d[j].hi;
+    const T *a = k->k[0], *b = k->k[1], *k0 = k->k[2], *hi = k->k[3];
+    if (k->fp) {
+        FN(flat_dx)(dy, x, dx, r0 * g->C, r1 * g->C, k->fp, batch_stats, stream);
+        return;
+    }
     for (int64_t r = r0; r < r1; r++) {
         const int64_t off = r * g->C + c0;
         const T *gr = dy + off, *xr = x + off;
@@ -869,27 +1053,6 @@ static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
     }
 }
 
-/* The coefficients of make_coef for columns [c0, c0+nb), as straight loops
-   the compiler vectorizes (square roots and divisions included). */
-static void FN(rows_block_coefs)(int64_t c0, int nb, const double *mean,
-                                 const double *var, double eps,
-                                 const double *gamma, const double *beta,
-                                 T *hi, T *sc, T *sh)
-{
-    double scale[ROW_BLOCK];
-    for (int j = 0; j < nb; j++)
-        scale[j] = 1.0 / sqrt(var[j] + eps);
-    if (gamma)
-        for (int j = 0; j < nb; j++)
-            scale[j] *= gamma[c0 + j];
-    for (int j = 0; j < nb; j++) {
-        hi[j] = (T)mean[j];
-        sc[j] = (T)scale[j];
-        double lo = mean[j] - (double)hi[j], b = beta ? beta[c0 + j] : 0.0;
-        sh[j] = (T)(lo != 0.0 ? b - lo * scale[j] : b);
-    }
-}
-
 /* Statistics of column block b, then its normalized output (when y). */
 static void FN(rows_train_block)(const T *x, T *y, const rows_geom *g,
                                  int64_t b, const double *gamma,
@@ -900,7 +1063,6 @@ static void FN(rows_train_block)(const T *x, T *y, const rows_geom *g,
     const int nb = block_width(g, b);
     double tmean[ROW_BLOCK], tm2[ROW_BLOCK], smean[ROW_BLOCK], sm2[ROW_BLOCK],
            tn = 0.0;
-    T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
     for (int64_t s = 0; s < g->nseg; s++) {
         int64_t r0, r1;
         segment_rows(g, s, &r0, &r1);
@@ -916,8 +1078,9 @@ static void FN(rows_train_block)(const T *x, T *y, const rows_geom *g,
         if (var) var[c0 + j] = tm2[j];
     }
     if (y) {
-        FN(rows_block_coefs)(c0, nb, tmean, tm2, eps, gamma, beta, hi, sc, sh);
-        FN(rows_normalize)(x, y, g, c0, nb, 0, g->outer, hi, sc, sh);
+        FN(bcoefs) k;
+        FN(block_coefs)(&k, y, g, c0, nb, tmean, tm2, eps, gamma, beta);
+        FN(rows_normalize)(x, y, g, c0, nb, 0, g->outer, &k, g->stream);
     }
 }
 
@@ -982,35 +1145,45 @@ static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
             }
         }
         if (y) {
+            FN(bcoefs) k;  /* a thread's, made once per block it meets */
+            int64_t have = -1;
 #pragma omp for schedule(static)
             for (idx = 0; idx < total; idx++) {
-                int64_t b = idx / g.nseg, s = idx % g.nseg, r0, r1;
+                int64_t b = idx / g.nseg, r0, r1;
                 const int64_t c0 = b * ROW_BLOCK;
                 const int nb = block_width(&g, b);
-                T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
-                segment_rows(&g, s, &r0, &r1);
-                FN(rows_block_coefs)(c0, nb, totals + c0, totals + C + c0, eps,
-                                     gamma, beta, hi, sc, sh);
-                FN(rows_normalize)(x, y, &g, c0, nb, r0, r1, hi, sc, sh);
+                if (b != have)
+                    FN(block_coefs)(&k, y, &g, c0, nb, totals + c0, totals + C + c0,
+                                    eps, gamma, beta);
+                have = b;
+                segment_rows(&g, idx % g.nseg, &r0, &r1);
+                FN(rows_normalize)(x, y, &g, c0, nb, r0, r1, &k, g.stream);
             }
         }
     }
     free(part);
 }
 
-/* Segment idx / nblocks of column block idx % nblocks, with given statistics. */
-static void FN(rows_infer_part)(const T *x, T *y, const rows_geom *g,
-                                int64_t idx, const double *mean,
-                                const double *var, const double *gamma,
-                                const double *beta, double eps)
+/* Pieces [i0, i1) of inference with given statistics, a piece being
+   (column block, segment) in that order, so that a block's coefficients are
+   made once for all its segments in the range. */
+static void FN(infer_pieces)(const T *x, T *y, const rows_geom *g, int64_t i0,
+                             int64_t i1, const double *mean, const double *var,
+                             const double *gamma, const double *beta,
+                             double eps, int stream)
 {
-    int64_t b = idx % g->nblocks, s = idx / g->nblocks, r0, r1;
-    const int64_t c0 = b * ROW_BLOCK;
-    const int nb = block_width(g, b);
-    T hi[ROW_BLOCK], sc[ROW_BLOCK], sh[ROW_BLOCK];
-    segment_rows(g, s, &r0, &r1);
-    FN(rows_block_coefs)(c0, nb, mean + c0, var + c0, eps, gamma, beta, hi, sc, sh);
-    FN(rows_normalize)(x, y, g, c0, nb, r0, r1, hi, sc, sh);
+    FN(bcoefs) k;
+    int64_t have = -1;
+    for (int64_t idx = i0; idx < i1; idx++) {
+        int64_t b = idx / g->nseg, r0, r1;
+        const int64_t c0 = b * ROW_BLOCK;
+        const int nb = block_width(g, b);
+        if (b != have)
+            FN(block_coefs)(&k, y, g, c0, nb, mean + c0, var + c0, eps, gamma, beta);
+        have = b;
+        segment_rows(g, idx % g->nseg, &r0, &r1);
+        FN(rows_normalize)(x, y, g, c0, nb, r0, r1, &k, stream);
+    }
 }
 
 static void FN(rows_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
@@ -1020,14 +1193,16 @@ static void FN(rows_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
 {
     const rows_geom g = rows_geometry(outer, C, sizeof(T));
     const int nt = threads_for(outer * C);
-    int64_t idx, total = g.nblocks * g.nseg;
-    if (nt > 1) {
+    const int stream = outer * C * (int64_t)sizeof(T) >= CBN_STREAM_MIN_BYTES_EVAL;
+    const int64_t total = g.nblocks * g.nseg;
+    int t;
+    if (nt > 1) {  /* a contiguous range of pieces per thread */
 #pragma omp parallel for schedule(static) num_threads(nt)
-        for (idx = 0; idx < total; idx++)
-            FN(rows_infer_part)(x, y, &g, idx, mean, var, gamma, beta, eps);
+        for (t = 0; t < nt; t++)
+            FN(infer_pieces)(x, y, &g, total * t / nt, total * (t + 1) / nt, mean,
+                             var, gamma, beta, eps, stream);
     } else {
-        for (idx = 0; idx < total; idx++)
-            FN(rows_infer_part)(x, y, &g, idx, mean, var, gamma, beta, eps);
+        FN(infer_pieces)(x, y, &g, 0, total, mean, var, gamma, beta, eps, stream);
     }
 }
 
@@ -1056,6 +1231,7 @@ static void FN(rows_backward_block)(const T *dy, const T *x, T *dx,
     const int nb = block_width(g, b);
     double t1[ROW_BLOCK] = {0}, t2[ROW_BLOCK] = {0}, s1[ROW_BLOCK], s2[ROW_BLOCK];
     FN(dcoef) d[ROW_BLOCK];
+    FN(bcoefs) k;
     for (int64_t s = 0; s < g->nseg; s++) {
         int64_t r0, r1;
         segment_rows(g, s, &r0, &r1);
@@ -1067,8 +1243,10 @@ static void FN(rows_backward_block)(const T *dy, const T *x, T *dx,
         d[j] = FN(make_dcoef)(t1[j], t2[j], (double)g->outer, mean[c0 + j],
                               var[c0 + j], eps, gamma, batch_stats, c0 + j,
                               dgamma, dbeta);
-    if (dx)
-        FN(rows_dx)(dy, x, dx, g, c0, nb, 0, g->outer, d, batch_stats);
+    if (dx) {
+        FN(block_dcoefs)(&k, dx, g, nb, d);
+        FN(rows_dx)(dy, x, dx, g, c0, nb, 0, g->outer, &k, batch_stats, g->stream);
+    }
 }
 
 static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
@@ -1122,18 +1300,24 @@ static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
             }
         }
         if (dx) {
+            FN(dcoef) d[ROW_BLOCK];
+            FN(bcoefs) k;  /* a thread's, made once per block it meets */
+            int64_t have = -1;
 #pragma omp for schedule(static)
             for (idx = 0; idx < total; idx++) {
-                int64_t b = idx / g.nseg, s = idx % g.nseg, r0, r1;
+                int64_t b = idx / g.nseg, r0, r1;
                 const int64_t c0 = b * ROW_BLOCK;
                 const int nb = block_width(&g, b);
-                FN(dcoef) d[ROW_BLOCK];
-                for (int j = 0; j < nb; j++)
-                    d[j] = FN(make_dcoef)(part[c0 + j], part[C + c0 + j], m,
-                                          mean[c0 + j], var[c0 + j], eps, gamma,
-                                          batch_stats, c0 + j, NULL, NULL);
-                segment_rows(&g, s, &r0, &r1);
-                FN(rows_dx)(dy, x, dx, &g, c0, nb, r0, r1, d, batch_stats);
+                if (b != have) {
+                    for (int j = 0; j < nb; j++)
+                        d[j] = FN(make_dcoef)(part[c0 + j], part[C + c0 + j], m,
+                                              mean[c0 + j], var[c0 + j], eps, gamma,
+                                              batch_stats, c0 + j, NULL, NULL);
+                    FN(block_dcoefs)(&k, dx, &g, nb, d);
+                }
+                have = b;
+                segment_rows(&g, idx % g.nseg, &r0, &r1);
+                FN(rows_dx)(dy, x, dx, &g, c0, nb, r0, r1, &k, batch_stats, g.stream);
             }
         }
     }
@@ -1207,7 +1391,8 @@ static void FN(dx_pieces)(const T *dy, const T *x, T *dx, const runs_geom *rg,
                           const double *dgamma, const double *dbeta)
 {
     FN(dcoef) d[ROW_BLOCK];
-    int64_t have = -1;  /* the feature or column block d holds */
+    FN(bcoefs) k;
+    int64_t have = -1;  /* the feature or column block d (and k) holds */
     for (int64_t idx = i0; idx < i1; idx++) {
         if (rg) {
             int64_t c = idx / rg->nseg;
@@ -1219,13 +1404,15 @@ static void FN(dx_pieces)(const T *dy, const T *x, T *dx, const runs_geom *rg,
             int64_t b = idx / wg->nseg, r0, r1;
             const int64_t c0 = b * ROW_BLOCK;
             const int nb = block_width(wg, b);
-            if (b != have)
+            if (b != have) {
                 for (int j = 0; j < nb; j++)
                     d[j] = FN(given_dcoef)(c0 + j, mean, var, gamma, eps, m,
                                            dgamma, dbeta);
+                FN(block_dcoefs)(&k, dx, wg, nb, d);
+            }
             have = b;
             segment_rows(wg, idx % wg->nseg, &r0, &r1);
-            FN(rows_dx)(dy, x, dx, wg, c0, nb, r0, r1, d, 1);
+            FN(rows_dx)(dy, x, dx, wg, c0, nb, r0, r1, &k, 1, wg->stream);
         }
     }
 }
