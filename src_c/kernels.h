@@ -54,6 +54,12 @@
 #endif
 #define CBN_PREFETCH_RUNS 2
 
+/* How far ahead a pass that reads one contiguous stream from memory asks
+   for it (see "Prefetching along a feature" in kernels_common.h). */
+#ifndef CBN_PREFETCH_ALONG_BYTES
+#define CBN_PREFETCH_ALONG_BYTES ((int64_t)8192)
+#endif
+
 /* Per-data-type entries; T is float (f32) or double (f64). Argument order and
    meaning follow the public functions in cbn.h, except that forward_train
    also serves cbn_stats_*: with y == NULL it only computes the statistics. */

@@ -109,14 +109,16 @@ static double FN(run_sum)(const T *p, int64_t n)
     return s;
 }
 
-/* s1 += sum(p - mu), s2 += sum((p - mu)^2) in double */
-static void FN(run_dev)(const T *p, int64_t n, double mu, double *s1, double *s2)
+/* s1 += sum(p - mu), s2 += sum((p - mu)^2) in double, prefetching pa along */
+static void FN(run_dev)(const T *p, int64_t n, double mu, double *s1, double *s2,
+                        ahead pa)
 {
     vd m = vd_set1(mu), d0 = vd_zero(), d1 = vd_zero(), d2 = vd_zero(),
        d3 = vd_zero(), q0 = vd_zero(), q1 = vd_zero(), q2 = vd_zero(),
        q3 = vd_zero(), l, h;
     int64_t i = 0;
     for (; i + 2 * STEP <= n; i += 2 * STEP) {
+        prefetch_along(pa, i * (int64_t)sizeof(T), 2 * STEP * (int)sizeof(T));
         load2(p + i, &l, &h);
         l = vd_sub(l, m);
         h = vd_sub(h, m);
@@ -152,15 +154,18 @@ static void FN(run_dev)(const T *p, int64_t n, double mu, double *s1, double *s2
     *s2 += b;
 }
 
-/* s1 += sum(dy), s2 += sum(dy * (x - mu)) in double */
+/* s1 += sum(dy), s2 += sum(dy * (x - mu)) in double, prefetching ady and ax
+   along */
 static void FN(run_grad)(const T *dy, const T *x, int64_t n, double mu,
-                         double *s1, double *s2)
+                         double *s1, double *s2, ahead ady, ahead ax)
 {
     vd m = vd_set1(mu), g0 = vd_zero(), g1 = vd_zero(), g2 = vd_zero(),
        g3 = vd_zero(), q0 = vd_zero(), q1 = vd_zero(), q2 = vd_zero(),
        q3 = vd_zero(), gl, gh, xl, xh;
     int64_t i = 0;
     for (; i + 2 * STEP <= n; i += 2 * STEP) {
+        prefetch_along(ady, i * (int64_t)sizeof(T), 2 * STEP * (int)sizeof(T));
+        prefetch_along(ax, i * (int64_t)sizeof(T), 2 * STEP * (int)sizeof(T));
         load2(dy + i, &gl, &gh);
         load2(x + i, &xl, &xh);
         g0 = vd_add(g0, gl);
@@ -213,25 +218,29 @@ static inline int64_t FN(peel)(const T *y, int64_t n)
 }
 
 static void FN(run_normalize)(const T *x, T *y, int64_t n, FN(coef) k,
-                              int stream)
+                              int stream, ahead a)
 {
     VT hi = vt_set1(k.hi), sc = vt_set1(k.scale), sh = vt_set1(k.shift);
     int64_t i = 0;
     for (int64_t p = FN(peel)(y, n); i < p; i++)
         y[i] = st_fmadd(x[i] - k.hi, k.scale, k.shift);
     if (stream) {
-        for (; i + VT_N <= n; i += VT_N)
+        for (; i + VT_N <= n; i += VT_N) {
+            prefetch_along(a, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
             vt_stream(y + i, vt_fmadd(vt_sub(vt_loadu(x + i), hi), sc, sh));
+        }
     }
-    for (; i + VT_N <= n; i += VT_N)
+    for (; i + VT_N <= n; i += VT_N) {
+        prefetch_along(a, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
         vt_storeu(y + i, vt_fmadd(vt_sub(vt_loadu(x + i), hi), sc, sh));
+    }
     for (; i < n; i++)
         y[i] = st_fmadd(x[i] - k.hi, k.scale, k.shift);
 }
 
-/* dx = a*dy + (b*(x - hi) + k0) */
+/* dx = a*dy + (b*(x - hi) + k0), prefetching ady and ax along */
 static void FN(run_dx)(const T *dy, const T *x, T *dx, int64_t n, T a, T b,
-                       T k0, T hi, int stream)
+                       T k0, T hi, int stream, ahead ady, ahead ax)
 {
     VT va = vt_set1(a), vb = vt_set1(b), vk = vt_set1(k0), vhi = vt_set1(hi);
     int64_t i = 0;
@@ -239,11 +248,15 @@ static void FN(run_dx)(const T *dy, const T *x, T *dx, int64_t n, T a, T b,
         dx[i] = st_fmadd(a, dy[i], st_fmadd(b, x[i] - hi, k0));
     if (stream) {
         for (; i + VT_N <= n; i += VT_N) {
+            prefetch_along(ady, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
+            prefetch_along(ax, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
             VT xc = vt_sub(vt_loadu(x + i), vhi);
             vt_stream(dx + i, vt_fmadd(va, vt_loadu(dy + i), vt_fmadd(vb, xc, vk)));
         }
     }
     for (; i + VT_N <= n; i += VT_N) {
+        prefetch_along(ady, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
+        prefetch_along(ax, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
         VT xc = vt_sub(vt_loadu(x + i), vhi);
         vt_storeu(dx + i, vt_fmadd(va, vt_loadu(dy + i), vt_fmadd(vb, xc, vk)));
     }
@@ -251,19 +264,24 @@ static void FN(run_dx)(const T *dy, const T *x, T *dx, int64_t n, T a, T b,
         dx[i] = st_fmadd(a, dy[i], st_fmadd(b, x[i] - hi, k0));
 }
 
-/* dx = a*dy (frozen statistics: x plays no part) */
-static void FN(run_scale)(const T *dy, T *dx, int64_t n, T a, int stream)
+/* dx = a*dy (frozen statistics: x plays no part), prefetching ady along */
+static void FN(run_scale)(const T *dy, T *dx, int64_t n, T a, int stream,
+                          ahead ady)
 {
     VT va = vt_set1(a), zero = vt_set1((T)0);
     int64_t i = 0;
     for (int64_t p = FN(peel)(dx, n); i < p; i++)
         dx[i] = st_fmadd(a, dy[i], (T)0);
     if (stream) {
-        for (; i + VT_N <= n; i += VT_N)
+        for (; i + VT_N <= n; i += VT_N) {
+            prefetch_along(ady, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
             vt_stream(dx + i, vt_fmadd(va, vt_loadu(dy + i), zero));
+        }
     }
-    for (; i + VT_N <= n; i += VT_N)
+    for (; i + VT_N <= n; i += VT_N) {
+        prefetch_along(ady, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
         vt_storeu(dx + i, vt_fmadd(va, vt_loadu(dy + i), zero));
+    }
     for (; i < n; i++)
         dx[i] = st_fmadd(a, dy[i], (T)0);
 }
@@ -281,7 +299,8 @@ static moments FN(runs_chunk_moments)(const T *x, const runs_geom *g,
     double s1 = 0.0, s2 = 0.0;
     for (o = o0; o < o1; o++) {
         prefetch_run(g, x, sizeof(T), o, c, 0);
-        FN(run_dev)(x + (o * g->C + c) * g->inner + i0, i1 - i0, K, &s1, &s2);
+        FN(run_dev)(x + (o * g->C + c) * g->inner + i0, i1 - i0, K, &s1, &s2,
+                    next_piece(g, x, sizeof(T), o, c, i0));
     }
     if (!shift_is_accurate(n, s1, s2)) {
         double s = 0.0;
@@ -290,7 +309,8 @@ static moments FN(runs_chunk_moments)(const T *x, const runs_geom *g,
         K = s / n;
         s1 = s2 = 0.0;
         for (o = o0; o < o1; o++)
-            FN(run_dev)(x + (o * g->C + c) * g->inner + i0, i1 - i0, K, &s1, &s2);
+            FN(run_dev)(x + (o * g->C + c) * g->inner + i0, i1 - i0, K, &s1, &s2,
+                        NO_AHEAD);
     }
     return moments_from_dev(n, K, s1, s2);
 }
@@ -333,7 +353,9 @@ static void FN(runs_segment_grad)(const T *dy, const T *x, const runs_geom *g,
             int64_t off = (o * g->C + c) * g->inner + i0;
             prefetch_run(g, dy, sizeof(T), o, c, 0);
             prefetch_run(g, x, sizeof(T), o, c, 0);
-            FN(run_grad)(dy + off, x + off, i1 - i0, mean, &a, &b);
+            FN(run_grad)(dy + off, x + off, i1 - i0, mean, &a, &b,
+                         next_piece(g, dy, sizeof(T), o, c, i0),
+                         next_piece(g, x, sizeof(T), o, c, i0));
         }
     }
     *sdy = a;
@@ -352,7 +374,8 @@ static void FN(runs_segment_normalize)(const T *x, T *y, const runs_geom *g,
             int64_t off = (o * g->C + c) * g->inner + i0;
             if (!g->stream)  /* streaming stores read no lines */
                 prefetch_run(g, y, sizeof(T), o, c, 1);
-            FN(run_normalize)(x + off, y + off, i1 - i0, k, g->stream);
+            FN(run_normalize)(x + off, y + off, i1 - i0, k, g->stream,
+                              next_piece(g, x, sizeof(T), o, c, i0));
         }
     }
     if (g->stream)
@@ -399,11 +422,13 @@ static void FN(runs_segment_dx)(const T *dy, const T *x, T *dx,
             int64_t off = (o * g->C + c) * g->inner + i0;
             if (!g->stream)
                 prefetch_run(g, dx, sizeof(T), o, c, 1);
+            ahead ady = next_piece(g, dy, sizeof(T), o, c, i0);
             if (batch_stats)
                 FN(run_dx)(dy + off, x + off, dx + off, i1 - i0, d.a, d.b,
-                           d.k0, d.hi, g->stream);
+                           d.k0, d.hi, g->stream, ady,
+                           next_piece(g, x, sizeof(T), o, c, i0));
             else
-                FN(run_scale)(dy + off, dx + off, i1 - i0, d.a, g->stream);
+                FN(run_scale)(dy + off, dx + off, i1 - i0, d.a, g->stream, ady);
         }
     }
     if (g->stream)
@@ -483,14 +508,17 @@ static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
 }
 
 /* Run r (feature r % C) with the given statistics. */
-static void FN(infer_run)(const T *x, T *y, int64_t C, int64_t inner, int64_t r,
-                          const double *mean, const double *var,
-                          const double *gamma, const double *beta, double eps,
-                          int stream)
+static void FN(infer_run)(const T *x, T *y, int64_t outer, int64_t C,
+                          int64_t inner, int64_t r, const double *mean,
+                          const double *var, const double *gamma,
+                          const double *beta, double eps, int stream)
 {
+    const int64_t total = outer * C * inner;
     int64_t c = r % C;
     FN(coef) k = FN(make_coef)(mean[c], var[c], eps, gamma, beta, c);
-    FN(run_normalize)(x + r * inner, y + r * inner, inner, k, stream);
+    /* prefetched along where streamed: below that size, measured slower */
+    FN(run_normalize)(x + r * inner, y + r * inner, inner, k, stream,
+                      stream_ahead(x, r * inner, inner, total, sizeof(T), stream));
     if (stream)
         stream_fence();
 }
@@ -507,10 +535,10 @@ static void FN(runs_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
     if (nt > 1) {
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (r = 0; r < outer * C; r++)
-            FN(infer_run)(x, y, C, inner, r, mean, var, gamma, beta, eps, stream);
+            FN(infer_run)(x, y, outer, C, inner, r, mean, var, gamma, beta, eps, stream);
     } else {
         for (r = 0; r < outer * C; r++)
-            FN(infer_run)(x, y, C, inner, r, mean, var, gamma, beta, eps, stream);
+            FN(infer_run)(x, y, outer, C, inner, r, mean, var, gamma, beta, eps, stream);
     }
 }
 

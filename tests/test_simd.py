@@ -278,12 +278,24 @@ def test_streaming_stores_for_large_outputs_are_correct():
     np.testing.assert_allclose(v, var, rtol=1e-6)
     dx, _, _ = cbn.normalize_batch_backward(x, x, m, v, axis=(0, 2, 3),
                                             batch_stats=False)
+    # batch statistics: dy = x + 1 gives dx = 0 up to rounding, through every
+    # term of the formula (the sums are read with the next piece prefetched)
+    dy = x + np.float32(1.0)
+    dxb, dg, db = cbn.normalize_batch_backward(dy, x, m, v, axis=(0, 2, 3))
+    n = x.size // x.shape[1]
     for c in range(x.shape[1]):
         xc = x[:, c].astype(np.float64)
         ref = (xc - mean[c]) / np.sqrt(var[c] + 1e-5)
         np.testing.assert_allclose(y[:, c], ref, atol=2e-5)
         np.testing.assert_allclose(yt[:, c], ref, atol=2e-5)
         np.testing.assert_allclose(dx[:, c], xc / np.sqrt(v[c] + 1e-5), atol=2e-5)
+        dyc = dy[:, c].astype(np.float64)
+        np.testing.assert_allclose(db[c], dyc.sum(), rtol=1e-6)
+        np.testing.assert_allclose(dg[c], (dyc * ref).sum(), rtol=1e-5)
+        xhat = (xc - m[c]) / np.sqrt(v[c] + 1e-5)
+        dref = (dyc - dyc.mean() - xhat * (dyc * xhat).mean()) / np.sqrt(v[c] + 1e-5)
+        assert n == dyc.size
+        np.testing.assert_allclose(dxb[:, c], dref, atol=2e-5)
 
 
 @pytest.mark.slow
