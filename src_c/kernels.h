@@ -41,7 +41,9 @@
 #ifndef CBN_PREFETCH_MIN_BYTES
 #define CBN_PREFETCH_MIN_BYTES ((int64_t)16 << 20)
 #endif
+#ifndef CBN_PREFETCH_ROWS
 #define CBN_PREFETCH_ROWS 8  /* how far ahead */
+#endif
 
 /* Runs (NCHW) of at most this many bytes are prefetched two runs ahead of
    the statistics and gradient passes (and, written with ordinary stores,

@@ -855,6 +855,8 @@ static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
 
 typedef struct {
     int64_t P, a0;
+    int64_t n;  /* elements in the pass's arrays */
+    int along;  /* prefetch the inputs along (see stream_ahead) */
     T *k;  /* coefficient i of element e at k[i*P + (e - a0) mod P] */
     T buf[4 * FLAT_MAX + 64 / sizeof(T)];
 } FN(flat);
@@ -875,6 +877,8 @@ static int FN(flat_layout)(FN(flat) *f, const T *out, int64_t outer, int64_t C,
     if (f->P > FLAT_MAX || (uintptr_t)out % sizeof(T))
         return 0;
     f->a0 = FN(peel)(out, outer * C);
+    f->n = outer * C;
+    f->along = f->n * (int64_t)sizeof(T) >= CBN_PREFETCH_MIN_BYTES;
     f->k = (T *)((uintptr_t)f->buf + (64 - (uintptr_t)f->buf % 64) % 64);
     for (int i = 0; i < nk; i++)
         for (int64_t q = 0, c = f->a0 % C; q < f->P; q++, c = c + 1 < C ? c + 1 : 0)
@@ -919,10 +923,13 @@ static void FN(flat_normalize)(const T *x, T *y, int64_t e0, int64_t e1,
 {
     const int64_t P = f->P;
     const T *hi = f->k, *sc = hi + P, *sh = sc + P;
+    const ahead ax = stream_ahead(x, e0, e1 - e0, f->n, sizeof(T), f->along);
 #define NORMALIZE_LOOP(store)                                                 \
-    for (; e + VT_N <= e1; e += VT_N, q = FLAT_STEP(q))                       \
+    for (; e + VT_N <= e1; e += VT_N, q = FLAT_STEP(q)) {                     \
+        prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), VT_N * (int)sizeof(T)); \
         store(y + e, vt_fmadd(vt_sub(vt_loadu(x + e), vt_loadu(hi + q)),      \
-                              vt_loadu(sc + q), vt_loadu(sh + q)))
+                              vt_loadu(sc + q), vt_loadu(sh + q)));           \
+    }
     FLAT_PASS(e0, e1, stream, y[e] = st_fmadd(x[e] - hi[q], sc[q], sh[q]),
               NORMALIZE_LOOP);
 #undef NORMALIZE_LOOP
@@ -935,14 +942,21 @@ static void FN(flat_dx)(const T *dy, const T *x, T *dx, int64_t e0, int64_t e1,
 {
     const int64_t P = f->P;
     const T *a = f->k, *b = a + P, *k0 = b + P, *hi = k0 + P;
+    const ahead ady = stream_ahead(dy, e0, e1 - e0, f->n, sizeof(T), f->along);
+    const ahead ax = stream_ahead(x, e0, e1 - e0, f->n, sizeof(T), f->along);
+#define PREFETCH_DY_X                                                         \
+    prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), VT_N * (int)sizeof(T)); \
+    prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), VT_N * (int)sizeof(T))
     if (batch_stats) {
 #define DX_LOOP(store)                                                        \
-        for (; e + VT_N <= e1; e += VT_N, q = FLAT_STEP(q))                   \
+        for (; e + VT_N <= e1; e += VT_N, q = FLAT_STEP(q)) {                 \
+            PREFETCH_DY_X;                                                    \
             store(dx + e, vt_fmadd(vt_loadu(a + q), vt_loadu(dy + e),         \
                                    vt_fmadd(vt_loadu(b + q),                  \
                                             vt_sub(vt_loadu(x + e),           \
                                                    vt_loadu(hi + q)),         \
-                                            vt_loadu(k0 + q))))
+                                            vt_loadu(k0 + q))));              \
+        }
         FLAT_PASS(e0, e1, stream,
                   dx[e] = st_fmadd(a[q], dy[e], st_fmadd(b[q], x[e] - hi[q], k0[q])),
                   DX_LOOP);
@@ -950,11 +964,14 @@ static void FN(flat_dx)(const T *dy, const T *x, T *dx, int64_t e0, int64_t e1,
     } else {  /* x plays no part (a NaN there stays out) */
         const VT zero = vt_set1((T)0);
 #define SCALE_LOOP(store)                                                     \
-        for (; e + VT_N <= e1; e += VT_N, q = FLAT_STEP(q))                   \
-            store(dx + e, vt_fmadd(vt_loadu(a + q), vt_loadu(dy + e), zero))
+        for (; e + VT_N <= e1; e += VT_N, q = FLAT_STEP(q)) {                 \
+            prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), VT_N * (int)sizeof(T)); \
+            store(dx + e, vt_fmadd(vt_loadu(a + q), vt_loadu(dy + e), zero)); \
+        }
         FLAT_PASS(e0, e1, stream, dx[e] = st_fmadd(a[q], dy[e], (T)0), SCALE_LOOP);
 #undef SCALE_LOOP
     }
+#undef PREFETCH_DY_X
 }
 #undef FLAT_PASS
 #undef FLAT_STEP
