@@ -880,9 +880,12 @@ static int FN(flat_layout)(FN(flat) *f, const T *out, int64_t outer, int64_t C,
     f->n = outer * C;
     f->along = f->n * (int64_t)sizeof(T) >= CBN_PREFETCH_MIN_BYTES;
     f->k = (T *)((uintptr_t)f->buf + (64 - (uintptr_t)f->buf % 64) % 64);
-    for (int i = 0; i < nk; i++)
-        for (int64_t q = 0, c = f->a0 % C; q < f->P; q++, c = c + 1 < C ? c + 1 : 0)
-            f->k[i * f->P + q] = cols[i][c];
+    for (int i = 0; i < nk; i++) {  /* columns a0 % C .. C - 1, then 0 .. */
+        for (int64_t q = 0, c = f->a0 % C, w; q < f->P; q += w, c = 0) {
+            w = C - c < f->P - q ? C - c : f->P - q;
+            memcpy(f->k + i * f->P + q, cols[i] + c, (size_t)w * sizeof(T));
+        }
+    }
     return 1;
 }
 
