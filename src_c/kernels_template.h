@@ -767,6 +767,54 @@ static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
 
 #define ROWS_AT_ONCE(a, b) ((b) - (a) < 4 ? (int)((b) - (a)) : 4)
 
+/* Column strips whose accumulators (and shifts) stay in registers: 3
+   vectors per widened half-load, 2 half-loads per STEP of columns. */
+#define STRIP_STEPS (CBN_VREGS >= 32 ? 4 : 2)
+
+/* s1[j] += sum(x - mu[j]), s2[j] += sum((x - mu[j])^2) over the rows [a, b)
+   of columns [c0, c0+nb), in strips of STRIP_STEPS*STEP columns whose sums
+   run down the rows in registers, each column a chain in row order. */
+static void FN(rows_chunk_dev)(const T *x, const rows_geom *g, int64_t c0,
+                               int nb, int64_t a, int64_t b, const double *mu,
+                               double *s1, double *s2)
+{
+    const int64_t ld = g->C;
+    int j = 0;
+    for (; j + STRIP_STEPS * STEP <= nb; j += STRIP_STEPS * STEP) {
+        vd m[2 * STRIP_STEPS], s[2 * STRIP_STEPS], q[2 * STRIP_STEPS];
+        for (int u = 0; u < 2 * STRIP_STEPS; u++) {
+            m[u] = vd_loadu(mu + j + u * VD_N);
+            s[u] = vd_loadu(s1 + j + u * VD_N);
+            q[u] = vd_loadu(s2 + j + u * VD_N);
+        }
+        for (int64_t r = a; r < b; r++) {
+            const T *row = x + r * ld + c0 + j;
+            const int pf = prefetch_ahead(g, r, 1);
+            for (int u = 0; u < STRIP_STEPS; u++) {
+                vd l, h;
+                if (pf)
+                    CBN_PREFETCH(row + pf * ld + u * STEP);
+                load2(row + u * STEP, &l, &h);
+                l = vd_sub(l, m[2 * u]);
+                h = vd_sub(h, m[2 * u + 1]);
+                s[2 * u] = vd_add(s[2 * u], l);
+                s[2 * u + 1] = vd_add(s[2 * u + 1], h);
+                q[2 * u] = vd_fmadd(l, l, q[2 * u]);
+                q[2 * u + 1] = vd_fmadd(h, h, q[2 * u + 1]);
+            }
+        }
+        for (int u = 0; u < 2 * STRIP_STEPS; u++) {
+            vd_storeu(s1 + j + u * VD_N, s[u]);
+            vd_storeu(s2 + j + u * VD_N, q[u]);
+        }
+    }
+    if (j < nb)  /* the rest row by row, as rows_dev does */
+        for (int64_t r = a; r < b; r += ROWS_AT_ONCE(r, b))
+            FN(rows_dev)(x + r * ld + c0 + j, ld, ROWS_AT_ONCE(r, b), nb - j,
+                         mu + j, s1 + j, s2 + j, prefetch_ahead(g, r, ROWS_AT_ONCE(r, b)));
+}
+
+
 /* The exact two passes over n values ld apart: *mu = their mean,
    *s1 = sum(p - mu), *s2 = sum((p - mu)^2). */
 static void FN(column_two_pass)(const T *p, int64_t ld, int64_t n, double *mu,
@@ -783,6 +831,50 @@ static void FN(column_two_pass)(const T *p, int64_t ld, int64_t n, double *mu,
     }
     *s1 = a;
     *s2 = q;
+}
+
+/* s1[j] += sum(dy), s2[j] += sum(dy*(x - mean[j])) over the rows [a, b) of
+   columns [c0, c0+nb), in register strips as rows_chunk_dev. */
+static void FN(rows_chunk_grad)(const T *dy, const T *x, const rows_geom *g,
+                                int64_t c0, int nb, int64_t a, int64_t b,
+                                const double *mean, double *s1, double *s2)
+{
+    const int64_t ld = g->C;
+    int j = 0;
+    for (; j + STRIP_STEPS * STEP <= nb; j += STRIP_STEPS * STEP) {
+        vd m[2 * STRIP_STEPS], s[2 * STRIP_STEPS], q[2 * STRIP_STEPS];
+        for (int u = 0; u < 2 * STRIP_STEPS; u++) {
+            m[u] = vd_loadu(mean + j + u * VD_N);
+            s[u] = vd_loadu(s1 + j + u * VD_N);
+            q[u] = vd_loadu(s2 + j + u * VD_N);
+        }
+        for (int64_t r = a; r < b; r++) {
+            const int64_t off = r * ld + c0 + j;
+            const int pf = prefetch_ahead(g, r, 1);
+            for (int u = 0; u < STRIP_STEPS; u++) {
+                vd gl, gh, xl, xh;
+                if (pf) {
+                    CBN_PREFETCH(dy + off + pf * ld + u * STEP);
+                    CBN_PREFETCH(x + off + pf * ld + u * STEP);
+                }
+                load2(dy + off + u * STEP, &gl, &gh);
+                load2(x + off + u * STEP, &xl, &xh);
+                s[2 * u] = vd_add(s[2 * u], gl);
+                s[2 * u + 1] = vd_add(s[2 * u + 1], gh);
+                q[2 * u] = vd_fmadd(gl, vd_sub(xl, m[2 * u]), q[2 * u]);
+                q[2 * u + 1] = vd_fmadd(gh, vd_sub(xh, m[2 * u + 1]), q[2 * u + 1]);
+            }
+        }
+        for (int u = 0; u < 2 * STRIP_STEPS; u++) {
+            vd_storeu(s1 + j + u * VD_N, s[u]);
+            vd_storeu(s2 + j + u * VD_N, q[u]);
+        }
+    }
+    if (j < nb)  /* the rest row by row, as rows_grad does */
+        for (int64_t r = a; r < b; r += ROWS_AT_ONCE(r, b))
+            FN(rows_grad)(dy + r * ld + c0 + j, x + r * ld + c0 + j, ld,
+                          ROWS_AT_ONCE(r, b), nb - j, mean + j, s1 + j, s2 + j,
+                          prefetch_ahead(g, r, ROWS_AT_ONCE(r, b)));
 }
 
 /* Moments of columns [c0, c0+nb) over rows [r0, r1), chunk by chunk, into
@@ -809,9 +901,7 @@ static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
         int inaccurate = 0;
         for (int j = 0; j < nb; j++)
             s1[j] = 0.0, s2[j] = 0.0;
-        for (r = a; r < b; r += ROWS_AT_ONCE(r, b))
-            FN(rows_dev)(x + r * g->C + c0, g->C, ROWS_AT_ONCE(r, b), nb, K, s1, s2,
-                         prefetch_ahead(g, r, ROWS_AT_ONCE(r, b)));
+        FN(rows_chunk_dev)(x, g, c0, nb, a, b, K, s1, s2);
         for (int j = 0; j < nb; j++)
             inaccurate += !shift_is_accurate(nk, s1[j], s2[j]);
         if (inaccurate > nb / 8) {  /* exact two passes over the chunk, all columns */
@@ -1261,6 +1351,10 @@ static void FN(rows_segment_grad)(const T *dy, const T *x, const rows_geom *g,
 {
     for (int j = 0; j < nb; j++)
         s1[j] = 0.0, s2[j] = 0.0;
+    if (g->C * (int64_t)sizeof(T) <= CBN_STRIP_ROW_BYTES) {
+        FN(rows_chunk_grad)(dy, x, g, c0, nb, r0, r1, mean, s1, s2);
+        return;
+    }
     for (int64_t r = r0; r < r1; r += ROWS_AT_ONCE(r, r1))
         FN(rows_grad)(dy + r * g->C + c0, x + r * g->C + c0, g->C,
                       ROWS_AT_ONCE(r, r1), nb, mean, s1, s2,

@@ -9,6 +9,7 @@
 #define CBN_ISA_NAME "avx2"
 #define VD_N 4
 #define VF_N 8
+#define CBN_VREGS 16 /* vector registers */
 typedef __m256d vd;
 typedef __m256 vf;
 

@@ -9,6 +9,7 @@
 #define CBN_ISA_NAME "avx512"
 #define VD_N 8
 #define VF_N 16
+#define CBN_VREGS 32 /* vector registers */
 typedef __m512d vd;
 typedef __m512 vf;
 

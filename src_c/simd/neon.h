@@ -8,6 +8,7 @@
 #define CBN_ISA_NAME "neon"
 #define VD_N 2
 #define VF_N 4
+#define CBN_VREGS 32 /* vector registers */
 typedef float64x2_t vd;
 typedef float32x4_t vf;
 

@@ -6,6 +6,7 @@
 #define CBN_ISA_NAME "scalar"
 #define VD_N 1
 #define VF_N 1
+#define CBN_VREGS 16 /* vector registers */
 typedef double vd;
 typedef float vf;
 

@@ -8,6 +8,7 @@
 #define CBN_ISA_NAME "sse2"
 #define VD_N 2
 #define VF_N 4
+#define CBN_VREGS 16 /* vector registers */
 typedef __m128d vd;
 typedef __m128 vf;
 
