@@ -767,10 +767,6 @@ static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
 
 #define ROWS_AT_ONCE(a, b) ((b) - (a) < 4 ? (int)((b) - (a)) : 4)
 
-/* Column strips whose accumulators (and shifts) stay in registers: 3
-   vectors per widened half-load, 2 half-loads per STEP of columns. */
-#define STRIP_STEPS (CBN_VREGS >= 32 ? 4 : 2)
-
 /* s1[j] += sum(x - mu[j]), s2[j] += sum((x - mu[j])^2) over the rows [a, b)
    of columns [c0, c0+nb), in strips of STRIP_STEPS*STEP columns whose sums
    run down the rows in registers, each column a chain in row order. */
@@ -781,12 +777,8 @@ static void FN(rows_chunk_dev)(const T *x, const rows_geom *g, int64_t c0,
     const int64_t ld = g->C;
     int j = 0;
     for (; j + STRIP_STEPS * STEP <= nb; j += STRIP_STEPS * STEP) {
-        vd m[2 * STRIP_STEPS], s[2 * STRIP_STEPS], q[2 * STRIP_STEPS];
-        for (int u = 0; u < 2 * STRIP_STEPS; u++) {
-            m[u] = vd_loadu(mu + j + u * VD_N);
-            s[u] = vd_loadu(s1 + j + u * VD_N);
-            q[u] = vd_loadu(s2 + j + u * VD_N);
-        }
+        vd m[STRIP_VECS], s[STRIP_VECS], q[STRIP_VECS];
+        strip_load(mu, s1, s2, j, m, s, q);
         for (int64_t r = a; r < b; r++) {
             const T *row = x + r * ld + c0 + j;
             const int pf = prefetch_ahead(g, r, 1);
@@ -803,10 +795,7 @@ static void FN(rows_chunk_dev)(const T *x, const rows_geom *g, int64_t c0,
                 q[2 * u + 1] = vd_fmadd(h, h, q[2 * u + 1]);
             }
         }
-        for (int u = 0; u < 2 * STRIP_STEPS; u++) {
-            vd_storeu(s1 + j + u * VD_N, s[u]);
-            vd_storeu(s2 + j + u * VD_N, q[u]);
-        }
+        strip_store(s1, s2, j, s, q);
     }
     if (j < nb)  /* the rest row by row, as rows_dev does */
         for (int64_t r = a; r < b; r += ROWS_AT_ONCE(r, b))
@@ -842,12 +831,8 @@ static void FN(rows_chunk_grad)(const T *dy, const T *x, const rows_geom *g,
     const int64_t ld = g->C;
     int j = 0;
     for (; j + STRIP_STEPS * STEP <= nb; j += STRIP_STEPS * STEP) {
-        vd m[2 * STRIP_STEPS], s[2 * STRIP_STEPS], q[2 * STRIP_STEPS];
-        for (int u = 0; u < 2 * STRIP_STEPS; u++) {
-            m[u] = vd_loadu(mean + j + u * VD_N);
-            s[u] = vd_loadu(s1 + j + u * VD_N);
-            q[u] = vd_loadu(s2 + j + u * VD_N);
-        }
+        vd m[STRIP_VECS], s[STRIP_VECS], q[STRIP_VECS];
+        strip_load(mean, s1, s2, j, m, s, q);
         for (int64_t r = a; r < b; r++) {
             const int64_t off = r * ld + c0 + j;
             const int pf = prefetch_ahead(g, r, 1);
@@ -865,10 +850,7 @@ static void FN(rows_chunk_grad)(const T *dy, const T *x, const rows_geom *g,
                 q[2 * u + 1] = vd_fmadd(gh, vd_sub(xh, m[2 * u + 1]), q[2 * u + 1]);
             }
         }
-        for (int u = 0; u < 2 * STRIP_STEPS; u++) {
-            vd_storeu(s1 + j + u * VD_N, s[u]);
-            vd_storeu(s2 + j + u * VD_N, q[u]);
-        }
+        strip_store(s1, s2, j, s, q);
     }
     if (j < nb)  /* the rest row by row, as rows_grad does */
         for (int64_t r = a; r < b; r += ROWS_AT_ONCE(r, b))
