@@ -933,11 +933,10 @@ typedef struct {
     T buf[4 * FLAT_MAX + 64 / sizeof(T)];
 } FN(flat);
 
-/* Lay out the nk per-column arrays cols[i][0..C) for a flat pass writing the
-   outer*C elements of out; 0 (use the row loops) when the period is too long
-   or out is not aligned to its elements. */
-static int FN(flat_layout)(FN(flat) *f, const T *out, int64_t outer, int64_t C,
-                           int nk, const T *const *cols)
+/* Plan a flat pass writing the outer*C elements of out: 0 (use the row
+   loops) when the period is too long or out is not aligned to its elements.
+   The coefficients are then placed with flat_put. */
+static int FN(flat_plan)(FN(flat) *f, const T *out, int64_t outer, int64_t C)
 {
     int64_t g = C, v = VT_N;
     while (v) {  /* gcd(C, VT_N) */
@@ -952,13 +951,15 @@ static int FN(flat_layout)(FN(flat) *f, const T *out, int64_t outer, int64_t C,
     f->n = outer * C;
     f->along = f->n * (int64_t)sizeof(T) >= CBN_PREFETCH_MIN_BYTES;
     f->k = (T *)((uintptr_t)f->buf + (64 - (uintptr_t)f->buf % 64) % 64);
-    for (int i = 0; i < nk; i++) {  /* columns a0 % C .. C - 1, then 0 .. */
-        for (int64_t q = 0, c = f->a0 % C, w; q < f->P; q += w, c = 0) {
-            w = C - c < f->P - q ? C - c : f->P - q;
-            memcpy(f->k + i * f->P + q, cols[i] + c, (size_t)w * sizeof(T));
-        }
-    }
     return 1;
+}
+
+/* Coefficient i of column c is v: at every phase q with (a0 + q) % C == c. */
+static inline void FN(flat_put)(FN(flat) *f, int64_t C, int i, int64_t c, T v)
+{
+    T *k = f->k + i * f->P;
+    for (int64_t q = ((c - f->a0) % C + C) % C; q < f->P; q += C)
+        k[q] = v;
 }
 
 /* (e - a0) mod P, for any element e */
@@ -1053,56 +1054,68 @@ static void FN(flat_dx)(const T *dy, const T *x, T *dx, int64_t e0, int64_t e1,
 
 /* ------------------------------------------------- rows: output passes --- */
 
-/* Per-column coefficients of a column block's elementwise pass -- normalize:
-   hi, scale, shift; dx: a, b, k0, hi -- and their flat layout (fp, NULL for
-   the row loops) when the block is the whole row. */
+/* The per-column coefficients of a column block's elementwise pass --
+   normalize: hi, scale, shift; dx: a, b, k0, hi -- laid out flat (fp set)
+   when the block is the whole row and a flat pass applies, else as arrays
+   per column for the row loops. Only one of the two is ever needed, so they
+   share memory: these sit on OpenMP worker stacks, which can be as small
+   as 128 KiB (musl). */
 typedef struct {
-    T k[4][ROW_BLOCK];
     const FN(flat) *fp;
-    FN(flat) f;
+    union {
+        T col[4][ROW_BLOCK];
+        FN(flat) f;
+    } u;
 } FN(bcoefs);
 
-/* Lay out the first nk arrays of k for a flat pass writing out, if one
-   applies. */
-static void FN(lay_out)(FN(bcoefs) *k, const T *out, const rows_geom *g, int nk)
+/* Start the coefficients of a block whose output is out. */
+static void FN(bcoefs_start)(FN(bcoefs) *k, const T *out, const rows_geom *g)
 {
-    const T *cols[4] = {k->k[0], k->k[1], k->k[2], k->k[3]};
-    k->fp = g->nblocks == 1 && FN(flat_layout)(&k->f, out, g->outer, g->C, nk, cols)
-                ? &k->f : NULL;
+    k->fp = g->nblocks == 1 && FN(flat_plan)(&k->u.f, out, g->outer, g->C)
+                ? &k->u.f : NULL;
 }
 
-/* The coefficients of make_coef for columns [c0, c0+nb), as straight loops
-   the compiler vectorizes (square roots and divisions included), laid out
-   for output y. */
+/* Coefficient i of the block's column j is v. */
+static inline void FN(bcoefs_put)(FN(bcoefs) *k, const rows_geom *g, int i,
+                                  int j, T v)
+{
+    if (k->fp)
+        FN(flat_put)(&k->u.f, g->C, i, j, v);
+    else
+        k->u.col[i][j] = v;
+}
+
+/* The coefficients of make_coef for columns [c0, c0+nb) (square roots and
+   divisions in a straight loop the compiler vectorizes), for output y. */
 static void FN(block_coefs)(FN(bcoefs) *k, const T *y, const rows_geom *g,
                             int64_t c0, int nb, const double *mean,
                             const double *var, double eps, const double *gamma,
                             const double *beta)
 {
     double scale[ROW_BLOCK];
-    T *hi = k->k[0], *sc = k->k[1], *sh = k->k[2];
+    FN(bcoefs_start)(k, y, g);
     for (int j = 0; j < nb; j++)
         scale[j] = 1.0 / sqrt(var[j] + eps);
     if (gamma)
         for (int j = 0; j < nb; j++)
             scale[j] *= gamma[c0 + j];
     for (int j = 0; j < nb; j++) {
-        hi[j] = (T)mean[j];
-        sc[j] = (T)scale[j];
-        double lo = mean[j] - (double)hi[j], b = beta ? beta[c0 + j] : 0.0;
-        sh[j] = (T)(lo != 0.0 ? b - lo * scale[j] : b);
+        T hi = (T)mean[j];
+        double lo = mean[j] - (double)hi, b = beta ? beta[c0 + j] : 0.0;
+        FN(bcoefs_put)(k, g, 0, j, hi);
+        FN(bcoefs_put)(k, g, 1, j, (T)scale[j]);
+        FN(bcoefs_put)(k, g, 2, j, (T)(lo != 0.0 ? b - lo * scale[j] : b));
     }
-    FN(lay_out)(k, y, g, 3);
 }
 
-/* Coefficients d[0..nb) of dx (see make_dcoef), laid out for output dx. */
-static void FN(block_dcoefs)(FN(bcoefs) *k, const T *dx, const rows_geom *g,
-                             int nb, const FN(dcoef) *d)
+/* The coefficients d of dx (see make_dcoef) for column j. */
+static void FN(bcoefs_put_d)(FN(bcoefs) *k, const rows_geom *g, int j,
+                             FN(dcoef) d)
 {
-    for (int j = 0; j < nb; j++)
-        k->k[0][j] = d[j].a, k->k[1][j] = d[j].b, k->k[2][j] = d[j].k0,
-        k->k[3][j] = d[j].hi;
-    FN(lay_out)(k, dx, g, 4);
+    FN(bcoefs_put)(k, g, 0, j, d.a);
+    FN(bcoefs_put)(k, g, 1, j, d.b);
+    FN(bcoefs_put)(k, g, 2, j, d.k0);
+    FN(bcoefs_put)(k, g, 3, j, d.hi);
 }
 
 /* y = (x - hi)*sc + sh for rows [r0, r1) of columns [c0, c0+nb), flat when
@@ -1113,7 +1126,7 @@ static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
                                int nb, int64_t r0, int64_t r1,
                                const FN(bcoefs) *k, int stream)
 {
-    const T *hi = k->k[0], *sc = k->k[1], *sh = k->k[2];
+    const T *hi = k->u.col[0], *sc = k->u.col[1], *sh = k->u.col[2];
     if (k->fp) {
         FN(flat_normalize)(x, y, r0 * g->C, r1 * g->C, k->fp, stream);
         return;
@@ -1140,7 +1153,7 @@ static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
                         int64_t c0, int nb, int64_t r0, int64_t r1,
                         const FN(bcoefs) *k, int batch_stats, int stream)
 {
-    const T *a = k->k[0], *b = k->k[1], *k0 = k->k[2], *hi = k->k[3];
+    const T *a = k->u.col[0], *b = k->u.col[1], *k0 = k->u.col[2], *hi = k->u.col[3];
     if (k->fp) {
         FN(flat_dx)(dy, x, dx, r0 * g->C, r1 * g->C, k->fp, batch_stats, stream);
         return;
@@ -1354,7 +1367,6 @@ static void FN(rows_backward_block)(const T *dy, const T *x, T *dx,
     const int64_t c0 = b * ROW_BLOCK;
     const int nb = block_width(g, b);
     double t1[ROW_BLOCK] = {0}, t2[ROW_BLOCK] = {0}, s1[ROW_BLOCK], s2[ROW_BLOCK];
-    FN(dcoef) d[ROW_BLOCK];
     FN(bcoefs) k;
     for (int64_t s = 0; s < g->nseg; s++) {
         int64_t r0, r1;
@@ -1363,14 +1375,17 @@ static void FN(rows_backward_block)(const T *dy, const T *x, T *dx,
         for (int j = 0; j < nb; j++)
             t1[j] += s1[j], t2[j] += s2[j];
     }
-    for (int j = 0; j < nb; j++)
-        d[j] = FN(make_dcoef)(t1[j], t2[j], (double)g->outer, mean[c0 + j],
-                              var[c0 + j], eps, gamma, batch_stats, c0 + j,
-                              dgamma, dbeta);
-    if (dx) {
-        FN(block_dcoefs)(&k, dx, g, nb, d);
-        FN(rows_dx)(dy, x, dx, g, c0, nb, 0, g->outer, &k, batch_stats, g->stream);
+    if (dx)
+        FN(bcoefs_start)(&k, dx, g);
+    for (int j = 0; j < nb; j++) {
+        FN(dcoef) d = FN(make_dcoef)(t1[j], t2[j], (double)g->outer, mean[c0 + j],
+                                     var[c0 + j], eps, gamma, batch_stats, c0 + j,
+                                     dgamma, dbeta);
+        if (dx)
+            FN(bcoefs_put_d)(&k, g, j, d);
     }
+    if (dx)
+        FN(rows_dx)(dy, x, dx, g, c0, nb, 0, g->outer, &k, batch_stats, g->stream);
 }
 
 static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
@@ -1424,7 +1439,6 @@ static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
             }
         }
         if (dx) {
-            FN(dcoef) d[ROW_BLOCK];
             FN(bcoefs) k;  /* a thread's, made once per block it meets */
             int64_t have = -1;
 #pragma omp for schedule(static)
@@ -1433,11 +1447,13 @@ static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                 const int64_t c0 = b * ROW_BLOCK;
                 const int nb = block_width(&g, b);
                 if (b != have) {
+                    FN(bcoefs_start)(&k, dx, &g);
                     for (int j = 0; j < nb; j++)
-                        d[j] = FN(make_dcoef)(part[c0 + j], part[C + c0 + j], m,
-                                              mean[c0 + j], var[c0 + j], eps, gamma,
-                                              batch_stats, c0 + j, NULL, NULL);
-                    FN(block_dcoefs)(&k, dx, &g, nb, d);
+                        FN(bcoefs_put_d)(&k, &g, j,
+                                         FN(make_dcoef)(part[c0 + j], part[C + c0 + j], m,
+                                                        mean[c0 + j], var[c0 + j], eps,
+                                                        gamma, batch_stats, c0 + j,
+                                                        NULL, NULL));
                 }
                 have = b;
                 segment_rows(&g, idx % g.nseg, &r0, &r1);
@@ -1514,25 +1530,26 @@ static void FN(dx_pieces)(const T *dy, const T *x, T *dx, const runs_geom *rg,
                           const double *gamma, double eps, double m,
                           const double *dgamma, const double *dbeta)
 {
-    FN(dcoef) d[ROW_BLOCK];
+    FN(dcoef) d;
     FN(bcoefs) k;
-    int64_t have = -1;  /* the feature or column block d (and k) holds */
+    int64_t have = -1;  /* the feature or column block d (or k) holds */
     for (int64_t idx = i0; idx < i1; idx++) {
         if (rg) {
             int64_t c = idx / rg->nseg;
             if (c != have)
-                d[0] = FN(given_dcoef)(c, mean, var, gamma, eps, m, dgamma, dbeta);
+                d = FN(given_dcoef)(c, mean, var, gamma, eps, m, dgamma, dbeta);
             have = c;
-            FN(runs_segment_dx)(dy, x, dx, rg, c, idx % rg->nseg, d[0], 1);
+            FN(runs_segment_dx)(dy, x, dx, rg, c, idx % rg->nseg, d, 1);
         } else {
             int64_t b = idx / wg->nseg, r0, r1;
             const int64_t c0 = b * ROW_BLOCK;
             const int nb = block_width(wg, b);
             if (b != have) {
+                FN(bcoefs_start)(&k, dx, wg);
                 for (int j = 0; j < nb; j++)
-                    d[j] = FN(given_dcoef)(c0 + j, mean, var, gamma, eps, m,
-                                           dgamma, dbeta);
-                FN(block_dcoefs)(&k, dx, wg, nb, d);
+                    FN(bcoefs_put_d)(&k, wg, j,
+                                     FN(given_dcoef)(c0 + j, mean, var, gamma, eps, m,
+                                                     dgamma, dbeta));
             }
             have = b;
             segment_rows(wg, idx % wg->nseg, &r0, &r1);
