@@ -927,6 +927,7 @@ static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
 
 typedef struct {
     int64_t P, a0;
+    int64_t c0;  /* a0 % C: the column at phase 0 */
     int64_t n;  /* elements in the pass's arrays */
     int along;  /* prefetch the inputs along (see stream_ahead) */
     T *k;  /* coefficient i of element e at k[i*P + (e - a0) mod P] */
@@ -948,18 +949,26 @@ static int FN(flat_plan)(FN(flat) *f, const T *out, int64_t outer, int64_t C)
     if (f->P > FLAT_MAX || (uintptr_t)out % sizeof(T))
         return 0;
     f->a0 = FN(peel)(out, outer * C);
+    f->c0 = f->a0 % C;
     f->n = outer * C;
     f->along = f->n * (int64_t)sizeof(T) >= CBN_PREFETCH_MIN_BYTES;
     f->k = (T *)((uintptr_t)f->buf + (64 - (uintptr_t)f->buf % 64) % 64);
     return 1;
 }
 
-/* Coefficient i of column c is v: at every phase q with (a0 + q) % C == c. */
+/* Coefficient i of column c is v: at its phase q < C, (a0 + q) % C == c
+   (flat_repeat copies the first C phases over the rest of the period). */
 static inline void FN(flat_put)(FN(flat) *f, int64_t C, int i, int64_t c, T v)
 {
-    T *k = f->k + i * f->P;
-    for (int64_t q = ((c - f->a0) % C + C) % C; q < f->P; q += C)
-        k[q] = v;
+    f->k[i * f->P + (c >= f->c0 ? c - f->c0 : c + C - f->c0)] = v;
+}
+
+/* The nk coefficients of phases [0, C) repeated over [C, P). */
+static void FN(flat_repeat)(FN(flat) *f, int64_t C, int nk)
+{
+    for (int i = 0; i < nk; i++)
+        for (int64_t q = C; q < f->P; q += C)
+            memcpy(f->k + i * f->P + q, f->k + i * f->P, (size_t)C * sizeof(T));
 }
 
 /* (e - a0) mod P, for any element e */
@@ -1075,7 +1084,7 @@ static void FN(bcoefs_start)(FN(bcoefs) *k, const T *out, const rows_geom *g)
                 ? &k->u.f : NULL;
 }
 
-/* Coefficient i of the block's column j is v. */
+/* Coefficient i of the block's column j is v (then bcoefs_finish). */
 static inline void FN(bcoefs_put)(FN(bcoefs) *k, const rows_geom *g, int i,
                                   int j, T v)
 {
@@ -1085,8 +1094,17 @@ static inline void FN(bcoefs_put)(FN(bcoefs) *k, const rows_geom *g, int i,
         k->u.col[i][j] = v;
 }
 
-/* The coefficients of make_coef for columns [c0, c0+nb) (square roots and
-   divisions in a straight loop the compiler vectorizes), for output y. */
+/* Once every column's nk coefficients are put. */
+static void FN(bcoefs_finish)(FN(bcoefs) *k, const rows_geom *g, int nk)
+{
+    if (k->fp)
+        FN(flat_repeat)(&k->u.f, g->C, nk);
+}
+
+/* The coefficients of make_coef for columns [c0, c0+nb), for output y:
+   straight loops the compiler vectorizes (square roots and divisions
+   included), over the columns in the order of their places -- in the flat
+   layout, columns c0 % C .. C - 1 come first (see flat_put). */
 static void FN(block_coefs)(FN(bcoefs) *k, const T *y, const rows_geom *g,
                             int64_t c0, int nb, const double *mean,
                             const double *var, double eps, const double *gamma,
@@ -1094,18 +1112,26 @@ static void FN(block_coefs)(FN(bcoefs) *k, const T *y, const rows_geom *g,
 {
     double scale[ROW_BLOCK];
     FN(bcoefs_start)(k, y, g);
+    const int64_t P = k->fp ? k->fp->P : nb, first = k->fp ? k->fp->c0 : 0;
+    T *hi = k->fp ? k->u.f.k : k->u.col[0], *sc = k->fp ? hi + P : k->u.col[1],
+      *sh = k->fp ? sc + P : k->u.col[2];
     for (int j = 0; j < nb; j++)
         scale[j] = 1.0 / sqrt(var[j] + eps);
     if (gamma)
         for (int j = 0; j < nb; j++)
             scale[j] *= gamma[c0 + j];
-    for (int j = 0; j < nb; j++) {
-        T hi = (T)mean[j];
-        double lo = mean[j] - (double)hi, b = beta ? beta[c0 + j] : 0.0;
-        FN(bcoefs_put)(k, g, 0, j, hi);
-        FN(bcoefs_put)(k, g, 1, j, (T)scale[j]);
-        FN(bcoefs_put)(k, g, 2, j, (T)(lo != 0.0 ? b - lo * scale[j] : b));
+    /* columns [j0, j1) to places [j0 + at, j1 + at) */
+    for (int64_t run = 0, j0 = first, j1 = nb, at = -first; run < 2;
+         run++, j1 = j0, j0 = 0, at = nb - first) {
+        for (int64_t j = j0; j < j1; j++) {
+            T h = (T)mean[j];
+            double lo = mean[j] - (double)h, b = beta ? beta[c0 + j] : 0.0;
+            hi[j + at] = h;
+            sc[j + at] = (T)scale[j];
+            sh[j + at] = (T)(lo != 0.0 ? b - lo * scale[j] : b);
+        }
     }
+    FN(bcoefs_finish)(k, g, 3);
 }
 
 /* The coefficients d of dx (see make_dcoef) for column j. */
@@ -1384,8 +1410,10 @@ static void FN(rows_backward_block)(const T *dy, const T *x, T *dx,
         if (dx)
             FN(bcoefs_put_d)(&k, g, j, d);
     }
-    if (dx)
+    if (dx) {
+        FN(bcoefs_finish)(&k, g, 4);
         FN(rows_dx)(dy, x, dx, g, c0, nb, 0, g->outer, &k, batch_stats, g->stream);
+    }
 }
 
 static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
@@ -1454,6 +1482,7 @@ static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                                                         mean[c0 + j], var[c0 + j], eps,
                                                         gamma, batch_stats, c0 + j,
                                                         NULL, NULL));
+                    FN(bcoefs_finish)(&k, &g, 4);
                 }
                 have = b;
                 segment_rows(&g, idx % g.nseg, &r0, &r1);
@@ -1550,6 +1579,7 @@ static void FN(dx_pieces)(const T *dy, const T *x, T *dx, const runs_geom *rg,
                     FN(bcoefs_put_d)(&k, wg, j,
                                      FN(given_dcoef)(c0 + j, mean, var, gamma, eps, m,
                                                      dgamma, dbeta));
+                FN(bcoefs_finish)(&k, wg, 4);
             }
             have = b;
             segment_rows(wg, idx % wg->nseg, &r0, &r1);
