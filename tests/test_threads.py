@@ -20,10 +20,11 @@ SHAPES = [
     ((64, 256, 16, 16), (0, 2, 3)),   # NCHW, many channels
     ((8, 3, 224, 224), (0, 2, 3)),    # NCHW, three channels: split the batch
     ((4096, 512), 0),                 # N x C
+    ((300, 2500), 0),                 # N x C, three column blocks
     ((16, 32, 32, 64), (0, 1, 2)),    # NHWC
     ((1 << 21,), None),               # one feature
 ]
-SHAPE_IDS = ["nchw", "nchw-c3", "n-by-c", "nhwc", "one-feature"]
+SHAPE_IDS = ["nchw", "nchw-c3", "n-by-c", "n-by-wide-c", "nhwc", "one-feature"]
 
 
 @pytest.fixture(scope="module", autouse=True)
