@@ -202,7 +202,6 @@ static inline ahead no_ahead(void)
     ahead a = {NULL, 0};
     return a;
 }
-#define NO_AHEAD no_ahead()
 
 /* For a pass that reads the elements [e, e + n) of a contiguous array of
    `total` (elsize bytes each) as one stream, when `along`: the n elements

@@ -310,7 +310,7 @@ static moments FN(runs_chunk_moments)(const T *x, const runs_geom *g,
         s1 = s2 = 0.0;
         for (o = o0; o < o1; o++)
             FN(run_dev)(x + (o * g->C + c) * g->inner + i0, i1 - i0, K, &s1, &s2,
-                        NO_AHEAD);
+                        no_ahead());
     }
     return moments_from_dev(n, K, s1, s2);
 }
@@ -1120,9 +1120,11 @@ static void FN(block_coefs)(FN(bcoefs) *k, const T *y, const rows_geom *g,
     if (gamma)
         for (int j = 0; j < nb; j++)
             scale[j] *= gamma[c0 + j];
-    /* columns [j0, j1) to places [j0 + at, j1 + at) */
-    for (int64_t run = 0, j0 = first, j1 = nb, at = -first; run < 2;
-         run++, j1 = j0, j0 = 0, at = nb - first) {
+    /* columns [first, nb) take places [0, nb - first), then columns
+       [0, first) the places after them */
+    for (int part = 0; part < 2; part++) {
+        const int64_t j0 = part ? 0 : first, j1 = part ? first : nb,
+                      at = part ? nb - first : -first;
         for (int64_t j = j0; j < j1; j++) {
             T h = (T)mean[j];
             double lo = mean[j] - (double)h, b = beta ? beta[c0 + j] : 0.0;
