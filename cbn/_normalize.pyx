@@ -600,12 +600,53 @@ cdef object feature_result(Block b, const double *v, cnp.ndarray x,
 
 # --------------------------------------------------------- public functions --
 
+cdef void _extent(cnp.ndarray a, char **lo, char **hi) noexcept:
+    """The bytes ``[*lo, *hi)`` that a non-empty ``a`` can touch."""
+    cdef char *first = <char *>cnp.PyArray_DATA(a)
+    cdef char *last = first
+    cdef cnp.npy_intp step
+    cdef int i
+    for i in range(cnp.PyArray_NDIM(a)):
+        step = cnp.PyArray_STRIDE(a, i) * (cnp.PyArray_DIM(a, i) - 1)
+        if step < 0:
+            first += step
+        else:
+            last += step
+    lo[0] = first
+    hi[0] = last + cnp.PyArray_ITEMSIZE(a)
+
+
+cdef bint may_overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """Whether ``a`` and ``b`` may share memory: their byte ranges meet.
+    The test ``numpy.may_share_memory`` makes, in nanoseconds instead of a
+    Python call, so that every argument can be checked against an output."""
+    cdef char *alo
+    cdef char *ahi
+    cdef char *blo
+    cdef char *bhi
+    if cnp.PyArray_SIZE(a) == 0 or cnp.PyArray_SIZE(b) == 0:
+        return False
+    _extent(a, &alo, &ahi)
+    _extent(b, &blo, &bhi)
+    return alo < bhi and blo < ahi
+
+
 cdef bint writes_safely(cnp.ndarray o, cnp.ndarray a):
     """Whether a kernel may write o while reading a: disjoint, or exactly a
     (both are C-contiguous blocks of one shape, and kernels read each element
     before writing it)."""
-    return (cnp.PyArray_DATA(o) == cnp.PyArray_DATA(a)
-            or not np.may_share_memory(o, a))
+    return cnp.PyArray_DATA(o) == cnp.PyArray_DATA(a) or not may_overlap(o, a)
+
+
+cdef object apart_from(object v, cnp.ndarray o):
+    """The per-feature array ``v`` (or None) as the kernels may read it while
+    writing ``o``: itself, or a copy if it may share memory with ``o``.
+    Kernels read the per-feature arrays while other threads already write
+    their part of the output, so an alias would be read half overwritten
+    (``gamma=x[0], out=x``)."""
+    if v is None or not may_overlap(<cnp.ndarray>v, o):
+        return v
+    return cnp.PyArray_NewCopy(<cnp.ndarray>v, cnp.NPY_CORDER)
 
 
 cdef cnp.ndarray output_block(Block b, object out, int ctype, object other):
@@ -741,6 +782,15 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
 
     gb = to_block(b, g)
     bb = to_block(b, be)
+    if not training:
+        mb = b.to_block_order(mean)
+        vb = b.to_block_order(var)
+        if return_stats:  # the values used, taken before out is written
+            mean, var = np.array(mean), np.array(var)
+    if out is not None:
+        gb, bb = apart_from(gb, yt), apart_from(bb, yt)
+        if not training:
+            mb, vb = apart_from(mb, yt), apart_from(vb, yt)
     cdef double *stats = NULL  # the batch mean and variance, when returned
     try:
         if training:
@@ -751,8 +801,6 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
             run_forward_train(b, yt, dptr(gb), dptr(bb), e, stats,
                               NULL if stats == NULL else stats + b.C)
         else:
-            mb = b.to_block_order(mean)
-            vb = b.to_block_order(var)
             run_forward_infer(b, yt, dptr(mb), dptr(vb), dptr(gb), dptr(bb), e)
 
         y = finish_output(b, yt, out, rtype, ctype)
@@ -761,7 +809,7 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         if training:
             return (y, feature_result(b, stats, xa, is_batch, cnp.NPY_DOUBLE),
                     feature_result(b, stats + b.C, xa, is_batch, cnp.NPY_DOUBLE))
-        return y, np.array(mean), np.array(var)
+        return y, mean, var
     finally:
         PyMem_Free(stats)
 
@@ -851,6 +899,8 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
     mb = b.to_block_order(mean)
     vb = b.to_block_order(var)
     gb = to_block(b, g)
+    if out is not None:
+        mb, vb, gb = apart_from(mb, dxt), apart_from(vb, dxt), apart_from(gb, dxt)
     # The kernel sums in double; the results take x's result dtype.
     cdef double *sums = <double *>PyMem_Malloc(2 * b.C * sizeof(double))
     if sums == NULL:
