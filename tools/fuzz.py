@@ -7,7 +7,9 @@ strided, reversed, byte-swapped, unaligned, read-only), values (raw bit
 patterns, so NaN, Inf, subnormals and extremes all occur, or scaled normal
 noise), ``axis`` in every form valid or not, ``eps``, ``momentum``,
 ``gamma``/``beta``/``mean``/``var`` of right or wrong shape and type, and
-``out``. A call passes when it either
+``out``, which may also overlap the inputs (shifted, reversed, transposed or
+strided views of one buffer, and per-feature arguments that live inside it).
+A call passes when it either
 
 * raises the documented exception type (ValueError, AxisError, TypeError;
   RuntimeError only for backward() before forward()), having modified none
@@ -16,6 +18,10 @@ noise), ``axis`` in every form valid or not, ``eps``, ``momentum``,
   oracle (tests/oracle.py, tolerances of tests/checks.py) on every feature
   whose values are finite and below 1e150, while a feature holding NaN or
   Inf comes out all NaN (training) -- it poisons only itself.
+
+A call with an overlapping ``out`` passes when it gives bit for bit what the
+same call gives on copies of its arguments, or raises what that call raises,
+having modified nothing.
 
 Anything else (another exception, a wrong result, a crash) stops the run
 with the input that caused it, which libFuzzer saves as crash-<sha1>.
@@ -165,6 +171,72 @@ class Decoder:
             self.pick([self.float(), -1e-5, float("nan"), "x", None, 1e300])
 
 
+# --------------------------------------------------------- overlapping out --
+
+def overlapping(d, a, shape):
+    """(a2, out): a2 holds ``a``'s values as a native float array that lives
+    in one buffer with ``out`` (a2's shape and dtype), laid out as the bytes
+    say: the same memory, shifted by some elements, reversed along an axis,
+    two axes swapped, or every other element (interleaved or sharing)."""
+    dtype = np.dtype(a.dtype).newbyteorder("=")
+    if dtype not in (np.float32, np.float64):
+        dtype = np.dtype(np.float64)
+    n = int(np.prod(shape, dtype=np.int64))
+    kind = d.pick(["shift", "reverse", "swap", "stride"])
+    k1, k2 = d.int(0, 3), d.int(0, 3)
+    step = 2 if kind == "stride" else 1
+    buf = np.zeros(step * (n + 3) + 4, dtype)
+    a2 = buf[k1:k1 + step * n:step][:n].reshape(shape)
+    out = buf[k2:k2 + step * n:step][:n].reshape(shape)
+    if kind == "reverse" and shape:
+        out = np.flip(a2, d.int(0, len(shape) - 1))
+    elif kind == "swap":
+        pairs = [(i, j) for i in range(len(shape)) for j in range(i + 1, len(shape))
+                 if shape[i] == shape[j]]
+        out = np.swapaxes(a2, *d.pick(pairs)) if pairs else a2[::-1] if shape else a2
+    a2[...] = a
+    return a2, out
+
+
+def feature_view(d, out, F, v):
+    """``v``, or (sometimes) a view of ``out`` of shape F holding v's values,
+    so that a per-feature argument lives in the output's memory."""
+    size = int(np.prod(F, dtype=np.int64))
+    if (not isinstance(v, np.ndarray) or v.shape != tuple(F) or v.dtype != out.dtype
+            or size == 0 or size > out.size or d.int(0, 2)):
+        return v
+    flat = out.reshape(-1)  # a view: out is a slice of one buffer
+    if not np.shares_memory(flat, out):
+        return v
+    start = d.int(0, out.size - size)
+    w = flat[start:start + size].reshape(F)
+    w[...] = v
+    return w
+
+
+def same_as_on_copies(what, func, args, kwargs, out):
+    """Call ``func`` on copies of every argument (the oracle for overlap:
+    the kernels' results do not depend on addresses), then on the arguments
+    themselves with ``out``; the two must agree bit for bit (NaN as NaN)."""
+    copies = [np.array(a) if isinstance(a, np.ndarray) else a for a in args]
+    kw = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    try:
+        want = func(*copies, **kw)
+    except DOCUMENTED:
+        want = None
+    saved = frozen((*args, *kwargs.values(), out))
+    try:
+        got = func(*args, out=out, **kwargs)
+    except DOCUMENTED:
+        assert_unmodified(saved, what)
+        return None
+    assert want is not None, f"{what}: refused only with an overlapping out"
+    assert got[0] is out
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w, err_msg=f"{what} with an overlapping out")
+    return got
+
+
 # ------------------------------------------------------------- bookkeeping --
 
 def frozen(args):
@@ -246,11 +318,21 @@ def fuzz_normalize(d):
     given = d.int(0, 3) == 0
     mean = d.per_feature(F, scalar_ok=False) if given else None
     var = d.per_feature(F, scalar_ok=False) if given else None
-    out = d.pick([None, None, "x", "new"])
+    out = d.pick([None, None, "x", "new", "overlap"])
+    if out == "overlap" and np.dtype(dtype).kind in "biuf":
+        x, out = overlapping(d, x, shape)
+        gamma, beta = feature_view(d, out, F, gamma), feature_view(d, out, F, beta)
+        mean, var = feature_view(d, out, F, mean), feature_view(d, out, F, var)
+        same_as_on_copies("normalize_batch", cbn.normalize_batch, (x, gamma, beta),
+                          dict(axis=axis, eps=eps, mean=mean, var=var, return_stats=True),
+                          out)
+        return
     if out == "x":
         out = x
     elif out == "new":
         out = np.full(shape, 7.0, d.pick([np.float64, np.float32, np.float16]))
+    elif out == "overlap":
+        out = None
     r = call("normalize_batch", cbn.normalize_batch, x, gamma, beta, axis=axis, eps=eps,
              mean=mean, var=var, out=out, return_stats=True)
     if r is None or given:
@@ -295,6 +377,17 @@ def fuzz_backward(d):
     if isinstance(var, np.ndarray) and var.dtype.kind in "fiu" and d.bool():
         var = np.abs(var.astype(np.float64))
     gamma, eps, bs = d.per_feature(F), d.eps(), d.bool()
+    if dy.shape == shape and d.int(0, 3) == 0:  # dx over (a view of) dy or x
+        if d.bool():
+            dy, out = overlapping(d, dy, shape)
+        else:
+            x, out = overlapping(d, x, shape)
+        mean, var = feature_view(d, out, F, mean), feature_view(d, out, F, var)
+        gamma = feature_view(d, out, F, gamma)
+        same_as_on_copies("normalize_batch_backward", cbn.normalize_batch_backward,
+                          (dy, x, mean, var, gamma),
+                          dict(axis=axis, eps=eps, batch_stats=bs), out)
+        return
     r = call("normalize_batch_backward", cbn.normalize_batch_backward, dy, x, mean, var,
              gamma, axis=axis, eps=eps, batch_stats=bs)
     if r is None:
