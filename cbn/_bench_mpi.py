@@ -109,6 +109,12 @@ class _NoExchange:
     def sum_grads(self, sums):
         pass
 
+    def refuse_stats(self, error):
+        raise error
+
+    def refuse_grads(self, error):
+        raise error
+
 
 def _timed_loop(comm, step, iterations):
     """Seconds for ``iterations`` calls of ``step`` on the slowest rank."""

@@ -237,6 +237,8 @@ cdef class BatchNorm:
     # (cbn/_sync.py): None, or an object whose combine_stats and sum_grads
     # methods combine this process's statistics and gradient sums with
     # theirs; forward and backward with batch statistics then go through it.
+    # A call refused here goes through refuse_stats / refuse_grads instead,
+    # which raise the group's error after the exchange the others are in.
     # _saved_count is the whole batch's size in the last such forward call.
     cdef object _group
     cdef int64_t _saved_count
@@ -675,12 +677,18 @@ cdef class BatchNorm:
     cdef _forward(self, x, bint training):
         """The work of :meth:`forward`, in the mode it was entered in."""
         cdef char is_batch[cnp.NPY_MAXDIMS]
-        cdef cnp.ndarray xa = self._check_input(x, is_batch)
-        cdef int64_t C = self.num_features
-        cdef int64_t m = cnp.PyArray_SIZE(xa) // C
         cdef bint use_batch = training or not self.track_running_stats
         # A group checks the size of the whole batch, once it knows it.
         cdef bint grouped = use_batch and self._group is not None
+        cdef cnp.ndarray xa
+        try:
+            xa = self._check_input(x, is_batch)
+        except (TypeError, ValueError) as e:
+            if grouped:  # the others wait in the exchange: join it, refusing
+                self._group.refuse_stats(e)
+            raise
+        cdef int64_t C = self.num_features
+        cdef int64_t m = cnp.PyArray_SIZE(xa) // C
         if use_batch and m == 0 and not grouped:
             raise ValueError(f"cannot compute batch statistics of an empty "
                              f"batch (input of shape {(<object>xa).shape})")
@@ -827,17 +835,19 @@ cdef class BatchNorm:
 
     cdef _backward(self, dy):
         """The work of :meth:`backward`."""
-        if self._saved is None:
-            raise RuntimeError("backward() called before forward()")
         cdef Block b = self._saved
-        cdef cnp.ndarray dya = as_ndarray(dy)
-        if not self._is_saved_shape(dya):
-            shape = tuple([self._saved_shape[i] for i in range(self._saved_ndim)])
-            raise ValueError(f"dy has shape {(<object>dya).shape}, expected the last "
-                             f"input's shape {shape}")
-        if not self._has_dtype(dya):
-            raise TypeError(f"dy dtype {dya.dtype} does not match the layer's "
-                            f"dtype {self.dtype}")
+        cdef cnp.ndarray dya
+        try:
+            dya = self._check_dy(dy)
+        except (TypeError, ValueError, RuntimeError) as e:
+            # In a group, the others may wait in the gradient exchange: the
+            # one the last forward's mode implies (or, before any forward,
+            # the present mode's).
+            if self._group is not None and (
+                    self._saved_batch if b is not None
+                    else self.training or not self.track_running_stats):
+                self._group.refuse_grads(e)
+            raise
         dyt = b.take(as_type(dya, self._typenum))
         dxt = empty_like_block(b)
         cdef int64_t C = self.num_features
@@ -862,6 +872,20 @@ cdef class BatchNorm:
         finally:
             PyMem_Free(sums)
         return b.restore(dxt)
+
+    cdef cnp.ndarray _check_dy(self, dy):
+        """``dy`` as an ndarray, checked against the last forward call."""
+        if self._saved is None:
+            raise RuntimeError("backward() called before forward()")
+        cdef cnp.ndarray dya = as_ndarray(dy)
+        if not self._is_saved_shape(dya):
+            shape = tuple([self._saved_shape[i] for i in range(self._saved_ndim)])
+            raise ValueError(f"dy has shape {(<object>dya).shape}, expected the last "
+                             f"input's shape {shape}")
+        if not self._has_dtype(dya):
+            raise TypeError(f"dy dtype {dya.dtype} does not match the layer's "
+                            f"dtype {self.dtype}")
+        return dya
 
     cdef object _group_backward(self, Block b, cnp.ndarray dyt, cnp.ndarray dxt):
         """backward with a group's statistics: this process's gradient sums,

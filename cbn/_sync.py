@@ -39,11 +39,25 @@ def _default_comm():
     return MPI.COMM_WORLD
 
 
+# The exception types a rank's refusal is raised as on every rank; anything
+# else (MemoryError, KeyboardInterrupt) is not a refusal and is not agreed on.
+_REFUSALS = (TypeError, ValueError, RuntimeError)
+
+
 class _ProcessGroup:
     """The two collectives of one layer over an mpi4py communicator.
 
     Buffers are allocated once per layer: the exchanges are small (2C + 1
     doubles per process) and happen on every training step.
+
+    Agreeing on failure: a process whose call is refused (a wrong input
+    shape or dtype there, a backward before any forward) still takes part
+    in the collective that the others are waiting in, with its count set to
+    -1 (statistics) or its status slot to 1 (gradients), and every process
+    then raises the same error, naming the failing ranks. A refusal on one
+    process can therefore never leave the others blocked, and costs nothing
+    when every process is valid: the flag travels in the exchange that
+    happens anyway.
     """
 
     def __init__(self, comm, num_features):
@@ -52,18 +66,22 @@ class _ProcessGroup:
         self._C = C
         self._stats_out = np.empty(1 + 2 * C)
         self._stats_in = np.empty((size, 1 + 2 * C))
-        self._grads_in = np.empty((size, 2 * C))
+        self._grads_out = np.empty(2 * C + 1)
+        self._grads_in = np.empty((size, 2 * C + 1))
 
     def combine_stats(self, m, stats):
         """Replace this process's mean and biased variance (``stats``, 2C
         float64: mean then variance, over m values per feature) with the
-        group's; return the group's count."""
+        group's; return the group's count. Raises the group's error if a
+        process refused its call (``refuse_stats``)."""
         C = self._C
         out = self._stats_out
         out[0] = m
         out[1:1 + C] = stats[:C]
         np.multiply(stats[C:], m, out=out[1 + C:])  # M2 = var*m
         self.comm.Allgather(out, self._stats_in)
+        if (self._stats_in[:, 0] < 0).any():
+            self._raise_refusal("forward", None)
         n, mean, m2 = merge_moments(
             [(int(r[0]), r[1:1 + C], r[1 + C:]) for r in self._stats_in])
         if n > 0:
@@ -71,11 +89,74 @@ class _ProcessGroup:
             np.divide(m2, n, out=stats[C:])
         return n
 
+    def refuse_stats(self, error):
+        """Take part in combine_stats' exchange with ``error`` (this
+        process's refusal) instead of statistics; raises the group's error."""
+        self._stats_out[0] = -1.0
+        self._stats_out[1:] = 0.0
+        self.comm.Allgather(self._stats_out, self._stats_in)
+        self._raise_refusal("forward", error)
+
     def sum_grads(self, sums):
         """Replace this process's gradient sums (2C float64) with the
-        group's totals, added in rank order."""
-        self.comm.Allgather(sums, self._grads_in)
-        np.sum(self._grads_in, axis=0, out=sums)
+        group's totals, added in rank order. Raises the group's error if a
+        process refused its call (``refuse_grads``)."""
+        out = self._grads_out
+        out[:-1] = sums
+        out[-1] = 0.0
+        self.comm.Allgather(out, self._grads_in)
+        if self._grads_in[:, -1].any():
+            self._raise_refusal("backward", None)
+        np.sum(self._grads_in[:, :-1], axis=0, out=sums)
+
+    def refuse_grads(self, error):
+        """sum_grads' exchange with ``error`` instead of sums; raises."""
+        self._grads_out[:-1] = 0.0
+        self._grads_out[-1] = 1.0
+        self.comm.Allgather(self._grads_out, self._grads_in)
+        self._raise_refusal("backward", error)
+
+    def _raise_refusal(self, method, error):
+        """Every process is here once one refused: gather the refusals
+        (a second collective, on this path only) and raise the same error
+        everywhere, of the lowest failing rank's type."""
+        mine = None if error is None else (type(error).__name__, str(error))
+        raise_refusal(f"SyncBatchNorm.{method}()", self.comm.allgather(mine), error)
+
+
+def raise_refusal(what, refusals, error):
+    """Raise, on every process, the error for ``refusals`` (one item per
+    rank: None, or the (type name, message) of that rank's refusal).
+    ``error`` is this process's own refusal (or None), chained as the
+    cause."""
+    failed = [(rank, r) for rank, r in enumerate(refusals) if r is not None]
+    kind = {t.__name__: t for t in _REFUSALS}.get(failed[0][1][0], RuntimeError)
+    detail = "; ".join(f"rank {rank}: {msg}" for rank, (_, msg) in failed)
+    ranks = ", ".join(str(rank) for rank, _ in failed)
+    raise kind(f"{what} refused on rank{'s' if len(failed) > 1 else ''} {ranks} "
+               f"of {len(refusals)}, so on every rank (nothing was changed): "
+               f"{detail}") from error
+
+
+def _agree_on_arguments(comm, arguments, error):
+    """At construction, every process checks that all were made with the
+    same arguments (a different num_features would make the exchanges'
+    sizes differ, which MPI cannot survive), and that none refused its own:
+    otherwise all raise the same error."""
+    everyone = comm.allgather(
+        (None, (type(error).__name__, str(error))) if error is not None
+        else (arguments, None))
+    refusals = [r for _, r in everyone]
+    if any(r is not None for r in refusals):
+        raise_refusal("SyncBatchNorm()", refusals, error)
+    first = everyone[0][0]
+    for rank, (args, _) in enumerate(everyone):
+        for name, value in args.items():
+            if value != first[name]:
+                raise ValueError(
+                    f"SyncBatchNorm() must be made with the same arguments on "
+                    f"every rank: {name} is {first[name]!r} on rank 0 and "
+                    f"{value!r} on rank {rank}")
 
 
 class SyncBatchNorm(BatchNorm):
@@ -116,10 +197,17 @@ class SyncBatchNorm(BatchNorm):
     over the processes again). A pickled layer is rebuilt with the default
     communicator.
 
-    An error raised on some processes only (a wrong shape or dtype there)
-    leaves the others waiting in the collective; errors about the whole batch
-    (empty everywhere, one value per feature in training) are raised on every
-    process.
+    Errors are raised on every process together, so that none is left
+    waiting in a collective: a call refused on some processes only (a wrong
+    shape, feature count or dtype there, a backward before any forward)
+    raises the same error on all, naming the failing ranks, and changes
+    nothing on any (running statistics, dgamma, dbeta); so do errors about
+    the whole batch (empty everywhere, one value per feature in training).
+    Constructing the layer is collective too: every process must make it,
+    with the same arguments, or all raise. What cannot be detected is a
+    process that skips a collective call altogether (its layer in eval mode
+    with running statistics while the others train, say): the others then
+    wait for it, as with any MPI collective.
 
     Examples
     --------
@@ -144,16 +232,27 @@ class SyncBatchNorm(BatchNorm):
     def __init__(self, num_features, *, comm=None, feature_axis=1, eps=1e-5,
                  momentum=0.1, affine=True, track_running_stats=True,
                  dtype=np.float32):
-        super().__init__(num_features, feature_axis=feature_axis, eps=eps,
-                         momentum=momentum, affine=affine,
-                         track_running_stats=track_running_stats, dtype=dtype)
         if comm is None:
             comm = _default_comm()
         elif not (hasattr(comm, "Get_size") and hasattr(comm, "Allgather")):
             raise TypeError(f"comm must be an mpi4py communicator, not "
                             f"{type(comm).__name__}")
+        group = comm is not None and comm.Get_size() > 1
+        try:
+            super().__init__(num_features, feature_axis=feature_axis, eps=eps,
+                             momentum=momentum, affine=affine,
+                             track_running_stats=track_running_stats, dtype=dtype)
+        except _REFUSALS as e:
+            if not group:
+                raise
+            _agree_on_arguments(comm, None, e)
         self._comm = comm
-        if comm is not None and comm.Get_size() > 1:
+        if group:
+            _agree_on_arguments(comm, dict(
+                num_features=self.num_features, feature_axis=self.feature_axis,
+                eps=self.eps, momentum=self.momentum, affine=self.affine,
+                track_running_stats=self.track_running_stats,
+                dtype=self.dtype.str), None)
             self._join(_ProcessGroup(comm, self.num_features))
 
     @classmethod

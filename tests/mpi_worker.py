@@ -9,7 +9,7 @@ BatchNorm's; and that every rank holds bitwise the same statistics and
 gradients. Rank 0 prints one JSON line {"checks": n, "failures": [...]}; the
 exit status is 1 if anything failed on any rank.
 
-Usage: mpiexec -n P python tests/mpi_worker.py layers|errors|demo EPOCHS
+Usage: mpiexec -n P python tests/mpi_worker.py layers|errors|faults|demo EPOCHS
 """
 import itertools
 import json
@@ -160,6 +160,90 @@ def check_errors(ck):
             and np.isfinite(dx[:, 1:]).all() and np.isfinite(nan.running_var[1:]).all())
 
 
+def expect_refusal(ck, what, kind, ranks, call, layer=None):
+    """``call()`` must raise ``kind`` on every rank, naming ``ranks`` (the
+    failing ones), and change none of ``layer``'s state."""
+    before = None if layer is None else {k: np.array(v) for k, v in
+                                         layer.state_dict().items()}
+    grads = None if layer is None else (layer.dgamma, layer.dbeta)
+    try:
+        call()
+    except kind as e:
+        msg = str(e)
+        word = "ranks " if len(ranks) > 1 else "rank "
+        ck.true(f"{what}: the message names the failing rank{'s' if len(ranks) > 1 else ''}"
+                f" ({msg!r})", (word + ", ".join(map(str, ranks))) in msg)
+        ck.same_on_every_rank(f"{what}: the message", np.array(msg))
+    except Exception as e:  # noqa: BLE001 - any other outcome is the failure
+        ck.true(f"{what}: {type(e).__name__} instead of {kind.__name__}: {e}", False)
+    else:
+        ck.true(f"{what}: no {kind.__name__} raised", False)
+    if layer is not None:
+        after = layer.state_dict()
+        ck.true(f"{what}: the state is unchanged", before.keys() == after.keys() and all(
+            np.array_equal(before[k], after[k]) for k in before))
+        ck.true(f"{what}: dgamma and dbeta unchanged",
+                (layer.dgamma, layer.dbeta) == grads
+                or all(np.array_equal(a, b) for a, b in zip((layer.dgamma, layer.dbeta), grads)))
+
+
+def check_faults(ck):
+    """A call refused on some ranks only is refused on all, with one error
+    naming the failing ranks, and nothing changes; no rank is left waiting
+    (the test runs this under a timeout). The layer works afterwards."""
+    last = SIZE - 1
+    bn = cbn.SyncBatchNorm(3, dtype=np.float64)
+    x = np.random.default_rng(RANK).normal(size=(4, 3))
+    # forward: a wrong feature count, dtype or ndim on one rank
+    expect_refusal(ck, "features on the last rank", ValueError, [last],
+                   lambda: bn(np.ones((4, 5 if RANK == last else 3))), bn)
+    expect_refusal(ck, "dtype on rank 0", TypeError, [0],
+                   lambda: bn(x.astype(np.float32) if RANK == 0 else x), bn)
+    expect_refusal(ck, "ndim on the last rank", ValueError, [last],
+                   lambda: bn(np.ones(3) if RANK == last else x), bn)
+    if SIZE > 2:
+        expect_refusal(ck, "two ranks fail, differently", TypeError, [0, 1],
+                       lambda: bn(x.astype(np.float32) if RANK == 0 else
+                                  np.ones((2, 7)) if RANK == 1 else x), bn)
+    # backward: before any forward (every rank), then a wrong dy on one
+    expect_refusal(ck, "backward before forward", RuntimeError, list(range(SIZE)),
+                   lambda: bn.backward(np.ones((4, 3))), bn)
+    y = bn(x)
+    ck.true("forward after refusals: one batch tracked", bn.num_batches_tracked == 1)
+    expect_refusal(ck, "dy shape on the last rank", ValueError, [last],
+                   lambda: bn.backward(np.ones((5, 3)) if RANK == last else np.ones_like(y)),
+                   bn)
+    expect_refusal(ck, "dy dtype on rank 0", TypeError, [0],
+                   lambda: bn.backward(np.ones(y.shape, np.float32) if RANK == 0
+                                       else np.ones_like(y)), bn)
+    bn.backward(np.ones_like(y))
+    ck.close("backward after refusals: dbeta", bn.dbeta, np.full(3, 4.0 * SIZE), 1e-12)
+    # eval with running statistics is local: a wrong input raises only there
+    bn.eval()
+    if RANK == last:
+        try:
+            bn(np.ones((2, 4)))
+        except ValueError as e:
+            ck.true("eval refusal is local", "rank" not in str(e))
+    ck.true("eval still works", bn(x).shape == x.shape)
+    # construction: a refused argument, or arguments that differ, on one rank
+    expect_refusal(ck, "num_features=0 on the last rank", ValueError, [last],
+                   lambda: cbn.SyncBatchNorm(0 if RANK == last else 3))
+    try:
+        cbn.SyncBatchNorm(3 + (RANK == last), dtype=np.float64)
+    except ValueError as e:
+        ck.true(f"different num_features: named ({e})", "num_features" in str(e)
+                and f"rank {last}" in str(e))
+        ck.same_on_every_rank("different num_features: the message", np.array(str(e)))
+    else:
+        ck.true("different num_features: no ValueError", False)
+    # every rank left every collective: a last full step agrees everywhere
+    bn2 = cbn.SyncBatchNorm(3, dtype=np.float64)
+    bn2(np.full((2, 3), float(RANK)))
+    ck.close("a step after everything", bn2.running_mean,
+             np.full(3, 0.1 * (SIZE - 1) / 2), 1e-12)
+
+
 def check_demo(ck, epochs):
     """The data-parallel demo (examples/sync_bn_mpi.py's way) has the
     single-process demo's loss curves."""
@@ -191,6 +275,8 @@ def main(argv):
         check_layers(ck)
     elif what == "errors":
         check_errors(ck)
+    elif what == "faults":
+        check_faults(ck)
     elif what == "demo":
         check_demo(ck, int(argv[2]))
     else:

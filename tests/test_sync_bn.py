@@ -52,8 +52,8 @@ def mpirun(n, script, *args, timeout=120):
                           env=env)
 
 
-def worker_report(n, *args):
-    r = mpirun(n, WORKER, *args)
+def worker_report(n, *args, timeout=120):
+    r = mpirun(n, WORKER, *args, timeout=timeout)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     assert lines, f"no report (exit {r.returncode})\n{r.stdout}\n{r.stderr}"
     report = json.loads(lines[-1])
@@ -76,6 +76,17 @@ def test_matches_batchnorm_on_the_whole_batch(nprocs):
 @pytest.mark.parametrize("nprocs", [2, 3])
 def test_whole_batch_errors_are_raised_on_every_rank_and_nan_flows(nprocs):
     worker_report(nprocs, "errors")
+
+
+@needs_mpi
+@pytest.mark.parametrize("nprocs", [2, 3])
+def test_a_refusal_on_some_ranks_is_raised_on_all_and_nothing_hangs(nprocs):
+    """Wrong features, dtype, ndim or dy on some ranks, backward before
+    forward, construction with other arguments: every rank raises the same
+    error naming the failing ranks, nothing changes, and no rank is left in
+    a collective (a hang would exceed the timeout and fail the test)."""
+    report = worker_report(nprocs, "faults", timeout=60)
+    assert report["checks"] > 30 * nprocs
 
 
 @needs_mpi
