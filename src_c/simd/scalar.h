@@ -1,7 +1,7 @@
 /*
  * simd/scalar.h -- the vector layer with one lane: plain C arithmetic.
  * Kernels compiled against it are the reference the SIMD levels are tested
- * against. See simd/README in kernels_template.h for the operations.
+ * against. simd/README.md states what every level's header must define.
  */
 #define CBN_ISA_NAME "scalar"
 #define VD_N 1
