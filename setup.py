@@ -5,6 +5,8 @@ Metadata lives in pyproject.toml; this file only describes the compiled parts:
 * ``cbn.kernels`` -- the C core (src_c/) plus its Cython face. It is the only
   module linked with the C sources; the others reach the kernels through
   Cython's cross-module cimport, so there is one copy of the core per process.
+* ``cbn._block`` -- the block planner (an array as the core's (outer, C,
+  inner) block) and the kernel calls on blocks, shared by:
 * ``cbn._normalize`` and ``cbn._layers`` -- the array functions and layers.
 
 The public C header, src_c/cbn.h, is copied into the package as
@@ -148,6 +150,7 @@ def extensions():
     exts = [
         Extension("cbn.kernels", ["cbn/kernels.pyx"] + C_SOURCES,
                   depends=HEADERS, **common),
+        Extension("cbn._block", ["cbn/_block.pyx"], **common),
         Extension("cbn._normalize", ["cbn/_normalize.pyx"], **common),
         Extension("cbn._layers", ["cbn/_layers.pyx"], **common),
     ]

@@ -14,10 +14,10 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from cbn cimport kernels as K
-from cbn._normalize cimport (Block, make_block, empty_like_block,
-                             from_doubles, as_ndarray, as_type, check_status,
-                             run_forward_train, run_forward_infer,
-                             run_backward, run_stats, run_backward_dx)
+from cbn._block cimport (Block, make_block, empty_like_block, from_doubles,
+                         check_status, run_forward_train, run_forward_infer,
+                         run_backward, run_stats, run_backward_dx)
+from cbn._normalize cimport as_ndarray, as_type
 
 cnp.import_array()
 

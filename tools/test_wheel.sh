@@ -46,8 +46,8 @@ step "the wheel's file list"
 "$tmp/tools/bin/python" - "$wheel" <<'EOF'
 import fnmatch, sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-wanted = ["cbn/kernels*.so", "cbn/_normalize*.so", "cbn/_layers*.so",
-          "cbn/kernels.pxd", "cbn/_cbn.pxd", "cbn/_normalize.pxd",
+wanted = ["cbn/kernels*.so", "cbn/_block*.so", "cbn/_normalize*.so", "cbn/_layers*.so",
+          "cbn/kernels.pxd", "cbn/_cbn.pxd", "cbn/_block.pxd", "cbn/_normalize.pxd",
           "cbn/include/cbn.h", "cbn/py.typed",
           "cbn/kernels.pyi", "cbn/_normalize.pyi", "cbn/_layers.pyi"]
 missing = [w for w in wanted if not fnmatch.filter(names, w)]
