@@ -18,6 +18,7 @@ from cbn._normalize cimport (Block, make_block, empty_like_block,
                              from_doubles, as_ndarray, as_type, check_status,
                              run_forward_train, run_forward_infer,
                              run_backward, run_stats, run_backward_dx)
+from cbn._args import asarray as _asarray
 
 cnp.import_array()
 
@@ -354,7 +355,7 @@ cdef class BatchNorm:
 
     cdef cnp.ndarray _checked_vector(self, value, str name):
         """``value`` as a fresh (C,) array of the layer's dtype, or ValueError."""
-        a = np.asarray(value)
+        a = _asarray(value, name)
         if a.dtype.kind not in "biuf":
             raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
         if a.shape != (self.num_features,):
@@ -376,7 +377,9 @@ cdef class BatchNorm:
         None when ``affine`` is False.
 
         Assigning copies the values into the layer's array, which keeps its
-        identity, so references held by an optimizer stay valid.
+        identity, so references held by an optimizer stay valid. A
+        ``numpy.ma.MaskedArray`` is refused with TypeError (no mask support),
+        the layer left unchanged.
 
         Examples
         --------
@@ -647,7 +650,10 @@ cdef class BatchNorm:
         Raises
         ------
         TypeError
-            If x's dtype is not the layer's.
+            If x's dtype is not the layer's, or x is a
+            ``numpy.ma.MaskedArray`` (no mask support yet: pass
+            ``np.asarray(x)`` to ignore the mask, or ``x.filled(np.nan)``).
+            ``numpy.matrix`` and ``numpy.memmap`` are read as plain ndarrays.
         ValueError
             For a wrong number of dimensions or features, an empty batch, or
             a single value per feature in training mode.
@@ -805,7 +811,8 @@ cdef class BatchNorm:
         ValueError
             If dy's shape differs from the last input's.
         TypeError
-            If dy's dtype is not the layer's.
+            If dy's dtype is not the layer's, or dy is a
+            ``numpy.ma.MaskedArray`` (as for :meth:`forward`).
 
         Examples
         --------
@@ -830,7 +837,7 @@ cdef class BatchNorm:
         if self._saved is None:
             raise RuntimeError("backward() called before forward()")
         cdef Block b = self._saved
-        cdef cnp.ndarray dya = as_ndarray(dy)
+        cdef cnp.ndarray dya = as_ndarray(dy, "dy")
         if not self._is_saved_shape(dya):
             shape = tuple([self._saved_shape[i] for i in range(self._saved_ndim)])
             raise ValueError(f"dy has shape {(<object>dya).shape}, expected the last "
@@ -943,6 +950,9 @@ cdef class BatchNorm:
         ------
         ValueError
             For missing or unexpected keys, or values of the wrong shape.
+        TypeError
+            For values that do not hold real numbers, or are a
+            ``numpy.ma.MaskedArray`` (no mask support).
 
         Examples
         --------
@@ -966,9 +976,9 @@ cdef class BatchNorm:
                            ("running_mean", "running_mean"),
                            ("running_var", "running_var")):
             if name in expected:
-                new[attr] = self._checked_vector(np.asarray(state_dict[name]), name)
+                new[attr] = self._checked_vector(state_dict[name], name)
         if "num_batches_tracked" in expected:
-            n = np.asarray(state_dict["num_batches_tracked"])
+            n = _asarray(state_dict["num_batches_tracked"], "num_batches_tracked")
             if n.shape not in ((), (1,)) or n.dtype.kind not in "iu":
                 raise ValueError(f"num_batches_tracked must be a non-negative "
                                  f"integer, got {n!r}")

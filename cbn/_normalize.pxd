@@ -24,7 +24,7 @@ cdef Block make_block(cnp.ndarray x, const char *is_batch)
 cdef cnp.ndarray empty_like_block(Block b)
 cdef cnp.ndarray from_doubles(const double *v, int nd, cnp.npy_intp *dims,
                               int typenum)
-cdef cnp.ndarray as_ndarray(object a)
+cdef cnp.ndarray as_ndarray(object a, str name=*)
 cdef cnp.ndarray as_type(cnp.ndarray a, int typenum)
 cdef int check_status(int status) except -1
 

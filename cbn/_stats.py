@@ -12,6 +12,7 @@ does.
 """
 import numpy as np
 
+from cbn._args import asarray
 from cbn._normalize import _moments
 
 
@@ -38,6 +39,13 @@ class BatchStats:
     mean, m2 : ndarray
         Read-only float64 arrays of the feature shape F.
 
+    Raises
+    ------
+    TypeError
+        If ``mean`` or ``m2`` is a ``numpy.ma.MaskedArray``.
+    ValueError
+        If ``count`` is negative, or ``mean`` and ``m2`` differ in shape.
+
     Examples
     --------
     >>> import numpy as np
@@ -55,8 +63,8 @@ class BatchStats:
         n = int(count)
         if n != count or n < 0:
             raise ValueError(f"count must be a non-negative integer, got {count!r}")
-        mean = np.array(mean, dtype=np.float64)
-        m2 = np.array(m2, dtype=np.float64)
+        mean = np.array(asarray(mean, "mean"), dtype=np.float64)
+        m2 = np.array(asarray(m2, "m2"), dtype=np.float64)
         if mean.shape != m2.shape:
             raise ValueError(f"mean and m2 must have one shape, got {mean.shape} "
                              f"and {m2.shape}")
@@ -166,7 +174,9 @@ def batch_stats(x, *, axis=0):
     Raises
     ------
     TypeError
-        If ``x`` is not real.
+        If ``x`` is not real, or is a ``numpy.ma.MaskedArray`` (refused as by
+        :func:`normalize_batch`; ``numpy.matrix`` and ``numpy.memmap`` are
+        read as plain ndarrays).
     numpy.exceptions.AxisError
         For an out-of-range or repeated axis.
 

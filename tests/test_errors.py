@@ -385,3 +385,191 @@ def test_backward_nan_or_inf_stays_in_its_feature(rng, dtype, bad, poisoned, bat
     assert_close(dbeta[ok], dbeta_ref[ok], dtype=dtype, scale=20.0)
     finite = np.isfinite(dx_ref[:, 1])
     assert_close(dx[finite, 1], dx_ref[finite, 1], dtype=dtype, scale=5.0)
+
+
+# Masked arrays are refused; subclasses that only add methods are not ----------------
+#
+# cbn has no mask support yet: a numpy.ma.MaskedArray would be computed over its
+# masked values and come back as a plain ndarray, its mask silently dropped. Every
+# array argument refuses one, naming the two ways out, before anything is changed.
+
+MASKED_MESSAGE = (r"^{0} is a numpy\.ma\.MaskedArray.*np\.asarray\({0}\).*"
+                  r"{0}\.filled\(np\.nan\).*nan_policy='omit'")
+
+
+def masked(a, hide=True):
+    """``a`` as a MaskedArray, with one element masked (or none)."""
+    mask = np.zeros(np.shape(a), bool)
+    if hide and mask.size:
+        mask.flat[0] = True
+    return np.ma.masked_array(a, mask=mask)
+
+
+def layer_state(layer):
+    """Copies of everything about a layer that a failed call must leave alone."""
+    def cp(a):
+        return None if a is None else np.array(a, copy=True)
+    return {"gamma": cp(layer.gamma), "beta": cp(layer.beta),
+            "running_mean": cp(layer.running_mean), "running_var": cp(layer.running_var),
+            "num_batches_tracked": layer.num_batches_tracked,
+            "dgamma": cp(layer.dgamma), "dbeta": cp(layer.dbeta),
+            "eps": layer.eps, "momentum": layer.momentum, "training": layer.training}
+
+
+def assert_layer_raises_unchanged(exc, layer, call, match=None):
+    """``call()`` raises ``exc`` and leaves ``layer``'s state as it was."""
+    before = layer_state(layer)
+    with pytest.raises(exc, match=match):
+        call()
+    after = layer_state(layer)
+    for key, value in before.items():
+        if isinstance(value, np.ndarray):
+            assert after[key].tobytes() == value.tobytes(), f"{key} was modified"
+        else:
+            assert after[key] == value, f"{key} was modified"
+
+
+def used_layer(rng, dtype=np.float32, **kwargs):
+    """A BatchNorm1d(4) with non-trivial parameters, after one training step and
+    its backward (so dgamma, dbeta and the running statistics are set)."""
+    layer = cbn.BatchNorm1d(4, dtype=dtype, **kwargs)
+    if layer.affine:
+        layer.gamma = rng.uniform(0.5, 2.0, 4)
+        layer.beta = rng.standard_normal(4)
+    y = layer(rng.standard_normal((6, 4)).astype(dtype))
+    layer.backward(np.ones_like(y))
+    return layer
+
+
+@pytest.mark.parametrize("hide", [True, False], ids=["masked", "nothing-masked"])
+def test_masked_x_raises_type_error_and_writes_nothing(x, out, hide):
+    mx = masked(x, hide)
+    match = MASKED_MESSAGE.format("x")
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, mx, match=match)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, mx, out=out, match=match)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, mx, mean=np.zeros(4),
+                            var=np.ones(4), out=out, match=match)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch_backward, np.ones((6, 4)), mx,
+                            np.zeros(4), np.ones(4), out=out, match=match)
+    assert_raises_unchanged(TypeError, cbn.batch_stats, mx, match=match)
+
+
+def test_masked_dy_raises_type_error_and_writes_nothing(grads):
+    out = np.full((6, 4), 7.0)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch_backward,
+                            *backward_args(grads, dy=masked(grads["dy"])), out=out,
+                            match=MASKED_MESSAGE.format("dy"))
+
+
+@pytest.mark.parametrize("which", ["gamma", "beta", "mean", "var"])
+@pytest.mark.parametrize("form", ["array", "0-d", "masked-constant"])
+def test_masked_per_feature_argument_raises_type_error(x, out, which, form):
+    value = {"array": masked(np.full(4, 0.5)), "0-d": masked(0.5, hide=False),
+             "masked-constant": np.ma.masked}[form]
+    kwargs = {"mean": np.zeros(4), "var": np.ones(4)} if which in ("mean", "var") else {}
+    kwargs[which] = value
+    for target in (out, x):  # (numpy.ma.masked cannot be snapshotted: no tobytes)
+        before = (x.copy(), target.copy())
+        with pytest.raises(TypeError, match=MASKED_MESSAGE.format(which)):
+            cbn.normalize_batch(x, out=target, **kwargs)
+        assert (x.tobytes(), target.tobytes()) == (before[0].tobytes(), before[1].tobytes())
+
+
+@pytest.mark.parametrize("which", ["mean", "var", "gamma"])
+def test_backward_masked_per_feature_argument_raises_type_error(grads, which):
+    out = np.full((6, 4), 7.0)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch_backward,
+                            *backward_args(grads, **{which: masked(grads[which])}), out=out,
+                            match=MASKED_MESSAGE.format(which))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_layer_forward_of_masked_input_raises_and_changes_nothing(rng, training):
+    layer = used_layer(rng).train(training)
+    x = masked(rng.standard_normal((6, 4)).astype(np.float32))
+    assert_layer_raises_unchanged(TypeError, layer, lambda: layer(x),
+                                  match=MASKED_MESSAGE.format("x"))
+    assert_layer_raises_unchanged(TypeError, layer, lambda: layer.forward(x),
+                                  match=MASKED_MESSAGE.format("x"))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_layer_backward_of_masked_dy_raises_and_changes_nothing(rng, training):
+    layer = used_layer(rng).train(training)
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    layer(x)
+    dy = masked(np.ones((6, 4), np.float32))
+    assert_layer_raises_unchanged(TypeError, layer, lambda: layer.backward(dy),
+                                  match=MASKED_MESSAGE.format("dy"))
+    # The last forward call is still there to back-propagate through.
+    layer.backward(np.asarray(dy))
+
+
+@pytest.mark.parametrize("name", ["gamma", "beta", "running_mean", "running_var"])
+def test_setting_a_masked_parameter_raises_and_changes_nothing(rng, name):
+    layer = used_layer(rng)
+    value = masked(np.full(4, 3.0))
+    assert_layer_raises_unchanged(TypeError, layer, lambda: setattr(layer, name, value),
+                                  match=MASKED_MESSAGE.format(name))
+
+
+@pytest.mark.parametrize("key", ["weight", "bias", "running_mean", "running_var",
+                                 "num_batches_tracked"])
+def test_loading_a_masked_state_dict_value_raises_and_loads_nothing(rng, key):
+    layer = used_layer(rng)
+    state = {k: v + 5 for k, v in layer.state_dict().items()}  # would show if loaded
+    state[key] = masked(state[key], hide=state[key].ndim > 0)
+    assert_layer_raises_unchanged(TypeError, layer, lambda: layer.load_state_dict(state),
+                                  match=MASKED_MESSAGE.format(key))
+
+
+@pytest.mark.parametrize("which", ["mean", "m2"])
+def test_batch_stats_object_refuses_masked_statistics(which):
+    args = {"mean": np.zeros(3), "m2": np.ones(3)}
+    args[which] = masked(args[which])
+    with pytest.raises(TypeError, match=MASKED_MESSAGE.format(which)):
+        cbn.BatchStats(4, **args)
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_matrix_input_is_used_as_a_plain_ndarray(x):
+    # numpy.matrix only adds methods (and is always 2-D): it is normalized as
+    # np.asarray(x) would be, and the results are plain ndarrays.
+    m = np.asmatrix(x)
+    y = cbn.normalize_batch(m)
+    assert type(y) is np.ndarray
+    np.testing.assert_array_equal(y, cbn.normalize_batch(x))
+    y, mean, var = cbn.normalize_batch(m, np.asmatrix(np.full(4, 2.0)).A1, return_stats=True)
+    assert type(y) is np.ndarray and type(mean) is np.ndarray
+    dx, dgamma, _ = cbn.normalize_batch_backward(np.asmatrix(np.ones((6, 4))), m, mean, var)
+    assert type(dx) is np.ndarray and type(dgamma) is np.ndarray
+    assert type(cbn.batch_stats(m).mean) is np.ndarray
+    layer = cbn.BatchNorm1d(4, dtype=np.float64)
+    y = layer(m)
+    assert type(y) is np.ndarray
+    assert type(layer.backward(np.asmatrix(np.ones((6, 4))))) is np.ndarray
+
+
+def test_memmap_input_and_out_are_accepted(tmp_path, x):
+    # numpy.memmap only adds file backing: as input it is read as an ndarray;
+    # as ``out`` it is written and returned, so the result lands in the file.
+    mx = np.memmap(tmp_path / "x.dat", dtype=np.float64, mode="w+", shape=x.shape)
+    mx[...] = x
+    y = cbn.normalize_batch(mx)
+    assert type(y) is np.ndarray
+    np.testing.assert_array_equal(y, cbn.normalize_batch(x))
+    out = np.memmap(tmp_path / "y.dat", dtype=np.float64, mode="w+", shape=x.shape)
+    assert cbn.normalize_batch(mx, out=out) is out
+    np.testing.assert_array_equal(out, y)
+    gamma = np.memmap(tmp_path / "g.dat", dtype=np.float64, mode="w+", shape=(4,))
+    gamma[...] = 2.0
+    np.testing.assert_array_equal(cbn.normalize_batch(mx, gamma), cbn.normalize_batch(x, 2.0))
+    np.testing.assert_array_equal(cbn.batch_stats(mx).mean, cbn.batch_stats(x).mean)
+    layer = cbn.BatchNorm1d(4, dtype=np.float64)
+    layer.gamma = gamma
+    np.testing.assert_array_equal(layer.gamma, gamma)
+    y = layer(mx)
+    assert type(y) is np.ndarray
+    dy = np.memmap(tmp_path / "dy.dat", dtype=np.float64, mode="w+", shape=x.shape)
+    assert type(layer.backward(dy)) is np.ndarray
+
