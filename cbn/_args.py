@@ -5,10 +5,17 @@ modules refuse the same things with the same messages:
 
 * :func:`asarray` -- ``numpy.asarray`` for array arguments, refusing
   ``numpy.ma.MaskedArray``, whose mask asarray would silently drop.
+* :func:`index` and :func:`real` -- integer and real-number arguments, taken
+  as NumPy and PyTorch take them: numbers only, never strings (``float("0.1")``
+  and ``int("3")`` would parse them) or complex numbers. Wrong types raise
+  TypeError naming the argument and the type received; range checks stay
+  with the callers, as ValueError.
 
 Callers keep their fast paths for the common case (an exact ndarray) and call
 these only off them, so the checks cost nothing there.
 """
+import numbers
+import operator
 import sys
 
 import numpy as np
@@ -41,3 +48,49 @@ def asarray(value, name):
             f"results of their feature; nan_policy='omit', which would skip "
             f"them, is planned)")
     return np.asarray(value)
+
+
+def _type_name(value):
+    """How an error message names the type of ``value``."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    if isinstance(value, np.ndarray):
+        name += f" (shape {value.shape}, dtype {value.dtype})"
+    return name
+
+
+def index(value, name, what="an integer"):
+    """``operator.index(value)``, for the integer argument called ``name``.
+
+    Takes what NumPy takes for an axis or a count: anything with
+    ``__index__`` (int, bool, numpy integers, 0-d integer arrays). Anything
+    else (float, numpy floats, str, bytes, None) raises TypeError saying
+    that ``name`` must be ``what``.
+    """
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be {what}, not {_type_name(value)}") from None
+
+
+def real(value, name, what="a real number"):
+    """``float(value)``, for the real-number argument called ``name``.
+
+    Takes int, bool, float and other ``numbers.Real`` (``fractions.Fraction``),
+    numpy real scalars (floating, integer, bool) and 0-d arrays of them.
+    Anything else (str, bytes, complex, None, arrays of other shapes or
+    dtypes, a masked array, other objects) raises TypeError saying that
+    ``name`` must be ``what``.
+    """
+    if type(value) is float:
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        masked = _masked_array_type()
+        ok = (value.ndim == 0 and value.dtype.kind in "biuf"
+              and (masked is None or not isinstance(value, masked)))
+    else:
+        ok = isinstance(value, numbers.Real)
+    if not ok:
+        raise TypeError(f"{name} must be {what}, not {_type_name(value)}")
+    return float(value)

@@ -18,7 +18,8 @@ from cbn._normalize cimport (Block, make_block, empty_like_block,
                              from_doubles, as_ndarray, as_type, check_status,
                              run_forward_train, run_forward_infer,
                              run_backward, run_stats, run_backward_dx)
-from cbn._args import asarray as _asarray
+from cbn._args import asarray as _asarray, index as _index, real as _real
+from cbn._normalize import _check_eps
 
 cnp.import_array()
 
@@ -27,17 +28,27 @@ _STATE_KEYS = ("weight", "bias", "running_mean", "running_var",
 
 
 def _count(value, int least, str what):
-    """``value`` as an int in [least, 2**63) (it is kept in an int64_t), or
-    ValueError naming ``what`` -- also for inf or 1e300, where int() or the
-    int64_t would raise OverflowError."""
-    try:
-        n = int(value)
-    except OverflowError:
-        n = None
-    if n is None or n != value or not least <= n < 2**63:
-        raise ValueError(f"{what} must be {'a positive' if least else 'a non-negative'} "
-                         f"integer, got {value!r}")
+    """``value`` as an int in [least, 2**63) (it is kept in an int64_t):
+    TypeError naming ``what`` unless it is an integer (has ``__index__``, see
+    cbn._args.index: a float such as 3.0 is not), else ValueError outside the
+    range (where the int64_t would raise OverflowError)."""
+    kind = "a positive integer" if least else "a non-negative integer"
+    n = _index(value, what, kind)
+    if not least <= n < 2**63:
+        raise ValueError(f"{what} must be {kind}, got {value!r}")
     return n
+
+
+def _check_momentum(value):
+    """``value`` as a float in [0, 1], or None: TypeError if it is neither a
+    real number (see cbn._args.real) nor None, ValueError outside [0, 1] or
+    NaN."""
+    if value is None:
+        return None
+    f = _real(value, "momentum", "a real number or None")
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1] or None, got {value!r}")
+    return f
 
 
 def _rebuild(cls, kwargs, state):
@@ -59,12 +70,16 @@ cdef class BatchNorm:
     Parameters
     ----------
     num_features : int
-        C, the size of the feature axis.
+        C, the size of the feature axis. Integer arguments take anything
+        with ``__index__`` (int, numpy integers), as NumPy does, not 3.0 or
+        "3".
     feature_axis : int, optional
         The axis holding the features: 1 for N x C and NCHW (PyTorch's
         layout), -1 for channels-last (NHWC, Keras' layout). Default 1.
     eps : float, optional
-        Added to the variance for numerical stability. Default 1e-5.
+        Added to the variance for numerical stability. Default 1e-5. Real
+        arguments take int, float, numpy real scalars and 0-d real arrays,
+        not strings or complex numbers.
     momentum : float or None, optional
         Weight of the current batch in the running averages:
         ``running = (1 - momentum)*running + momentum*batch``. None gives the
@@ -91,6 +106,18 @@ cdef class BatchNorm:
         accumulated); None before it or when ``affine`` is False.
     training : bool
         True in training mode (the default), False after ``eval()``.
+
+    Raises
+    ------
+    TypeError
+        If ``num_features`` or ``feature_axis`` is not an integer, ``eps`` is
+        not a real number, ``momentum`` is neither a real number nor None
+        (a str, bytes or complex number is none of these), or ``dtype`` is
+        not float32 or float64. Assigning ``eps``, ``momentum`` or
+        ``num_batches_tracked`` checks the same way.
+    ValueError
+        If ``num_features`` < 1, ``eps`` is negative or NaN, or ``momentum``
+        is outside [0, 1]. A failed assignment leaves the old value.
 
     Notes
     -----
@@ -255,16 +282,20 @@ cdef class BatchNorm:
 
     cdef _setup(self, num_features, feature_axis, eps, momentum, affine,
                 track_running_stats, dtype, tuple ndims):
+        # Every argument is checked before anything is set.
         n = _count(num_features, 1, "num_features")
+        fa = _index(feature_axis, "feature_axis")
         dt = np.dtype(dtype)
         if dt != np.float32 and dt != np.float64:
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        e = _check_eps(eps)
+        momentum = _check_momentum(momentum)
         self.num_features = n
-        self.feature_axis = int(feature_axis)
+        self.feature_axis = fa
         self.dtype = dt
         self._typenum = dt.num
-        self.eps = eps
-        self.momentum = momentum
+        self._eps = e
+        self._momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self._ndims = ndims
@@ -288,6 +319,9 @@ cdef class BatchNorm:
     def eps(self):
         """float: Added to the variance for numerical stability; >= 0.
 
+        Assigning a value that is not a real number raises TypeError, and a
+        negative or NaN one ValueError; both leave the old value.
+
         Examples
         --------
         >>> import cbn
@@ -302,15 +336,15 @@ cdef class BatchNorm:
 
     @eps.setter
     def eps(self, value):
-        e = float(value)
-        if not e >= 0.0:
-            raise ValueError(f"eps must be a non-negative number, got {value!r}")
-        self._eps = e
+        self._eps = _check_eps(value)
 
     @property
     def momentum(self):
         """float or None: Weight of the current batch in the running averages,
         in [0, 1]; None for the cumulative average (see :doc:`/math`).
+
+        Assigning anything but a real number or None raises TypeError, and a
+        value outside [0, 1] ValueError; both leave the old value.
 
         Examples
         --------
@@ -326,17 +360,15 @@ cdef class BatchNorm:
 
     @momentum.setter
     def momentum(self, value):
-        if value is not None:
-            f = float(value)
-            if not 0.0 <= f <= 1.0:
-                raise ValueError(f"momentum must be in [0, 1] or None, got {value!r}")
-            value = f
-        self._momentum = value
+        self._momentum = _check_momentum(value)
 
     @property
     def num_batches_tracked(self):
         """int: Training batches seen since the last reset; the count that the
         cumulative average (``momentum=None``) divides by.
+
+        Assigning a value that is not an integer (2.0, "2") raises
+        TypeError, and a negative one ValueError; both leave the old value.
 
         Examples
         --------

@@ -34,7 +34,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from cbn cimport kernels as K
-from cbn._args import asarray as _asarray
+from cbn._args import asarray as _asarray, real as _real
 
 try:
     from numpy.exceptions import AxisError
@@ -437,7 +437,9 @@ cdef int batch_flags(object axis, int ndim, char *is_batch) except -1:
 
 
 def _check_eps(eps):
-    e = float(eps)
+    """``eps`` as a float >= 0: TypeError if it is no real number (see
+    cbn._args.real), ValueError if negative or NaN. The layers' too."""
+    e = _real(eps, "eps")
     if not e >= 0.0:  # also catches NaN
         raise ValueError(f"eps must be a non-negative number, got {eps!r}")
     return e
@@ -666,8 +668,9 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         The batch axes, over which the statistics are taken, as in
         ``numpy.mean``. None means all axes. Default 0.
     eps : float, optional
-        Added to the variance before the square root; must be >= 0.
-        With ``eps=0`` the result equals ``scipy.stats.zscore(x, axis=axis)``.
+        Added to the variance before the square root; must be >= 0: an int,
+        float, numpy real scalar or 0-d real array. With ``eps=0`` the result
+        equals ``scipy.stats.zscore(x, axis=axis)``.
     mean, var : array_like, optional
         Statistics of shape F to use instead of the batch statistics (for
         inference, e.g. running averages). Give both or neither.
@@ -694,6 +697,7 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         otherwise compute over the masked values and drop the mask: pass
         ``np.asarray(x)`` to ignore the mask, or ``x.filled(np.nan)`` to mark
         the masked values missing (their feature's results are then NaN).
+        Also if ``eps`` is not a real number (a str, bytes, complex, None).
     ValueError
         For parameters of the wrong shape, a negative or NaN ``eps``, only one
         of ``mean`` and ``var``, a bad ``out``, or an empty batch in training.
@@ -825,7 +829,7 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
         or ``var`` is missing, or ``dy``, ``x``, ``mean``, ``var`` or
         ``gamma`` is a ``numpy.ma.MaskedArray`` (as in
         :func:`normalize_batch`; ``numpy.matrix`` and ``numpy.memmap`` are
-        read as plain ndarrays).
+        read as plain ndarrays), or ``eps`` is not a real number.
     ValueError
         For arguments of the wrong shape, a negative or NaN ``eps``, a bad
         ``out``, or an empty batch with ``batch_stats``.

@@ -12,7 +12,7 @@ does.
 """
 import numpy as np
 
-from cbn._args import asarray
+from cbn._args import asarray, index, real
 from cbn._normalize import _moments
 
 
@@ -26,7 +26,8 @@ class BatchStats:
     Parameters
     ----------
     count : int
-        m, the number of values per feature (the batch size); >= 0.
+        m, the number of values per feature (the batch size); >= 0. An int or
+        numpy integer (anything with ``__index__``), not a float.
     mean : array_like
         Per-feature mean (float64, the feature shape F). Ignored (taken as 0)
         when ``count`` is 0.
@@ -42,7 +43,8 @@ class BatchStats:
     Raises
     ------
     TypeError
-        If ``mean`` or ``m2`` is a ``numpy.ma.MaskedArray``.
+        If ``count`` is not an integer, or ``mean`` or ``m2`` is a
+        ``numpy.ma.MaskedArray``.
     ValueError
         If ``count`` is negative, or ``mean`` and ``m2`` differ in shape.
 
@@ -60,8 +62,8 @@ class BatchStats:
     __slots__ = ("_count", "_mean", "_m2")
 
     def __init__(self, count, mean, m2):
-        n = int(count)
-        if n != count or n < 0:
+        n = index(count, "count", "a non-negative integer")
+        if n < 0:
             raise ValueError(f"count must be a non-negative integer, got {count!r}")
         mean = np.array(asarray(mean, "mean"), dtype=np.float64)
         m2 = np.array(asarray(m2, "m2"), dtype=np.float64)
@@ -96,9 +98,11 @@ class BatchStats:
 
         Parameters
         ----------
-        ddof : int, optional
+        ddof : int or float, optional
             Delta degrees of freedom: 0 (the default) for the biased variance
-            that batch normalization uses, 1 for the unbiased one.
+            that batch normalization uses, 1 for the unbiased one. Any real
+            number, as :func:`numpy.var` takes; TypeError for others (a
+            str, None).
 
         Returns
         -------
@@ -113,7 +117,7 @@ class BatchStats:
         >>> cbn.batch_stats(np.array([1.0, 2.0, 3.0, 4.0])).var(ddof=1)
         array(1.66666667)
         """
-        d = self._count - ddof
+        d = self._count - real(ddof, "ddof")
         if d <= 0:
             return np.full(self._m2.shape, np.nan)
         return np.asarray(self._m2 / d)  # an array even for 0-d statistics

@@ -9,6 +9,8 @@ are not errors: they poison only their own feature, and the rest matches the
 oracle.
 """
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from numpy.exceptions import AxisError
@@ -191,7 +193,7 @@ def test_axis_of_a_0d_array_raises_axis_error(axis):
     assert_raises_unchanged(AxisError, cbn.normalize_batch, x, axis=axis, out=out)
 
 
-@pytest.mark.parametrize("eps, exc", [("abc", ValueError), (None, TypeError),
+@pytest.mark.parametrize("eps, exc", [("abc", TypeError), (None, TypeError),
                                       ([1e-5], TypeError), (np.nan, ValueError)])
 def test_eps_that_is_not_a_number_raises(x, out, eps, exc):
     assert_raises_unchanged(exc, cbn.normalize_batch, x, eps=eps, out=out)
@@ -573,3 +575,213 @@ def test_memmap_input_and_out_are_accepted(tmp_path, x):
     dy = np.memmap(tmp_path / "dy.dat", dtype=np.float64, mode="w+", shape=x.shape)
     assert type(layer.backward(dy)) is np.ndarray
 
+
+# Numeric arguments take numbers only ---------------------------------------------------
+#
+# As in numpy and torch: integer arguments take anything with __index__ (int,
+# bool, numpy integers) and real ones (eps, momentum) int, float, numpy real
+# scalars and 0-d real arrays. Strings, bytes, complex numbers, None (where it
+# means nothing) and other objects raise TypeError naming the argument and the
+# type, and change nothing; values out of range stay ValueError.
+
+NOT_REAL = ["0.1", b"0.1", 0.1 + 0j, np.complex128(0.1), None, [0.1], np.array([0.1]),
+            np.array(0.1, dtype=object), object()]
+NOT_REAL_IDS = ["str", "bytes", "complex", "np-complex", "None", "list", "1-d-array",
+                "object-array", "object"]
+NOT_INTEGER = [3.0, np.float64(3.0), "3", b"3", 3 + 0j, None, [3], np.array([3]),
+               np.array(3.0)]
+NOT_INTEGER_IDS = ["float", "np-float", "str", "bytes", "complex", "None", "list",
+                   "1-d-array", "0-d-float-array"]
+LAYER_CLASSES = [cbn.BatchNorm, cbn.BatchNorm1d, cbn.BatchNorm2d, cbn.BatchNorm3d,
+                 cbn.SyncBatchNorm]
+
+
+def type_name(value):
+    """How the error messages name the type of ``value``."""
+    return "None" if value is None else type(value).__name__
+
+
+def type_message(name, value, what):
+    return rf"^{name} must be {what}, not {type_name(value)}"
+
+
+@pytest.mark.parametrize("eps", NOT_REAL, ids=NOT_REAL_IDS)
+def test_eps_of_the_wrong_type_raises_type_error_naming_it(x, out, grads, eps):
+    match = type_message("eps", eps, "a real number")
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, x, eps=eps, out=out, match=match)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, x, eps=eps, mean=np.zeros(4),
+                            var=np.ones(4), out=x, match=match)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch_backward, *backward_args(grads),
+                            eps=eps, out=out, match=match)
+
+
+@pytest.mark.parametrize("cls", LAYER_CLASSES)
+@pytest.mark.parametrize("eps", NOT_REAL, ids=NOT_REAL_IDS)
+def test_layer_eps_of_the_wrong_type_raises_type_error(cls, eps):
+    with pytest.raises(TypeError, match=type_message("eps", eps, "a real number")):
+        cls(3, eps=eps)
+
+
+@pytest.mark.parametrize("cls", LAYER_CLASSES)
+@pytest.mark.parametrize("momentum", [m for m in NOT_REAL if m is not None],
+                         ids=[i for i in NOT_REAL_IDS if i != "None"])
+def test_layer_momentum_of_the_wrong_type_raises_type_error(cls, momentum):
+    with pytest.raises(TypeError,
+                       match=type_message("momentum", momentum, "a real number or None")):
+        cls(3, momentum=momentum)
+
+
+@pytest.mark.parametrize("cls", LAYER_CLASSES)
+@pytest.mark.parametrize("num_features", NOT_INTEGER, ids=NOT_INTEGER_IDS)
+def test_num_features_of_the_wrong_type_raises_type_error(cls, num_features):
+    with pytest.raises(TypeError, match=type_message("num_features", num_features,
+                                                     "a positive integer")):
+        cls(num_features)
+
+
+@pytest.mark.parametrize("cls", [cbn.BatchNorm, cbn.SyncBatchNorm])
+@pytest.mark.parametrize("feature_axis", NOT_INTEGER, ids=NOT_INTEGER_IDS)
+def test_feature_axis_of_the_wrong_type_raises_type_error(cls, feature_axis):
+    with pytest.raises(TypeError,
+                       match=type_message("feature_axis", feature_axis, "an integer")):
+        cls(3, feature_axis=feature_axis)
+
+
+@pytest.mark.parametrize("name, value, what", [
+    *[("eps", v, "a real number") for v in NOT_REAL],
+    *[("momentum", v, "a real number or None") for v in NOT_REAL if v is not None],
+    *[("num_batches_tracked", v, "a non-negative integer") for v in NOT_INTEGER],
+], ids=[*("eps-" + i for i in NOT_REAL_IDS),
+        *("momentum-" + i for i in NOT_REAL_IDS if i != "None"),
+        *("num_batches_tracked-" + i for i in NOT_INTEGER_IDS)])
+def test_setting_a_number_of_the_wrong_type_raises_and_changes_nothing(rng, name, value,
+                                                                       what):
+    layer = used_layer(rng, eps=1e-3, momentum=0.25)
+    layer.num_batches_tracked = 7
+    assert_layer_raises_unchanged(TypeError, layer, lambda: setattr(layer, name, value),
+                                  match=type_message(name, value, what))
+    assert (layer.eps, layer.momentum, layer.num_batches_tracked) == (1e-3, 0.25, 7)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("eps", -1e-5), ("eps", np.nan), ("eps", np.float32(-1)), ("momentum", 1.5),
+    ("momentum", -0.1), ("momentum", np.nan), ("momentum", np.float64(2)),
+    ("num_batches_tracked", -1), ("num_batches_tracked", 2**63),
+    ("num_batches_tracked", np.int64(-3)),
+])
+def test_setting_a_number_out_of_range_still_raises_value_error(rng, name, value):
+    layer = used_layer(rng, eps=1e-3, momentum=0.25)
+    assert_layer_raises_unchanged(ValueError, layer, lambda: setattr(layer, name, value))
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"eps": -1.0}, {"eps": np.nan}, {"momentum": 1.5}, {"momentum": -1},
+    {"num_features": 0}, {"num_features": np.int64(-2)}, {"num_features": 2**63},
+])
+def test_layer_arguments_out_of_range_still_raise_value_error(kwargs):
+    kwargs = {"num_features": 3, **kwargs}
+    with pytest.raises(ValueError):
+        cbn.BatchNorm(**kwargs)
+
+
+@pytest.mark.parametrize("eps", [np.float32(1e-3), np.float64(1e-3), np.array(1e-3),
+                                 np.array(1e-3, np.float32), 0, np.int64(0), np.uint8(0),
+                                 True, Fraction(1, 1000)],
+                         ids=["np-float32", "np-float64", "0-d", "0-d-float32", "int",
+                              "np-int64", "np-uint8", "bool", "fraction"])
+def test_numbers_of_every_real_type_are_accepted_as_eps(x, eps):
+    expected = cbn.normalize_batch(x, eps=float(eps))
+    np.testing.assert_array_equal(cbn.normalize_batch(x, eps=eps), expected)
+    mean, var = x.mean(0), x.var(0)
+    np.testing.assert_array_equal(cbn.normalize_batch_backward(x, x, mean, var, eps=eps)[0],
+                                  cbn.normalize_batch_backward(x, x, mean, var,
+                                                               eps=float(eps))[0])
+    layer = cbn.BatchNorm1d(4, eps=eps)
+    assert layer.eps == float(eps) and type(layer.eps) is float
+    layer.eps = eps
+    assert layer.eps == float(eps) and type(layer.eps) is float
+
+
+@pytest.mark.parametrize("momentum", [np.float32(0.25), np.float64(0.25), np.array(0.25),
+                                      0, 1, np.int64(1), True, Fraction(1, 4), None],
+                         ids=["np-float32", "np-float64", "0-d", "int-0", "int-1",
+                              "np-int64", "bool", "fraction", "None"])
+def test_numbers_of_every_real_type_are_accepted_as_momentum(momentum):
+    expected = None if momentum is None else float(momentum)
+    for layer in (cbn.BatchNorm1d(3, momentum=momentum), cbn.SyncBatchNorm(3, momentum=momentum)):
+        assert layer.momentum == expected and type(layer.momentum) is type(expected)
+        layer.momentum = 0.5
+        layer.momentum = momentum
+        assert layer.momentum == expected and type(layer.momentum) is type(expected)
+
+
+@pytest.mark.parametrize("n", [np.int64(3), np.int32(3), np.uint8(3), np.array(3)],
+                         ids=["np-int64", "np-int32", "np-uint8", "0-d"])
+def test_numpy_integers_are_accepted_as_integer_arguments(rng, n):
+    for cls in LAYER_CLASSES:
+        layer = cls(n)
+        assert layer.num_features == 3 and type(layer.num_features) is int
+    for fa in (np.int64(-1), np.int8(-1), np.array(-1)):
+        layer = cbn.BatchNorm(3, feature_axis=fa)
+        assert layer.feature_axis == -1
+        assert layer(np.ones((2, 5, 3), np.float32)).shape == (2, 5, 3)
+    layer.num_batches_tracked = n
+    assert layer.num_batches_tracked == 3 and type(layer.num_batches_tracked) is int
+    s = cbn.BatchStats(n, np.zeros(2), np.ones(2))
+    assert s.count == 3 and type(s.count) is int
+    before = cbn.get_num_threads()
+    try:
+        cbn.set_num_threads(n - 2)
+        assert cbn.get_num_threads() == 1
+    finally:
+        cbn.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n", NOT_INTEGER, ids=NOT_INTEGER_IDS)
+def test_set_num_threads_of_the_wrong_type_raises_and_changes_nothing(n):
+    before = cbn.get_num_threads()
+    with pytest.raises(TypeError, match=r"^n \(the number of threads\) must be an "
+                                        r"integer, not " + type_name(n)):
+        cbn.set_num_threads(n)
+    assert cbn.get_num_threads() == before
+
+
+@pytest.mark.parametrize("count", NOT_INTEGER, ids=NOT_INTEGER_IDS)
+def test_batch_stats_count_of_the_wrong_type_raises_type_error(count):
+    with pytest.raises(TypeError, match=type_message("count", count, "a non-negative integer")):
+        cbn.BatchStats(count, np.zeros(2), np.ones(2))
+
+
+@pytest.mark.parametrize("ddof", [v for v in NOT_REAL if not isinstance(v, list)],
+                         ids=[i for i in NOT_REAL_IDS if i != "list"])
+def test_var_ddof_of_the_wrong_type_raises_type_error(ddof):
+    s = cbn.batch_stats(np.arange(8.0).reshape(4, 2))
+    with pytest.raises(TypeError, match=type_message("ddof", ddof, "a real number")):
+        s.var(ddof=ddof)
+
+
+def test_var_ddof_may_be_any_real_number_as_in_numpy():
+    x = np.arange(8.0).reshape(4, 2)
+    s = cbn.batch_stats(x)
+    for ddof in (1, np.int64(1), 1.0, np.float32(0.5), 0.5):
+        np.testing.assert_allclose(s.var(ddof=ddof), np.var(x, axis=0, ddof=float(ddof)),
+                                   rtol=1e-15)
+
+
+@pytest.mark.parametrize("axis", [1.0, np.float64(0), "0", b"0", 0j, (0, "1"), (np.float32(1),)],
+                         ids=["float", "np-float", "str", "bytes", "complex", "tuple-str",
+                              "tuple-np-float"])
+def test_axis_of_a_non_integer_type_raises_type_error_as_in_numpy(x, out, axis):
+    with pytest.raises(TypeError):
+        np.mean(x, axis=axis)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, x, axis=axis, out=out)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch_backward, x, x, np.zeros(4),
+                            np.ones(4), axis=axis, out=out)
+    assert_raises_unchanged(TypeError, cbn.batch_stats, x, axis=axis)
+
+
+def test_numpy_integer_axis_is_accepted(x):
+    np.testing.assert_array_equal(cbn.normalize_batch(x, axis=np.int64(0)),
+                                  cbn.normalize_batch(x, axis=0))
+    np.testing.assert_array_equal(cbn.normalize_batch(x, axis=(np.int8(-2),)),
+                                  cbn.normalize_batch(x, axis=0))
