@@ -1,5 +1,5 @@
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, SupportsIndex
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
@@ -25,9 +25,9 @@ class BatchNorm:
     dbeta: _Array | None
     def __init__(
         self,
-        num_features: int,
+        num_features: SupportsIndex,
         *,
-        feature_axis: int = 1,
+        feature_axis: SupportsIndex = 1,
         eps: float = 1e-5,
         momentum: float | None = 0.1,
         affine: bool = True,
@@ -45,7 +45,7 @@ class BatchNorm:
     @property
     def num_batches_tracked(self) -> int: ...
     @num_batches_tracked.setter
-    def num_batches_tracked(self, value: int) -> None: ...
+    def num_batches_tracked(self, value: SupportsIndex) -> None: ...
     # The setters copy into the existing array (shape (num_features,)); they
     # raise AttributeError when the getter returns None.
     @property
@@ -82,7 +82,7 @@ class _BatchNormNd(BatchNorm): ...
 class BatchNorm1d(_BatchNormNd):
     def __init__(
         self,
-        num_features: int,
+        num_features: SupportsIndex,
         *,
         eps: float = 1e-5,
         momentum: float | None = 0.1,
@@ -94,7 +94,7 @@ class BatchNorm1d(_BatchNormNd):
 class BatchNorm2d(_BatchNormNd):
     def __init__(
         self,
-        num_features: int,
+        num_features: SupportsIndex,
         *,
         eps: float = 1e-5,
         momentum: float | None = 0.1,
@@ -106,7 +106,7 @@ class BatchNorm2d(_BatchNormNd):
 class BatchNorm3d(_BatchNormNd):
     def __init__(
         self,
-        num_features: int,
+        num_features: SupportsIndex,
         *,
         eps: float = 1e-5,
         momentum: float | None = 0.1,

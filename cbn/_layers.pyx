@@ -18,6 +18,8 @@ from cbn._block cimport (Block, make_block, empty_like_block, from_doubles,
                          check_status, run_forward_train, run_forward_infer,
                          run_backward, run_stats, run_backward_dx)
 from cbn._normalize cimport as_ndarray, as_type
+from cbn._args import asarray as _asarray, index as _index, real as _real
+from cbn._normalize import _check_eps
 
 cnp.import_array()
 
@@ -26,17 +28,27 @@ _STATE_KEYS = ("weight", "bias", "running_mean", "running_var",
 
 
 def _count(value, int least, str what):
-    """``value`` as an int in [least, 2**63) (it is kept in an int64_t), or
-    ValueError naming ``what`` -- also for inf or 1e300, where int() or the
-    int64_t would raise OverflowError."""
-    try:
-        n = int(value)
-    except OverflowError:
-        n = None
-    if n is None or n != value or not least <= n < 2**63:
-        raise ValueError(f"{what} must be {'a positive' if least else 'a non-negative'} "
-                         f"integer, got {value!r}")
+    """``value`` as an int in [least, 2**63) (it is kept in an int64_t):
+    TypeError naming ``what`` unless it is an integer (has ``__index__``, see
+    cbn._args.index: a float such as 3.0 is not), else ValueError outside the
+    range (where the int64_t would raise OverflowError)."""
+    kind = "a positive integer" if least else "a non-negative integer"
+    n = _index(value, what, kind)
+    if not least <= n < 2**63:
+        raise ValueError(f"{what} must be {kind}, got {value!r}")
     return n
+
+
+def _check_momentum(value):
+    """``value`` as a float in [0, 1], or None: TypeError if it is neither a
+    real number (see cbn._args.real) nor None, ValueError outside [0, 1] or
+    NaN."""
+    if value is None:
+        return None
+    f = _real(value, "momentum", "a real number or None")
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1] or None, got {value!r}")
+    return f
 
 
 def _rebuild(cls, kwargs, state):
@@ -58,12 +70,16 @@ cdef class BatchNorm:
     Parameters
     ----------
     num_features : int
-        C, the size of the feature axis.
+        C, the size of the feature axis. Integer arguments take anything
+        with ``__index__`` (int, numpy integers), as NumPy does, not 3.0 or
+        "3".
     feature_axis : int, optional
         The axis holding the features: 1 for N x C and NCHW (PyTorch's
         layout), -1 for channels-last (NHWC, Keras' layout). Default 1.
     eps : float, optional
-        Added to the variance for numerical stability. Default 1e-5.
+        Added to the variance for numerical stability. Default 1e-5. Real
+        arguments take int, float, numpy real scalars and 0-d real arrays,
+        not strings or complex numbers.
     momentum : float or None, optional
         Weight of the current batch in the running averages:
         ``running = (1 - momentum)*running + momentum*batch``. None gives the
@@ -90,6 +106,18 @@ cdef class BatchNorm:
         accumulated); None before it or when ``affine`` is False.
     training : bool
         True in training mode (the default), False after ``eval()``.
+
+    Raises
+    ------
+    TypeError
+        If ``num_features`` or ``feature_axis`` is not an integer, ``eps`` is
+        not a real number, ``momentum`` is neither a real number nor None
+        (a str, bytes or complex number is none of these), or ``dtype`` is
+        not float32 or float64. Assigning ``eps``, ``momentum`` or
+        ``num_batches_tracked`` checks the same way.
+    ValueError
+        If ``num_features`` < 1, ``eps`` is negative or NaN, or ``momentum``
+        is outside [0, 1]. A failed assignment leaves the old value.
 
     Notes
     -----
@@ -256,16 +284,20 @@ cdef class BatchNorm:
 
     cdef _setup(self, num_features, feature_axis, eps, momentum, affine,
                 track_running_stats, dtype, tuple ndims):
+        # Every argument is checked before anything is set.
         n = _count(num_features, 1, "num_features")
+        fa = _index(feature_axis, "feature_axis")
         dt = np.dtype(dtype)
         if dt != np.float32 and dt != np.float64:
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        e = _check_eps(eps)
+        momentum = _check_momentum(momentum)
         self.num_features = n
-        self.feature_axis = int(feature_axis)
+        self.feature_axis = fa
         self.dtype = dt
         self._typenum = dt.num
-        self.eps = eps
-        self.momentum = momentum
+        self._eps = e
+        self._momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self._ndims = ndims
@@ -289,6 +321,9 @@ cdef class BatchNorm:
     def eps(self):
         """float: Added to the variance for numerical stability; >= 0.
 
+        Assigning a value that is not a real number raises TypeError, and a
+        negative or NaN one ValueError; both leave the old value.
+
         Examples
         --------
         >>> import cbn
@@ -303,15 +338,15 @@ cdef class BatchNorm:
 
     @eps.setter
     def eps(self, value):
-        e = float(value)
-        if not e >= 0.0:
-            raise ValueError(f"eps must be a non-negative number, got {value!r}")
-        self._eps = e
+        self._eps = _check_eps(value)
 
     @property
     def momentum(self):
         """float or None: Weight of the current batch in the running averages,
         in [0, 1]; None for the cumulative average (see :doc:`/math`).
+
+        Assigning anything but a real number or None raises TypeError, and a
+        value outside [0, 1] ValueError; both leave the old value.
 
         Examples
         --------
@@ -327,17 +362,15 @@ cdef class BatchNorm:
 
     @momentum.setter
     def momentum(self, value):
-        if value is not None:
-            f = float(value)
-            if not 0.0 <= f <= 1.0:
-                raise ValueError(f"momentum must be in [0, 1] or None, got {value!r}")
-            value = f
-        self._momentum = value
+        self._momentum = _check_momentum(value)
 
     @property
     def num_batches_tracked(self):
         """int: Training batches seen since the last reset; the count that the
         cumulative average (``momentum=None``) divides by.
+
+        Assigning a value that is not an integer (2.0, "2") raises
+        TypeError, and a negative one ValueError; both leave the old value.
 
         Examples
         --------
@@ -356,7 +389,7 @@ cdef class BatchNorm:
 
     cdef cnp.ndarray _checked_vector(self, value, str name):
         """``value`` as a fresh (C,) array of the layer's dtype, or ValueError."""
-        a = np.asarray(value)
+        a = _asarray(value, name)
         if a.dtype.kind not in "biuf":
             raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
         if a.shape != (self.num_features,):
@@ -378,7 +411,9 @@ cdef class BatchNorm:
         None when ``affine`` is False.
 
         Assigning copies the values into the layer's array, which keeps its
-        identity, so references held by an optimizer stay valid.
+        identity, so references held by an optimizer stay valid. A
+        ``numpy.ma.MaskedArray`` is refused with TypeError (no mask support),
+        the layer left unchanged.
 
         Examples
         --------
@@ -649,7 +684,10 @@ cdef class BatchNorm:
         Raises
         ------
         TypeError
-            If x's dtype is not the layer's.
+            If x's dtype is not the layer's, or x is a
+            ``numpy.ma.MaskedArray`` (no mask support yet: pass
+            ``np.asarray(x)`` to ignore the mask, or ``x.filled(np.nan)``).
+            ``numpy.matrix`` and ``numpy.memmap`` are read as plain ndarrays.
         ValueError
             For a wrong number of dimensions or features, an empty batch, or
             a single value per feature in training mode.
@@ -813,7 +851,8 @@ cdef class BatchNorm:
         ValueError
             If dy's shape differs from the last input's.
         TypeError
-            If dy's dtype is not the layer's.
+            If dy's dtype is not the layer's, or dy is a
+            ``numpy.ma.MaskedArray`` (as for :meth:`forward`).
 
         Examples
         --------
@@ -877,7 +916,7 @@ cdef class BatchNorm:
         """``dy`` as an ndarray, checked against the last forward call."""
         if self._saved is None:
             raise RuntimeError("backward() called before forward()")
-        cdef cnp.ndarray dya = as_ndarray(dy)
+        cdef cnp.ndarray dya = as_ndarray(dy, "dy")
         if not self._is_saved_shape(dya):
             shape = tuple([self._saved_shape[i] for i in range(self._saved_ndim)])
             raise ValueError(f"dy has shape {(<object>dya).shape}, expected the last "
@@ -967,6 +1006,9 @@ cdef class BatchNorm:
         ------
         ValueError
             For missing or unexpected keys, or values of the wrong shape.
+        TypeError
+            For values that do not hold real numbers, or are a
+            ``numpy.ma.MaskedArray`` (no mask support).
 
         Examples
         --------
@@ -990,9 +1032,9 @@ cdef class BatchNorm:
                            ("running_mean", "running_mean"),
                            ("running_var", "running_var")):
             if name in expected:
-                new[attr] = self._checked_vector(np.asarray(state_dict[name]), name)
+                new[attr] = self._checked_vector(state_dict[name], name)
         if "num_batches_tracked" in expected:
-            n = np.asarray(state_dict["num_batches_tracked"])
+            n = _asarray(state_dict["num_batches_tracked"], "num_batches_tracked")
             if n.shape not in ((), (1,)) or n.dtype.kind not in "iu":
                 raise ValueError(f"num_batches_tracked must be a non-negative "
                                  f"integer, got {n!r}")

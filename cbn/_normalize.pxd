@@ -2,5 +2,5 @@
 cimport numpy as cnp
 
 
-cdef cnp.ndarray as_ndarray(object a)
+cdef cnp.ndarray as_ndarray(object a, str name=*)
 cdef cnp.ndarray as_type(cnp.ndarray a, int typenum)

@@ -32,6 +32,7 @@ from cbn._block cimport (Block, make_block, empty_like_block, from_doubles,
                          int_tuple, dptr, check_status, run_forward_train,
                          run_forward_infer, run_backward, run_stats,
                          run_backward_dx)
+from cbn._args import asarray as _asarray, real as _real
 
 try:
     from numpy.exceptions import AxisError
@@ -78,12 +79,13 @@ cdef int compute_type(cnp.ndarray a, int *result) except -1:
     return cdt.num
 
 
-cdef cnp.ndarray as_ndarray(object a):
+cdef cnp.ndarray as_ndarray(object a, str name="x"):
     """``np.asarray(a)``, without the call when ``a`` is exactly an ndarray
-    (asarray would return it unchanged)."""
+    (asarray would return it unchanged). Anything else goes through
+    ``cbn._args.asarray``, which refuses a masked array, naming it ``name``."""
     if cnp.PyArray_CheckExact(a):
         return <cnp.ndarray>a
-    return np.asarray(a)
+    return _asarray(a, name)
 
 
 cdef cnp.ndarray as_type(cnp.ndarray a, int typenum):
@@ -126,7 +128,9 @@ cdef int batch_flags(object axis, int ndim, char *is_batch) except -1:
 
 
 def _check_eps(eps):
-    e = float(eps)
+    """``eps`` as a float >= 0: TypeError if it is no real number (see
+    cbn._args.real), ValueError if negative or NaN. The layers' too."""
+    e = _real(eps, "eps")
     if not e >= 0.0:  # also catches NaN
         raise ValueError(f"eps must be a non-negative number, got {eps!r}")
     return e
@@ -146,7 +150,7 @@ def _per_feature(v, str name, tuple fshape, axis, bint scalar_ok):
     """``v`` as a float64 array of shape F (None stays None)."""
     if v is None:
         return None
-    a = np.asarray(v)
+    a = _asarray(v, name)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
     if a.shape != fshape:
@@ -385,7 +389,10 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
     x : array_like
         Input data. float32 and float64 are computed natively and keep their
         dtype; integer and bool input is computed and returned as float64;
-        float16 is computed in float32 and returned as float16.
+        float16 is computed in float32 and returned as float16. ndarray
+        subclasses that only add methods (``numpy.matrix``, ``numpy.memmap``)
+        are read as plain ndarrays, and the results are plain ndarrays; a
+        ``numpy.ma.MaskedArray`` is refused (see Raises).
     gamma, beta : array_like or float, optional
         Scale and shift: a scalar or an array of the feature shape F (the
         shape of ``x`` without the batch axes). None means 1 and 0.
@@ -393,8 +400,9 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         The batch axes, over which the statistics are taken, as in
         ``numpy.mean``. None means all axes. Default 0.
     eps : float, optional
-        Added to the variance before the square root; must be >= 0.
-        With ``eps=0`` the result equals ``scipy.stats.zscore(x, axis=axis)``.
+        Added to the variance before the square root; must be >= 0: an int,
+        float, numpy real scalar or 0-d real array. With ``eps=0`` the result
+        equals ``scipy.stats.zscore(x, axis=axis)``.
     mean, var : array_like, optional
         Statistics of shape F to use instead of the batch statistics (for
         inference, e.g. running averages). Give both or neither.
@@ -416,7 +424,12 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
     ------
     TypeError
         If ``x`` is not real (complex, object, str) or ``out`` has the wrong
-        dtype.
+        dtype; if ``x``, ``gamma``, ``beta``, ``mean`` or ``var`` is a
+        ``numpy.ma.MaskedArray``. cbn has no mask support yet, and would
+        otherwise compute over the masked values and drop the mask: pass
+        ``np.asarray(x)`` to ignore the mask, or ``x.filled(np.nan)`` to mark
+        the masked values missing (their feature's results are then NaN).
+        Also if ``eps`` is not a real number (a str, bytes, complex, None).
     ValueError
         For parameters of the wrong shape, a negative or NaN ``eps``, only one
         of ``mean`` and ``var``, a bad ``out``, or an empty batch in training.
@@ -548,6 +561,20 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
     dgamma, dbeta : ndarray
         Shape F, x's result dtype.
 
+    Raises
+    ------
+    TypeError
+        If ``dy`` or ``x`` is not real, ``out`` has the wrong dtype, ``mean``
+        or ``var`` is missing, or ``dy``, ``x``, ``mean``, ``var`` or
+        ``gamma`` is a ``numpy.ma.MaskedArray`` (as in
+        :func:`normalize_batch`; ``numpy.matrix`` and ``numpy.memmap`` are
+        read as plain ndarrays), or ``eps`` is not a real number.
+    ValueError
+        For arguments of the wrong shape, a negative or NaN ``eps``, a bad
+        ``out``, or an empty batch with ``batch_stats``.
+    numpy.exceptions.AxisError
+        For an out-of-range or repeated axis.
+
     Examples
     --------
     >>> import numpy as np
@@ -562,7 +589,7 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
     array([3., 3.])
     """
     cdef cnp.ndarray xa = as_ndarray(x)
-    cdef cnp.ndarray dya = as_ndarray(dy)
+    cdef cnp.ndarray dya = as_ndarray(dy, "dy")
     cdef int rtype, dy_rtype, ctype = compute_type(xa, &rtype)
     compute_type(dya, &dy_rtype)
     if not same_shape(dya, xa):

@@ -12,6 +12,7 @@ does.
 """
 import numpy as np
 
+from cbn._args import asarray, index, real
 from cbn._normalize import _moments
 
 
@@ -25,7 +26,8 @@ class BatchStats:
     Parameters
     ----------
     count : int
-        m, the number of values per feature (the batch size); >= 0.
+        m, the number of values per feature (the batch size); >= 0. An int or
+        numpy integer (anything with ``__index__``), not a float.
     mean : array_like
         Per-feature mean (float64, the feature shape F). Ignored (taken as 0)
         when ``count`` is 0.
@@ -37,6 +39,14 @@ class BatchStats:
     count : int
     mean, m2 : ndarray
         Read-only float64 arrays of the feature shape F.
+
+    Raises
+    ------
+    TypeError
+        If ``count`` is not an integer, or ``mean`` or ``m2`` is a
+        ``numpy.ma.MaskedArray``.
+    ValueError
+        If ``count`` is negative, or ``mean`` and ``m2`` differ in shape.
 
     Examples
     --------
@@ -52,11 +62,11 @@ class BatchStats:
     __slots__ = ("_count", "_mean", "_m2")
 
     def __init__(self, count, mean, m2):
-        n = int(count)
-        if n != count or n < 0:
+        n = index(count, "count", "a non-negative integer")
+        if n < 0:
             raise ValueError(f"count must be a non-negative integer, got {count!r}")
-        mean = np.array(mean, dtype=np.float64)
-        m2 = np.array(m2, dtype=np.float64)
+        mean = np.array(asarray(mean, "mean"), dtype=np.float64)
+        m2 = np.array(asarray(m2, "m2"), dtype=np.float64)
         if mean.shape != m2.shape:
             raise ValueError(f"mean and m2 must have one shape, got {mean.shape} "
                              f"and {m2.shape}")
@@ -88,9 +98,11 @@ class BatchStats:
 
         Parameters
         ----------
-        ddof : int, optional
+        ddof : int or float, optional
             Delta degrees of freedom: 0 (the default) for the biased variance
-            that batch normalization uses, 1 for the unbiased one.
+            that batch normalization uses, 1 for the unbiased one. Any real
+            number, as :func:`numpy.var` takes; TypeError for others (a
+            str, None).
 
         Returns
         -------
@@ -105,7 +117,7 @@ class BatchStats:
         >>> cbn.batch_stats(np.array([1.0, 2.0, 3.0, 4.0])).var(ddof=1)
         array(1.66666667)
         """
-        d = self._count - ddof
+        d = self._count - real(ddof, "ddof")
         if d <= 0:
             return np.full(self._m2.shape, np.nan)
         return np.asarray(self._m2 / d)  # an array even for 0-d statistics
@@ -166,7 +178,9 @@ def batch_stats(x, *, axis=0):
     Raises
     ------
     TypeError
-        If ``x`` is not real.
+        If ``x`` is not real, or is a ``numpy.ma.MaskedArray`` (refused as by
+        :func:`normalize_batch`; ``numpy.matrix`` and ``numpy.memmap`` are
+        read as plain ndarrays).
     numpy.exceptions.AxisError
         For an out-of-range or repeated axis.
 

@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Any, SupportsIndex
 
 from numpy.typing import DTypeLike
 
@@ -7,10 +7,10 @@ from cbn._layers import BatchNorm
 class SyncBatchNorm(BatchNorm):
     def __init__(
         self,
-        num_features: int,
+        num_features: SupportsIndex,
         *,
         comm: Any = None,
-        feature_axis: int = 1,
+        feature_axis: SupportsIndex = 1,
         eps: float = 1e-5,
         momentum: float | None = 0.1,
         affine: bool = True,

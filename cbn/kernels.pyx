@@ -15,6 +15,7 @@ import os
 import warnings
 
 from cbn cimport _cbn
+from cbn._args import index as _index
 
 
 cdef const char *status_message(int status) noexcept nogil:
@@ -392,10 +393,13 @@ def set_num_threads(n):
     Parameters
     ----------
     n : int
-        Number of threads, >= 0.
+        Number of threads, >= 0: an int or numpy integer (anything with
+        ``__index__``).
 
     Raises
     ------
+    TypeError
+        If ``n`` is not an integer (2.0, "2", None); the count is unchanged.
     ValueError
         If ``n`` is negative.
 
@@ -411,7 +415,7 @@ def set_num_threads(n):
     1
     >>> cbn.set_num_threads(0)  # back to OpenMP's default
     """
-    n = int(n)
+    n = _index(n, "n (the number of threads)")
     if n < 0:
         raise ValueError(f"the number of threads must be >= 0, got {n}")
     _cbn.cbn_set_num_threads(n)

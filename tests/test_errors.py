@@ -9,6 +9,8 @@ are not errors: they poison only their own feature, and the rest matches the
 oracle.
 """
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from numpy.exceptions import AxisError
@@ -191,7 +193,7 @@ def test_axis_of_a_0d_array_raises_axis_error(axis):
     assert_raises_unchanged(AxisError, cbn.normalize_batch, x, axis=axis, out=out)
 
 
-@pytest.mark.parametrize("eps, exc", [("abc", ValueError), (None, TypeError),
+@pytest.mark.parametrize("eps, exc", [("abc", TypeError), (None, TypeError),
                                       ([1e-5], TypeError), (np.nan, ValueError)])
 def test_eps_that_is_not_a_number_raises(x, out, eps, exc):
     assert_raises_unchanged(exc, cbn.normalize_batch, x, eps=eps, out=out)
@@ -385,3 +387,401 @@ def test_backward_nan_or_inf_stays_in_its_feature(rng, dtype, bad, poisoned, bat
     assert_close(dbeta[ok], dbeta_ref[ok], dtype=dtype, scale=20.0)
     finite = np.isfinite(dx_ref[:, 1])
     assert_close(dx[finite, 1], dx_ref[finite, 1], dtype=dtype, scale=5.0)
+
+
+# Masked arrays are refused; subclasses that only add methods are not ----------------
+#
+# cbn has no mask support yet: a numpy.ma.MaskedArray would be computed over its
+# masked values and come back as a plain ndarray, its mask silently dropped. Every
+# array argument refuses one, naming the two ways out, before anything is changed.
+
+MASKED_MESSAGE = (r"^{0} is a numpy\.ma\.MaskedArray.*np\.asarray\({0}\).*"
+                  r"{0}\.filled\(np\.nan\).*nan_policy='omit'")
+
+
+def masked(a, hide=True):
+    """``a`` as a MaskedArray, with one element masked (or none)."""
+    mask = np.zeros(np.shape(a), bool)
+    if hide and mask.size:
+        mask.flat[0] = True
+    return np.ma.masked_array(a, mask=mask)
+
+
+def layer_state(layer):
+    """Copies of everything about a layer that a failed call must leave alone."""
+    def cp(a):
+        return None if a is None else np.array(a, copy=True)
+    return {"gamma": cp(layer.gamma), "beta": cp(layer.beta),
+            "running_mean": cp(layer.running_mean), "running_var": cp(layer.running_var),
+            "num_batches_tracked": layer.num_batches_tracked,
+            "dgamma": cp(layer.dgamma), "dbeta": cp(layer.dbeta),
+            "eps": layer.eps, "momentum": layer.momentum, "training": layer.training}
+
+
+def assert_layer_raises_unchanged(exc, layer, call, match=None):
+    """``call()`` raises ``exc`` and leaves ``layer``'s state as it was."""
+    before = layer_state(layer)
+    with pytest.raises(exc, match=match):
+        call()
+    after = layer_state(layer)
+    for key, value in before.items():
+        if isinstance(value, np.ndarray):
+            assert after[key].tobytes() == value.tobytes(), f"{key} was modified"
+        else:
+            assert after[key] == value, f"{key} was modified"
+
+
+def used_layer(rng, dtype=np.float32, **kwargs):
+    """A BatchNorm1d(4) with non-trivial parameters, after one training step and
+    its backward (so dgamma, dbeta and the running statistics are set)."""
+    layer = cbn.BatchNorm1d(4, dtype=dtype, **kwargs)
+    if layer.affine:
+        layer.gamma = rng.uniform(0.5, 2.0, 4)
+        layer.beta = rng.standard_normal(4)
+    y = layer(rng.standard_normal((6, 4)).astype(dtype))
+    layer.backward(np.ones_like(y))
+    return layer
+
+
+@pytest.mark.parametrize("hide", [True, False], ids=["masked", "nothing-masked"])
+def test_masked_x_raises_type_error_and_writes_nothing(x, out, hide):
+    mx = masked(x, hide)
+    match = MASKED_MESSAGE.format("x")
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, mx, match=match)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, mx, out=out, match=match)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, mx, mean=np.zeros(4),
+                            var=np.ones(4), out=out, match=match)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch_backward, np.ones((6, 4)), mx,
+                            np.zeros(4), np.ones(4), out=out, match=match)
+    assert_raises_unchanged(TypeError, cbn.batch_stats, mx, match=match)
+
+
+def test_masked_dy_raises_type_error_and_writes_nothing(grads):
+    out = np.full((6, 4), 7.0)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch_backward,
+                            *backward_args(grads, dy=masked(grads["dy"])), out=out,
+                            match=MASKED_MESSAGE.format("dy"))
+
+
+@pytest.mark.parametrize("which", ["gamma", "beta", "mean", "var"])
+@pytest.mark.parametrize("form", ["array", "0-d", "masked-constant"])
+def test_masked_per_feature_argument_raises_type_error(x, out, which, form):
+    value = {"array": masked(np.full(4, 0.5)), "0-d": masked(0.5, hide=False),
+             "masked-constant": np.ma.masked}[form]
+    kwargs = {"mean": np.zeros(4), "var": np.ones(4)} if which in ("mean", "var") else {}
+    kwargs[which] = value
+    for target in (out, x):  # (numpy.ma.masked cannot be snapshotted: no tobytes)
+        before = (x.copy(), target.copy())
+        with pytest.raises(TypeError, match=MASKED_MESSAGE.format(which)):
+            cbn.normalize_batch(x, out=target, **kwargs)
+        assert (x.tobytes(), target.tobytes()) == (before[0].tobytes(), before[1].tobytes())
+
+
+@pytest.mark.parametrize("which", ["mean", "var", "gamma"])
+def test_backward_masked_per_feature_argument_raises_type_error(grads, which):
+    out = np.full((6, 4), 7.0)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch_backward,
+                            *backward_args(grads, **{which: masked(grads[which])}), out=out,
+                            match=MASKED_MESSAGE.format(which))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_layer_forward_of_masked_input_raises_and_changes_nothing(rng, training):
+    layer = used_layer(rng).train(training)
+    x = masked(rng.standard_normal((6, 4)).astype(np.float32))
+    assert_layer_raises_unchanged(TypeError, layer, lambda: layer(x),
+                                  match=MASKED_MESSAGE.format("x"))
+    assert_layer_raises_unchanged(TypeError, layer, lambda: layer.forward(x),
+                                  match=MASKED_MESSAGE.format("x"))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_layer_backward_of_masked_dy_raises_and_changes_nothing(rng, training):
+    layer = used_layer(rng).train(training)
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    layer(x)
+    dy = masked(np.ones((6, 4), np.float32))
+    assert_layer_raises_unchanged(TypeError, layer, lambda: layer.backward(dy),
+                                  match=MASKED_MESSAGE.format("dy"))
+    # The last forward call is still there to back-propagate through.
+    layer.backward(np.asarray(dy))
+
+
+@pytest.mark.parametrize("name", ["gamma", "beta", "running_mean", "running_var"])
+def test_setting_a_masked_parameter_raises_and_changes_nothing(rng, name):
+    layer = used_layer(rng)
+    value = masked(np.full(4, 3.0))
+    assert_layer_raises_unchanged(TypeError, layer, lambda: setattr(layer, name, value),
+                                  match=MASKED_MESSAGE.format(name))
+
+
+@pytest.mark.parametrize("key", ["weight", "bias", "running_mean", "running_var",
+                                 "num_batches_tracked"])
+def test_loading_a_masked_state_dict_value_raises_and_loads_nothing(rng, key):
+    layer = used_layer(rng)
+    state = {k: v + 5 for k, v in layer.state_dict().items()}  # would show if loaded
+    state[key] = masked(state[key], hide=state[key].ndim > 0)
+    assert_layer_raises_unchanged(TypeError, layer, lambda: layer.load_state_dict(state),
+                                  match=MASKED_MESSAGE.format(key))
+
+
+@pytest.mark.parametrize("which", ["mean", "m2"])
+def test_batch_stats_object_refuses_masked_statistics(which):
+    args = {"mean": np.zeros(3), "m2": np.ones(3)}
+    args[which] = masked(args[which])
+    with pytest.raises(TypeError, match=MASKED_MESSAGE.format(which)):
+        cbn.BatchStats(4, **args)
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_matrix_input_is_used_as_a_plain_ndarray(x):
+    # numpy.matrix only adds methods (and is always 2-D): it is normalized as
+    # np.asarray(x) would be, and the results are plain ndarrays.
+    m = np.asmatrix(x)
+    y = cbn.normalize_batch(m)
+    assert type(y) is np.ndarray
+    np.testing.assert_array_equal(y, cbn.normalize_batch(x))
+    y, mean, var = cbn.normalize_batch(m, np.asmatrix(np.full(4, 2.0)).A1, return_stats=True)
+    assert type(y) is np.ndarray and type(mean) is np.ndarray
+    dx, dgamma, _ = cbn.normalize_batch_backward(np.asmatrix(np.ones((6, 4))), m, mean, var)
+    assert type(dx) is np.ndarray and type(dgamma) is np.ndarray
+    assert type(cbn.batch_stats(m).mean) is np.ndarray
+    layer = cbn.BatchNorm1d(4, dtype=np.float64)
+    y = layer(m)
+    assert type(y) is np.ndarray
+    assert type(layer.backward(np.asmatrix(np.ones((6, 4))))) is np.ndarray
+
+
+def test_memmap_input_and_out_are_accepted(tmp_path, x):
+    # numpy.memmap only adds file backing: as input it is read as an ndarray;
+    # as ``out`` it is written and returned, so the result lands in the file.
+    mx = np.memmap(tmp_path / "x.dat", dtype=np.float64, mode="w+", shape=x.shape)
+    mx[...] = x
+    y = cbn.normalize_batch(mx)
+    assert type(y) is np.ndarray
+    np.testing.assert_array_equal(y, cbn.normalize_batch(x))
+    out = np.memmap(tmp_path / "y.dat", dtype=np.float64, mode="w+", shape=x.shape)
+    assert cbn.normalize_batch(mx, out=out) is out
+    np.testing.assert_array_equal(out, y)
+    gamma = np.memmap(tmp_path / "g.dat", dtype=np.float64, mode="w+", shape=(4,))
+    gamma[...] = 2.0
+    np.testing.assert_array_equal(cbn.normalize_batch(mx, gamma), cbn.normalize_batch(x, 2.0))
+    np.testing.assert_array_equal(cbn.batch_stats(mx).mean, cbn.batch_stats(x).mean)
+    layer = cbn.BatchNorm1d(4, dtype=np.float64)
+    layer.gamma = gamma
+    np.testing.assert_array_equal(layer.gamma, gamma)
+    y = layer(mx)
+    assert type(y) is np.ndarray
+    dy = np.memmap(tmp_path / "dy.dat", dtype=np.float64, mode="w+", shape=x.shape)
+    assert type(layer.backward(dy)) is np.ndarray
+
+
+# Numeric arguments take numbers only ---------------------------------------------------
+#
+# As in numpy and torch: integer arguments take anything with __index__ (int,
+# bool, numpy integers) and real ones (eps, momentum) int, float, numpy real
+# scalars and 0-d real arrays. Strings, bytes, complex numbers, None (where it
+# means nothing) and other objects raise TypeError naming the argument and the
+# type, and change nothing; values out of range stay ValueError.
+
+NOT_REAL = ["0.1", b"0.1", 0.1 + 0j, np.complex128(0.1), None, [0.1], np.array([0.1]),
+            np.array(0.1, dtype=object), object()]
+NOT_REAL_IDS = ["str", "bytes", "complex", "np-complex", "None", "list", "1-d-array",
+                "object-array", "object"]
+NOT_INTEGER = [3.0, np.float64(3.0), "3", b"3", 3 + 0j, None, [3], np.array([3]),
+               np.array(3.0)]
+NOT_INTEGER_IDS = ["float", "np-float", "str", "bytes", "complex", "None", "list",
+                   "1-d-array", "0-d-float-array"]
+LAYER_CLASSES = [cbn.BatchNorm, cbn.BatchNorm1d, cbn.BatchNorm2d, cbn.BatchNorm3d,
+                 cbn.SyncBatchNorm]
+
+
+def type_name(value):
+    """How the error messages name the type of ``value``."""
+    return "None" if value is None else type(value).__name__
+
+
+def type_message(name, value, what):
+    return rf"^{name} must be {what}, not {type_name(value)}"
+
+
+@pytest.mark.parametrize("eps", NOT_REAL, ids=NOT_REAL_IDS)
+def test_eps_of_the_wrong_type_raises_type_error_naming_it(x, out, grads, eps):
+    match = type_message("eps", eps, "a real number")
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, x, eps=eps, out=out, match=match)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, x, eps=eps, mean=np.zeros(4),
+                            var=np.ones(4), out=x, match=match)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch_backward, *backward_args(grads),
+                            eps=eps, out=out, match=match)
+
+
+@pytest.mark.parametrize("cls", LAYER_CLASSES)
+@pytest.mark.parametrize("eps", NOT_REAL, ids=NOT_REAL_IDS)
+def test_layer_eps_of_the_wrong_type_raises_type_error(cls, eps):
+    with pytest.raises(TypeError, match=type_message("eps", eps, "a real number")):
+        cls(3, eps=eps)
+
+
+@pytest.mark.parametrize("cls", LAYER_CLASSES)
+@pytest.mark.parametrize("momentum", [m for m in NOT_REAL if m is not None],
+                         ids=[i for i in NOT_REAL_IDS if i != "None"])
+def test_layer_momentum_of_the_wrong_type_raises_type_error(cls, momentum):
+    with pytest.raises(TypeError,
+                       match=type_message("momentum", momentum, "a real number or None")):
+        cls(3, momentum=momentum)
+
+
+@pytest.mark.parametrize("cls", LAYER_CLASSES)
+@pytest.mark.parametrize("num_features", NOT_INTEGER, ids=NOT_INTEGER_IDS)
+def test_num_features_of_the_wrong_type_raises_type_error(cls, num_features):
+    with pytest.raises(TypeError, match=type_message("num_features", num_features,
+                                                     "a positive integer")):
+        cls(num_features)
+
+
+@pytest.mark.parametrize("cls", [cbn.BatchNorm, cbn.SyncBatchNorm])
+@pytest.mark.parametrize("feature_axis", NOT_INTEGER, ids=NOT_INTEGER_IDS)
+def test_feature_axis_of_the_wrong_type_raises_type_error(cls, feature_axis):
+    with pytest.raises(TypeError,
+                       match=type_message("feature_axis", feature_axis, "an integer")):
+        cls(3, feature_axis=feature_axis)
+
+
+@pytest.mark.parametrize("name, value, what", [
+    *[("eps", v, "a real number") for v in NOT_REAL],
+    *[("momentum", v, "a real number or None") for v in NOT_REAL if v is not None],
+    *[("num_batches_tracked", v, "a non-negative integer") for v in NOT_INTEGER],
+], ids=[*("eps-" + i for i in NOT_REAL_IDS),
+        *("momentum-" + i for i in NOT_REAL_IDS if i != "None"),
+        *("num_batches_tracked-" + i for i in NOT_INTEGER_IDS)])
+def test_setting_a_number_of_the_wrong_type_raises_and_changes_nothing(rng, name, value,
+                                                                       what):
+    layer = used_layer(rng, eps=1e-3, momentum=0.25)
+    layer.num_batches_tracked = 7
+    assert_layer_raises_unchanged(TypeError, layer, lambda: setattr(layer, name, value),
+                                  match=type_message(name, value, what))
+    assert (layer.eps, layer.momentum, layer.num_batches_tracked) == (1e-3, 0.25, 7)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("eps", -1e-5), ("eps", np.nan), ("eps", np.float32(-1)), ("momentum", 1.5),
+    ("momentum", -0.1), ("momentum", np.nan), ("momentum", np.float64(2)),
+    ("num_batches_tracked", -1), ("num_batches_tracked", 2**63),
+    ("num_batches_tracked", np.int64(-3)),
+])
+def test_setting_a_number_out_of_range_still_raises_value_error(rng, name, value):
+    layer = used_layer(rng, eps=1e-3, momentum=0.25)
+    assert_layer_raises_unchanged(ValueError, layer, lambda: setattr(layer, name, value))
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"eps": -1.0}, {"eps": np.nan}, {"momentum": 1.5}, {"momentum": -1},
+    {"num_features": 0}, {"num_features": np.int64(-2)}, {"num_features": 2**63},
+])
+def test_layer_arguments_out_of_range_still_raise_value_error(kwargs):
+    kwargs = {"num_features": 3, **kwargs}
+    with pytest.raises(ValueError):
+        cbn.BatchNorm(**kwargs)
+
+
+@pytest.mark.parametrize("eps", [np.float32(1e-3), np.float64(1e-3), np.array(1e-3),
+                                 np.array(1e-3, np.float32), 0, np.int64(0), np.uint8(0),
+                                 True, Fraction(1, 1000)],
+                         ids=["np-float32", "np-float64", "0-d", "0-d-float32", "int",
+                              "np-int64", "np-uint8", "bool", "fraction"])
+def test_numbers_of_every_real_type_are_accepted_as_eps(x, eps):
+    expected = cbn.normalize_batch(x, eps=float(eps))
+    np.testing.assert_array_equal(cbn.normalize_batch(x, eps=eps), expected)
+    mean, var = x.mean(0), x.var(0)
+    np.testing.assert_array_equal(cbn.normalize_batch_backward(x, x, mean, var, eps=eps)[0],
+                                  cbn.normalize_batch_backward(x, x, mean, var,
+                                                               eps=float(eps))[0])
+    layer = cbn.BatchNorm1d(4, eps=eps)
+    assert layer.eps == float(eps) and type(layer.eps) is float
+    layer.eps = eps
+    assert layer.eps == float(eps) and type(layer.eps) is float
+
+
+@pytest.mark.parametrize("momentum", [np.float32(0.25), np.float64(0.25), np.array(0.25),
+                                      0, 1, np.int64(1), True, Fraction(1, 4), None],
+                         ids=["np-float32", "np-float64", "0-d", "int-0", "int-1",
+                              "np-int64", "bool", "fraction", "None"])
+def test_numbers_of_every_real_type_are_accepted_as_momentum(momentum):
+    expected = None if momentum is None else float(momentum)
+    for layer in (cbn.BatchNorm1d(3, momentum=momentum), cbn.SyncBatchNorm(3, momentum=momentum)):
+        assert layer.momentum == expected and type(layer.momentum) is type(expected)
+        layer.momentum = 0.5
+        layer.momentum = momentum
+        assert layer.momentum == expected and type(layer.momentum) is type(expected)
+
+
+@pytest.mark.parametrize("n", [np.int64(3), np.int32(3), np.uint8(3), np.array(3)],
+                         ids=["np-int64", "np-int32", "np-uint8", "0-d"])
+def test_numpy_integers_are_accepted_as_integer_arguments(rng, n):
+    for cls in LAYER_CLASSES:
+        layer = cls(n)
+        assert layer.num_features == 3 and type(layer.num_features) is int
+    for fa in (np.int64(-1), np.int8(-1), np.array(-1)):
+        layer = cbn.BatchNorm(3, feature_axis=fa)
+        assert layer.feature_axis == -1
+        assert layer(np.ones((2, 5, 3), np.float32)).shape == (2, 5, 3)
+    layer.num_batches_tracked = n
+    assert layer.num_batches_tracked == 3 and type(layer.num_batches_tracked) is int
+    s = cbn.BatchStats(n, np.zeros(2), np.ones(2))
+    assert s.count == 3 and type(s.count) is int
+    before = cbn.get_num_threads()
+    try:
+        cbn.set_num_threads(n - 2)
+        assert cbn.get_num_threads() == 1
+    finally:
+        cbn.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n", NOT_INTEGER, ids=NOT_INTEGER_IDS)
+def test_set_num_threads_of_the_wrong_type_raises_and_changes_nothing(n):
+    before = cbn.get_num_threads()
+    with pytest.raises(TypeError, match=r"^n \(the number of threads\) must be an "
+                                        r"integer, not " + type_name(n)):
+        cbn.set_num_threads(n)
+    assert cbn.get_num_threads() == before
+
+
+@pytest.mark.parametrize("count", NOT_INTEGER, ids=NOT_INTEGER_IDS)
+def test_batch_stats_count_of_the_wrong_type_raises_type_error(count):
+    with pytest.raises(TypeError, match=type_message("count", count, "a non-negative integer")):
+        cbn.BatchStats(count, np.zeros(2), np.ones(2))
+
+
+@pytest.mark.parametrize("ddof", [v for v in NOT_REAL if not isinstance(v, list)],
+                         ids=[i for i in NOT_REAL_IDS if i != "list"])
+def test_var_ddof_of_the_wrong_type_raises_type_error(ddof):
+    s = cbn.batch_stats(np.arange(8.0).reshape(4, 2))
+    with pytest.raises(TypeError, match=type_message("ddof", ddof, "a real number")):
+        s.var(ddof=ddof)
+
+
+def test_var_ddof_may_be_any_real_number_as_in_numpy():
+    x = np.arange(8.0).reshape(4, 2)
+    s = cbn.batch_stats(x)
+    for ddof in (1, np.int64(1), 1.0, np.float32(0.5), 0.5):
+        np.testing.assert_allclose(s.var(ddof=ddof), np.var(x, axis=0, ddof=float(ddof)),
+                                   rtol=1e-15)
+
+
+@pytest.mark.parametrize("axis", [1.0, np.float64(0), "0", b"0", 0j, (0, "1"), (np.float32(1),)],
+                         ids=["float", "np-float", "str", "bytes", "complex", "tuple-str",
+                              "tuple-np-float"])
+def test_axis_of_a_non_integer_type_raises_type_error_as_in_numpy(x, out, axis):
+    with pytest.raises(TypeError):
+        np.mean(x, axis=axis)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch, x, axis=axis, out=out)
+    assert_raises_unchanged(TypeError, cbn.normalize_batch_backward, x, x, np.zeros(4),
+                            np.ones(4), axis=axis, out=out)
+    assert_raises_unchanged(TypeError, cbn.batch_stats, x, axis=axis)
+
+
+def test_numpy_integer_axis_is_accepted(x):
+    np.testing.assert_array_equal(cbn.normalize_batch(x, axis=np.int64(0)),
+                                  cbn.normalize_batch(x, axis=0))
+    np.testing.assert_array_equal(cbn.normalize_batch(x, axis=(np.int8(-2),)),
+                                  cbn.normalize_batch(x, axis=0))

@@ -90,6 +90,7 @@ def layers() -> None:
     bn.eps = 1e-5
     bn.momentum = 0.2
     bn.num_batches_tracked = 0
+    bn.num_batches_tracked = np.int64(0)  # integer arguments take numpy integers
     bn.gamma = np.full(4, 1.5)
     bn.beta = [0.0, 1.0, 2.0, 3.0]
     bn.running_mean = np.zeros(4)
@@ -118,7 +119,7 @@ def layers() -> None:
                           track_running_stats=False, dtype=np.float32)
     y = bn1(rng.normal(size=(4, 3)).astype(np.float32))
     assert bn1.gamma is None and bn1.running_mean is None
-    bn2 = cbn.BatchNorm2d(2).eval()
+    bn2 = cbn.BatchNorm2d(np.int64(2)).eval()
     assert_type(bn2, cbn.BatchNorm2d)
     y = bn2(rng.normal(size=(2, 2, 3, 3)).astype(np.float32))
     bn3 = cbn.BatchNorm3d(2, dtype="float64")
@@ -138,6 +139,8 @@ def statistics_and_sync() -> None:
     assert_type(total.var(ddof=1), NDArray[np.float64])
     s = cbn.batch_stats(rng.normal(size=(2, 3, 4)), axis=(0, 2))
     s = cbn.BatchStats(s.count, s.mean, s.m2)
+    s = cbn.BatchStats(np.int64(s.count), s.mean, s.m2)
+    assert_type(s.var(ddof=0.5), NDArray[np.float64])
 
     bn = cbn.SyncBatchNorm(3, comm=None, feature_axis=1, eps=1e-5,
                            momentum=0.1, affine=True, track_running_stats=True,
@@ -150,6 +153,8 @@ def statistics_and_sync() -> None:
     comm: Any = bn.comm
     converted: cbn.SyncBatchNorm = cbn.SyncBatchNorm.from_batchnorm(
         cbn.BatchNorm2d(3), comm=comm)
+    local = cbn.SyncBatchNorm(np.int64(3), feature_axis=np.int64(-1), comm=None)
+    assert local.feature_axis == -1
     assert converted.num_features == 3
     assert as_batchnorm is bn and (comm is None or comm.Get_size() >= 1)
 
@@ -157,7 +162,7 @@ def statistics_and_sync() -> None:
 def configuration() -> None:
     threads: int = cbn.get_num_threads()
     cbn.set_num_threads(1)
-    cbn.set_num_threads(0)
+    cbn.set_num_threads(np.int32(0))
     assert threads >= 1
     levels: list[str] = kernels.simd_levels()
     level: str = kernels.get_simd()
