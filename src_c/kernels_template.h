@@ -30,6 +30,11 @@
  *   (Sterbenz), and the rest of the mean, lo = mean - hi, is folded into the
  *   shift in double: y = (x - hi)*scale + (beta - lo*scale), one fused
  *   multiply-add, within a few units in the last place of the float64 result.
+ * - Cold features: a float feature whose coefficients float cannot hold
+ *   (subnormal data with eps = 0; backward far from unit spread) is computed
+ *   in double instead, decided once per feature where its coefficients are
+ *   made (see "Cold features" in kernels_common.h); the loops over elements
+ *   are the same for every other feature.
  */
 
 #define CBN_CAT_(a, b) a##_##b
@@ -81,6 +86,34 @@ static FN(coef) FN(make_coef)(double mean, double var, double eps,
     if (mean != (double)k.hi)  /* skip 0*inf: Inf and NaN must stay their own */
         k.shift = (T)((beta ? beta[c] : 0.0) - (mean - (double)k.hi) * scale);
     return k;
+}
+
+/* Whether float normalize coefficients hi, scale are ones float holds at
+   full precision: the fast paths' test (see "Cold features" in
+   kernels_common.h), branch-free so that loops over columns vectorize. */
+static inline int FN(coef_ok)(T hi, T scale)
+{
+    return f32_factor_ok((float)scale) & (fabsf((float)hi) <= FLT_MAX);
+}
+
+/* Whether feature c, whose coefficients make_coef made as k, is cold (see
+   "Cold features" in kernels_common.h): then *ck holds its double
+   coefficients. One test of k on the fast path; never for double data. */
+static inline int FN(coef_cold)(FN(coef) k, double mean, double var,
+                                double eps, const double *gamma,
+                                const double *beta, int64_t c, cold_coef *ck)
+{
+    return T_IS_F32 && !FN(coef_ok)(k.hi, k.scale)
+           && cold_coef_of(mean, var, eps, gamma, beta, c, ck);
+}
+
+/* A cold feature's n values ld apart: y = (x - mean)*scale + beta in
+   double, rounded once. */
+static CBN_COLD void FN(cold_normalize)(const T *x, T *y, int64_t n, int64_t ld,
+                                        const cold_coef *k)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i * ld] = (T)(((double)x[i * ld] - k->mean) * k->scale + k->beta);
 }
 
 /* ------------------------------------------------------- contiguous runs --- */
@@ -382,6 +415,22 @@ static void FN(runs_segment_normalize)(const T *x, T *y, const runs_geom *g,
         stream_fence();
 }
 
+/* runs_segment_normalize for a cold feature. */
+static CBN_COLD void FN(runs_segment_normalize_cold)(const T *x, T *y,
+                                                     const runs_geom *g, int64_t c,
+                                                     int64_t s, const cold_coef *k)
+{
+    int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
+    for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
+        int64_t o0, o1, i0, i1;
+        runs_chunk(g, j, &o0, &o1, &i0, &i1);
+        for (int64_t o = o0; o < o1; o++) {
+            int64_t off = (o * g->C + c) * g->inner + i0;
+            FN(cold_normalize)(x + off, y + off, i1 - i0, 1, k);
+        }
+    }
+}
+
 /* Coefficients of dx for feature c (see cbn.h), from the gradient sums. */
 typedef struct {
     T a, b, k0, hi;
@@ -408,6 +457,61 @@ static FN(dcoef) FN(make_dcoef)(double sdy, double sdyx, double m, double mean,
     d.b = (T)b;
     d.k0 = (T)(mean != (double)d.hi ? k0 - b * (mean - (double)d.hi) : k0);
     return d;
+}
+
+/* Whether float dx coefficients are ones float holds at full precision:
+   the fast paths' test (see "Cold features" in kernels_common.h; without
+   batch statistics only a plays a part), branch-free so that loops over
+   columns vectorize. */
+static inline int FN(dcoef_ok)(T a, T b, T k0, T hi, int batch_stats)
+{
+    return f32_factor_ok((float)a)
+           & ((batch_stats == 0) | (f32_factor_ok((float)b) & (fabsf((float)k0) <= FLT_MAX)
+                              & (fabsf((float)hi) <= FLT_MAX)));
+}
+
+/* Whether feature c, whose dx coefficients make_dcoef made as d from the
+   sums sdy and sdyx, is cold: then *cd holds its double coefficients. One
+   test of d on the fast path; never for double data. */
+static inline int FN(dcoef_cold)(FN(dcoef) d, double sdy, double sdyx, double m,
+                                 double mean, double var, double eps,
+                                 const double *gamma, int batch_stats,
+                                 int64_t c, cold_dcoef *cd)
+{
+    return T_IS_F32 && !FN(dcoef_ok)(d.a, d.b, d.k0, d.hi, batch_stats)
+           && cold_dcoef_of(sdy, sdyx, m, mean, var, eps, gamma, batch_stats, c, cd);
+}
+
+/* A cold feature's dx at n elements ld apart, in double (see cold_dcoef),
+   rounded once. */
+static CBN_COLD void FN(cold_dx)(const T *dy, const T *x, T *dx, int64_t n,
+                                 int64_t ld, const cold_dcoef *d, int batch_stats)
+{
+    if (batch_stats) {
+        for (int64_t i = 0; i < n; i++)
+            dx[i * ld] = (T)(d->a * (double)dy[i * ld]
+                             + d->c1 * (((double)x[i * ld] - d->mean) * d->invstd) + d->k1);
+    } else {  /* x plays no part; + 0.0 signs a zero as run_scale does */
+        for (int64_t i = 0; i < n; i++)
+            dx[i * ld] = (T)(d->a * (double)dy[i * ld] + 0.0);
+    }
+}
+
+/* runs_segment_dx for a cold feature. */
+static CBN_COLD void FN(runs_segment_dx_cold)(const T *dy, const T *x, T *dx,
+                                              const runs_geom *g, int64_t c,
+                                              int64_t s, const cold_dcoef *d,
+                                              int batch_stats)
+{
+    int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
+    for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
+        int64_t o0, o1, i0, i1;
+        runs_chunk(g, j, &o0, &o1, &i0, &i1);
+        for (int64_t o = o0; o < o1; o++) {
+            int64_t off = (o * g->C + c) * g->inner + i0;
+            FN(cold_dx)(dy + off, x + off, dx + off, i1 - i0, 1, d, batch_stats);
+        }
+    }
 }
 
 static void FN(runs_segment_dx)(const T *dy, const T *x, T *dx,
@@ -446,9 +550,15 @@ static void FN(runs_train_feature)(const T *x, T *y, const runs_geom *g,
     double mu = mo.mean, v = mo.m2 / m;
     finite_or_rescued(x, T_IS_F32, g->outer, g->C, g->inner, c, &mu, &v);
     FN(coef) k = FN(make_coef)(mu, v, eps, gamma, beta, c);
-    if (y)
-        for (int64_t s = 0; s < g->nseg; s++)
-            FN(runs_segment_normalize)(x, y, g, c, s, k);
+    if (y) {
+        cold_coef ck;
+        if (FN(coef_cold)(k, mu, v, eps, gamma, beta, c, &ck))
+            for (int64_t s = 0; s < g->nseg; s++)
+                FN(runs_segment_normalize_cold)(x, y, g, c, s, &ck);
+        else
+            for (int64_t s = 0; s < g->nseg; s++)
+                FN(runs_segment_normalize)(x, y, g, c, s, k);
+    }
     if (mean) mean[c] = mu;
     if (var) var[c] = v;
 }
@@ -500,7 +610,11 @@ static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                 int64_t c = idx / g.nseg;
                 moments mo = part[c * g.nseg];
                 FN(coef) k = FN(make_coef)(mo.mean, mo.m2, eps, gamma, beta, c);
-                FN(runs_segment_normalize)(x, y, &g, c, idx % g.nseg, k);
+                cold_coef ck;
+                if (FN(coef_cold)(k, mo.mean, mo.m2, eps, gamma, beta, c, &ck))
+                    FN(runs_segment_normalize_cold)(x, y, &g, c, idx % g.nseg, &ck);
+                else
+                    FN(runs_segment_normalize)(x, y, &g, c, idx % g.nseg, k);
             }
         }
     }
@@ -516,6 +630,11 @@ static void FN(infer_run)(const T *x, T *y, int64_t outer, int64_t C,
     const int64_t total = outer * C * inner;
     int64_t c = r % C;
     FN(coef) k = FN(make_coef)(mean[c], var[c], eps, gamma, beta, c);
+    cold_coef ck;
+    if (FN(coef_cold)(k, mean[c], var[c], eps, gamma, beta, c, &ck)) {
+        FN(cold_normalize)(x + r * inner, y + r * inner, inner, 1, &ck);
+        return;
+    }
     /* prefetched along where streamed: below that size, measured slower */
     FN(run_normalize)(x + r * inner, y + r * inner, inner, k, stream,
                       stream_ahead(x, r * inner, inner, total, sizeof(T), stream));
@@ -560,9 +679,16 @@ static void FN(runs_backward_feature)(const T *dy, const T *x, T *dx,
     }
     FN(dcoef) d = FN(make_dcoef)(sdy, sdyx, m, mean[c], var[c], eps, gamma,
                                  batch_stats, c, dgamma, dbeta);
-    if (dx)
-        for (int64_t s = 0; s < g->nseg; s++)
-            FN(runs_segment_dx)(dy, x, dx, g, c, s, d, batch_stats);
+    if (dx) {
+        cold_dcoef cd;
+        if (FN(dcoef_cold)(d, sdy, sdyx, m, mean[c], var[c], eps, gamma, batch_stats,
+                           c, &cd))
+            for (int64_t s = 0; s < g->nseg; s++)
+                FN(runs_segment_dx_cold)(dy, x, dx, g, c, s, &cd, batch_stats);
+        else
+            for (int64_t s = 0; s < g->nseg; s++)
+                FN(runs_segment_dx)(dy, x, dx, g, c, s, d, batch_stats);
+    }
 }
 
 static void FN(runs_backward)(const T *dy, const T *x, T *dx, int64_t outer,
@@ -617,7 +743,13 @@ static void FN(runs_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                 FN(dcoef) d = FN(make_dcoef)(part[first], part[first + 1], m,
                                              mean[c], var[c], eps, gamma,
                                              batch_stats, c, NULL, NULL);
-                FN(runs_segment_dx)(dy, x, dx, &g, c, idx % g.nseg, d, batch_stats);
+                cold_dcoef cd;
+                if (FN(dcoef_cold)(d, part[first], part[first + 1], m, mean[c], var[c],
+                                   eps, gamma, batch_stats, c, &cd))
+                    FN(runs_segment_dx_cold)(dy, x, dx, &g, c, idx % g.nseg, &cd,
+                                             batch_stats);
+                else
+                    FN(runs_segment_dx)(dy, x, dx, &g, c, idx % g.nseg, d, batch_stats);
             }
         }
     }
@@ -1071,6 +1203,7 @@ static void FN(flat_dx)(const T *dy, const T *x, T *dx, int64_t e0, int64_t e1,
    as 128 KiB (musl). */
 typedef struct {
     const FN(flat) *fp;
+    int cold;  /* a column may be cold: the block takes the cold pass */
     union {
         T col[4][ROW_BLOCK];
         FN(flat) f;
@@ -1082,6 +1215,7 @@ static void FN(bcoefs_start)(FN(bcoefs) *k, const T *out, const rows_geom *g)
 {
     k->fp = g->nblocks == 1 && FN(flat_plan)(&k->u.f, out, g->outer, g->C)
                 ? &k->u.f : NULL;
+    k->cold = 0;
 }
 
 /* Coefficient i of the block's column j is v (then bcoefs_finish). */
@@ -1094,11 +1228,101 @@ static inline void FN(bcoefs_put)(FN(bcoefs) *k, const rows_geom *g, int i,
         k->u.col[i][j] = v;
 }
 
+/* Coefficient i of the block's column j, as bcoefs_put placed it. */
+static inline T FN(bcoefs_get)(const FN(bcoefs) *k, const rows_geom *g, int i,
+                               int j)
+{
+    if (k->fp)
+        return k->fp->k[i * k->fp->P + (j >= k->fp->c0 ? j - k->fp->c0 : j + g->C - k->fp->c0)];
+    return k->u.col[i][j];
+}
+
 /* Once every column's nk coefficients are put. */
 static void FN(bcoefs_finish)(FN(bcoefs) *k, const rows_geom *g, int nk)
 {
     if (k->fp)
         FN(flat_repeat)(&k->u.f, g->C, nk);
+}
+
+/* Whether a float coefficient of the block's nb columns fails the fast
+   paths' test -- coef_ok for normalize, dcoef_ok for dx -- in one loop over
+   their places that vectorizes (in the flat layout the places [0, C) hold
+   every column once). */
+static int FN(bcoefs_suspect)(const FN(bcoefs) *k, int nb, int dx, int batch_stats)
+{
+    const int64_t P = k->fp ? k->fp->P : 0;
+    const T *p0 = k->fp ? k->fp->k : k->u.col[0], *p1 = k->fp ? p0 + P : k->u.col[1],
+            *p2 = k->fp ? p1 + P : k->u.col[2], *p3 = k->fp ? p2 + P : k->u.col[3];
+    int ok = 1;
+    if (dx)
+        for (int j = 0; j < nb; j++)
+            ok &= FN(dcoef_ok)(p0[j], p1[j], p2[j], p3[j], batch_stats);
+    else
+        for (int j = 0; j < nb; j++)
+            ok &= FN(coef_ok)(p0[j], p1[j]);
+    return !ok;
+}
+
+/* Whether column j of a block whose float normalize coefficients are k is
+   cold (then *ck holds its double ones); mean, var: the block's. */
+static inline int FN(column_cold)(const FN(bcoefs) *k, const rows_geom *g,
+                                  int64_t c0, int j, const double *mean,
+                                  const double *var, double eps,
+                                  const double *gamma, const double *beta,
+                                  cold_coef *ck)
+{
+    return !FN(coef_ok)(FN(bcoefs_get)(k, g, 0, j), FN(bcoefs_get)(k, g, 1, j))
+           && cold_coef_of(mean[j], var[j], eps, gamma, beta, c0 + j, ck);
+}
+
+/* Whether a column of the block is cold, for a block with a suspect one. */
+static CBN_COLD int FN(block_cold)(const FN(bcoefs) *k, const rows_geom *g,
+                                   int64_t c0, int nb, const double *mean,
+                                   const double *var, double eps,
+                                   const double *gamma, const double *beta)
+{
+    cold_coef ck;
+    for (int j = 0; j < nb; j++)
+        if (FN(column_cold)(k, g, c0, j, mean, var, eps, gamma, beta, &ck))
+            return 1;
+    return 0;
+}
+
+/* Whether column j of a block whose float dx coefficients are k is cold
+   (then *cd holds its double ones); its sums etc. from src. */
+static inline int FN(column_cold_d)(const FN(bcoefs) *k, const rows_geom *g,
+                                    int64_t c0, int j, int batch_stats,
+                                    const dx_sources *src, cold_dcoef *cd)
+{
+    if (FN(dcoef_ok)(FN(bcoefs_get)(k, g, 0, j), FN(bcoefs_get)(k, g, 1, j),
+                     FN(bcoefs_get)(k, g, 2, j), FN(bcoefs_get)(k, g, 3, j), batch_stats))
+        return 0;
+    /* as given_dcoef: sum dy*(x - mean) = dgamma*sqrt(var + eps) */
+    const double sdyx = src->given ? src->s2[j] * sqrt(src->var[j] + src->eps) : src->s2[j];
+    return cold_dcoef_of(src->s1[j], sdyx, src->m, src->mean[j], src->var[j], src->eps,
+                         src->gamma, batch_stats, c0 + j, cd);
+}
+
+/* Whether a column of the block is cold, for a block with a suspect one. */
+static CBN_COLD int FN(block_cold_d)(const FN(bcoefs) *k, const rows_geom *g,
+                                     int64_t c0, int nb, int batch_stats,
+                                     const dx_sources *src)
+{
+    cold_dcoef cd;
+    for (int j = 0; j < nb; j++)
+        if (FN(column_cold_d)(k, g, c0, j, batch_stats, src, &cd))
+            return 1;
+    return 0;
+}
+
+/* bcoefs_finish for dx coefficients: the block marked cold when a column is
+   (only float data can be). */
+static void FN(bcoefs_finish_d)(FN(bcoefs) *k, const rows_geom *g, int64_t c0,
+                                int nb, int batch_stats, const dx_sources *src)
+{
+    if (T_IS_F32 && FN(bcoefs_suspect)(k, nb, 1, batch_stats))
+        k->cold = FN(block_cold_d)(k, g, c0, nb, batch_stats, src);
+    FN(bcoefs_finish)(k, g, 4);
 }
 
 /* The coefficients of make_coef for columns [c0, c0+nb), for output y:
@@ -1133,6 +1357,8 @@ static void FN(block_coefs)(FN(bcoefs) *k, const T *y, const rows_geom *g,
             sh[j + at] = (T)(lo != 0.0 ? b - lo * scale[j] : b);
         }
     }
+    if (T_IS_F32 && FN(bcoefs_suspect)(k, nb, 0, 0))
+        k->cold = FN(block_cold)(k, g, c0, nb, mean, var, eps, gamma, beta);
     FN(bcoefs_finish)(k, g, 3);
 }
 
@@ -1214,6 +1440,101 @@ static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
     }
 }
 
+/* The cold passes of a column block (see "Cold features" in
+   kernels_common.h): when a column of the block may be cold, its elements
+   are computed column by column, COLD_ROWS rows at a time -- a cold column
+   in double, the others with their float coefficients by st_fmadd, which
+   rounds as the vector lanes do, so those come out bitwise as on the fast
+   pass. Each element is read before it is written, as there, so the output
+   may be an input. COLD_ROWS rows of a block stay in cache from one column
+   to the next. */
+#define COLD_ROWS 64
+
+/* rows_normalize for a block marked cold; mean[j], var[j] are column j's. */
+static CBN_COLD void FN(rows_normalize_cold)(const T *x, T *y, const rows_geom *g,
+                                             int64_t c0, int nb, int64_t r0,
+                                             int64_t r1, const FN(bcoefs) *k,
+                                             const double *mean, const double *var,
+                                             double eps, const double *gamma,
+                                             const double *beta)
+{
+    const int64_t ld = g->C;
+    for (int64_t a = r0; a < r1; a += COLD_ROWS) {
+        const int64_t n = r1 - a < COLD_ROWS ? r1 - a : COLD_ROWS;
+        for (int j = 0; j < nb; j++) {
+            const T *xc = x + a * ld + c0 + j;
+            T *yc = y + a * ld + c0 + j;
+            cold_coef ck;
+            if (FN(column_cold)(k, g, c0, j, mean, var, eps, gamma, beta, &ck)) {
+                FN(cold_normalize)(xc, yc, n, ld, &ck);
+                continue;
+            }
+            const T hi = FN(bcoefs_get)(k, g, 0, j), sc = FN(bcoefs_get)(k, g, 1, j),
+                    sh = FN(bcoefs_get)(k, g, 2, j);
+            for (int64_t r = 0; r < n; r++)
+                yc[r * ld] = st_fmadd(xc[r * ld] - hi, sc, sh);
+        }
+    }
+}
+
+/* rows_normalize, or its cold pass for a block marked cold (only float
+   data are ever marked). */
+static inline void FN(block_normalize)(const T *x, T *y, const rows_geom *g,
+                                       int64_t c0, int nb, int64_t r0, int64_t r1,
+                                       const FN(bcoefs) *k, int stream,
+                                       const double *mean, const double *var,
+                                       double eps, const double *gamma,
+                                       const double *beta)
+{
+    if (T_IS_F32 && k->cold)
+        FN(rows_normalize_cold)(x, y, g, c0, nb, r0, r1, k, mean, var, eps, gamma, beta);
+    else
+        FN(rows_normalize)(x, y, g, c0, nb, r0, r1, k, stream);
+}
+
+/* rows_dx for a block marked cold; its coefficients came from src. */
+static CBN_COLD void FN(rows_dx_cold)(const T *dy, const T *x, T *dx,
+                                      const rows_geom *g, int64_t c0, int nb,
+                                      int64_t r0, int64_t r1, const FN(bcoefs) *k,
+                                      int batch_stats, const dx_sources *src)
+{
+    const int64_t ld = g->C;
+    for (int64_t a = r0; a < r1; a += COLD_ROWS) {
+        const int64_t n = r1 - a < COLD_ROWS ? r1 - a : COLD_ROWS;
+        for (int j = 0; j < nb; j++) {
+            const int64_t off = a * ld + c0 + j;
+            const T *gc = dy + off, *xc = x + off;
+            T *dc = dx + off;
+            cold_dcoef cd;
+            if (FN(column_cold_d)(k, g, c0, j, batch_stats, src, &cd)) {
+                FN(cold_dx)(gc, xc, dc, n, ld, &cd, batch_stats);
+                continue;
+            }
+            const T ca = FN(bcoefs_get)(k, g, 0, j), cb = FN(bcoefs_get)(k, g, 1, j),
+                    ck0 = FN(bcoefs_get)(k, g, 2, j), chi = FN(bcoefs_get)(k, g, 3, j);
+            if (batch_stats)
+                for (int64_t r = 0; r < n; r++)
+                    dc[r * ld] = st_fmadd(ca, gc[r * ld], st_fmadd(cb, xc[r * ld] - chi, ck0));
+            else
+                for (int64_t r = 0; r < n; r++)
+                    dc[r * ld] = st_fmadd(ca, gc[r * ld], (T)0);
+        }
+    }
+}
+
+/* rows_dx, or its cold pass for a block marked cold, with the sources of
+   its coefficients. */
+static inline void FN(block_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
+                                int64_t c0, int nb, int64_t r0, int64_t r1,
+                                const FN(bcoefs) *k, int batch_stats, int stream,
+                                const dx_sources *src)
+{
+    if (T_IS_F32 && k->cold)
+        FN(rows_dx_cold)(dy, x, dx, g, c0, nb, r0, r1, k, batch_stats, src);
+    else
+        FN(rows_dx)(dy, x, dx, g, c0, nb, r0, r1, k, batch_stats, stream);
+}
+
 /* Statistics of column block b, then its normalized output (when y). */
 static void FN(rows_train_block)(const T *x, T *y, const rows_geom *g,
                                  int64_t b, const double *gamma,
@@ -1241,7 +1562,8 @@ static void FN(rows_train_block)(const T *x, T *y, const rows_geom *g,
     if (y) {
         FN(bcoefs) k;
         FN(block_coefs)(&k, y, g, c0, nb, tmean, tm2, eps, gamma, beta);
-        FN(rows_normalize)(x, y, g, c0, nb, 0, g->outer, &k, g->stream);
+        FN(block_normalize)(x, y, g, c0, nb, 0, g->outer, &k, g->stream, tmean, tm2,
+                            eps, gamma, beta);
     }
 }
 
@@ -1318,7 +1640,8 @@ static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                     eps, gamma, beta);
                 have = b;
                 segment_rows(&g, idx % g.nseg, &r0, &r1);
-                FN(rows_normalize)(x, y, &g, c0, nb, r0, r1, &k, g.stream);
+                FN(block_normalize)(x, y, &g, c0, nb, r0, r1, &k, g.stream, totals + c0,
+                                    totals + C + c0, eps, gamma, beta);
             }
         }
     }
@@ -1343,7 +1666,8 @@ static void FN(infer_pieces)(const T *x, T *y, const rows_geom *g, int64_t i0,
             FN(block_coefs)(&k, y, g, c0, nb, mean + c0, var + c0, eps, gamma, beta);
         have = b;
         segment_rows(g, idx % g->nseg, &r0, &r1);
-        FN(rows_normalize)(x, y, g, c0, nb, r0, r1, &k, stream);
+        FN(block_normalize)(x, y, g, c0, nb, r0, r1, &k, stream, mean + c0, var + c0,
+                            eps, gamma, beta);
     }
 }
 
@@ -1413,8 +1737,10 @@ static void FN(rows_backward_block)(const T *dy, const T *x, T *dx,
             FN(bcoefs_put_d)(&k, g, j, d);
     }
     if (dx) {
-        FN(bcoefs_finish)(&k, g, 4);
-        FN(rows_dx)(dy, x, dx, g, c0, nb, 0, g->outer, &k, batch_stats, g->stream);
+        const dx_sources src = {t1, t2, mean + c0, var + c0, gamma, eps,
+                                (double)g->outer, 0};
+        FN(bcoefs_finish_d)(&k, g, c0, nb, batch_stats, &src);
+        FN(block_dx)(dy, x, dx, g, c0, nb, 0, g->outer, &k, batch_stats, g->stream, &src);
     }
 }
 
@@ -1476,6 +1802,8 @@ static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                 int64_t b = idx / g.nseg, r0, r1;
                 const int64_t c0 = b * ROW_BLOCK;
                 const int nb = block_width(&g, b);
+                const dx_sources src = {part + c0, part + C + c0, mean + c0, var + c0,
+                                        gamma, eps, m, 0};
                 if (b != have) {
                     FN(bcoefs_start)(&k, dx, &g);
                     for (int j = 0; j < nb; j++)
@@ -1484,11 +1812,11 @@ static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                                                         mean[c0 + j], var[c0 + j], eps,
                                                         gamma, batch_stats, c0 + j,
                                                         NULL, NULL));
-                    FN(bcoefs_finish)(&k, &g, 4);
+                    FN(bcoefs_finish_d)(&k, &g, c0, nb, batch_stats, &src);
                 }
                 have = b;
                 segment_rows(&g, idx % g.nseg, &r0, &r1);
-                FN(rows_dx)(dy, x, dx, &g, c0, nb, r0, r1, &k, batch_stats, g.stream);
+                FN(block_dx)(dy, x, dx, &g, c0, nb, r0, r1, &k, batch_stats, g.stream, &src);
             }
         }
     }
@@ -1563,29 +1891,40 @@ static void FN(dx_pieces)(const T *dy, const T *x, T *dx, const runs_geom *rg,
 {
     FN(dcoef) d;
     FN(bcoefs) k;
+    cold_dcoef cd;
+    int cold = 0;
     int64_t have = -1;  /* the feature or column block d (or k) holds */
     for (int64_t idx = i0; idx < i1; idx++) {
         if (rg) {
             int64_t c = idx / rg->nseg;
-            if (c != have)
+            if (c != have) {
                 d = FN(given_dcoef)(c, mean, var, gamma, eps, m, dgamma, dbeta);
+                cold = T_IS_F32 && !FN(dcoef_ok)(d.a, d.b, d.k0, d.hi, 1)
+                       && cold_dcoef_of(dbeta[c], dgamma[c] * sqrt(var[c] + eps), m,
+                                        mean[c], var[c], eps, gamma, 1, c, &cd);
+            }
             have = c;
-            FN(runs_segment_dx)(dy, x, dx, rg, c, idx % rg->nseg, d, 1);
+            if (cold)
+                FN(runs_segment_dx_cold)(dy, x, dx, rg, c, idx % rg->nseg, &cd, 1);
+            else
+                FN(runs_segment_dx)(dy, x, dx, rg, c, idx % rg->nseg, d, 1);
         } else {
             int64_t b = idx / wg->nseg, r0, r1;
             const int64_t c0 = b * ROW_BLOCK;
             const int nb = block_width(wg, b);
+            const dx_sources src = {dbeta + c0, dgamma + c0, mean + c0, var + c0, gamma,
+                                    eps, m, 1};
             if (b != have) {
                 FN(bcoefs_start)(&k, dx, wg);
                 for (int j = 0; j < nb; j++)
                     FN(bcoefs_put_d)(&k, wg, j,
                                      FN(given_dcoef)(c0 + j, mean, var, gamma, eps, m,
                                                      dgamma, dbeta));
-                FN(bcoefs_finish)(&k, wg, 4);
+                FN(bcoefs_finish_d)(&k, wg, c0, nb, 1, &src);
             }
             have = b;
             segment_rows(wg, idx % wg->nseg, &r0, &r1);
-            FN(rows_dx)(dy, x, dx, wg, c0, nb, r0, r1, &k, 1, wg->stream);
+            FN(block_dx)(dy, x, dx, wg, c0, nb, r0, r1, &k, 1, wg->stream, &src);
         }
     }
 }

@@ -84,22 +84,6 @@ def check_stats(mean, var, mean_ref, var_ref):
     assert_matches(var, var_ref, 0.0, 1e-9 * var_ref + size * size, "var")
 
 
-def beyond_float32(var, eps, gamma, ndim, axis, shape, dtype, backward=False):
-    """Elements of the features at the documented limits of float32
-    coefficients (docs/math.rst, "Edge cases"), when ``dtype`` (the
-    result's) is computed in float32: a scale gamma/sqrt(var + eps) beyond
-    float32, or, for the backward pass, sqrt(var + eps) outside [1e-15, 1e18].
-    The comparisons leave them out."""
-    if np.dtype(dtype) not in (np.float16, np.float32):
-        return np.zeros(shape, bool)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        sd = expand(np.sqrt(np.asarray(var, np.float64) + eps), ndim, axis)
-        out = np.abs(expand(gamma, ndim, axis)) / sd > 1e38
-        if backward:
-            out = out | (sd > 1e18) | (sd < 1e-15)
-    return np.broadcast_to(out, shape)
-
-
 def zero_var_with_eps_zero(var, eps, ndim, axis, shape):
     """Elements of features whose variance is 0 while eps is 0: their y is
     0/0 = NaN by the documented rule; the oracle, whose mean may be off by
@@ -122,7 +106,7 @@ def check_normalize(x64, y, mean, var, gamma, beta, axis, eps):
     nan_ok = zero_var_with_eps_zero(var, eps, x64.ndim, axis, x64.shape)
     assert np.isnan(y64[nan_ok]).all(), "eps=0, zero variance: y must be NaN"
     r = offset_ratio(mean_ref, var_ref, eps, gamma, x64.ndim, axis)
-    keep = ~nan_ok & ~beyond_float32(var_ref, eps, gamma, x64.ndim, axis, x64.shape, rdt)
+    keep = ~nan_ok
     assert_matches(y64[keep], y_ref[keep], TOLERANCE[rdt][0],
                    np.broadcast_to(W * r, x64.shape)[keep], "y", rdt)
 
@@ -154,5 +138,4 @@ def check_backward(dx, dgamma, dbeta, dx_ref, dgamma_ref, dbeta_ref, dy, x64, me
             dgamma_terms, ndim, axis) / m
     slack = np.broadcast_to(g_invstd * (u * terms + W * r * (
         ady + (expand(dgamma_terms, ndim, axis) / m if batch_stats else 0))), x64.shape)
-    keep = ~beyond_float32(var, eps, gamma, ndim, axis, x64.shape, rdt, backward=batch_stats)
-    assert_matches(np.asarray(dx)[keep], dx_ref[keep], u, slack[keep], "dx", rdt)
+    assert_matches(np.asarray(dx), dx_ref, u, slack, "dx", rdt)

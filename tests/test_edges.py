@@ -16,7 +16,8 @@ import pytest
 
 import cbn
 from cbn import kernels
-from oracle import assert_close, backward_ref, normalize_ref
+from oracle import (BatchNormRef, assert_backward_close, assert_close, backward_ref,
+                    normalize_ref)
 
 LEVELS = kernels.simd_levels()
 
@@ -107,11 +108,14 @@ def test_huge_float32_data_gives_finite_correct_output(level, threads, path, sca
     assert_close(y, y_ref, scale=4.0)  # |y| up to ~ 2*4 sigma + 0.5
 
 
-# The backward pass, eps = 0, over the documented range of spreads
-# (docs/math.rst, "Edge cases"): float32 std in [1e-15, 1e18], float64 in
-# [1e-150, 1e150], where invstd^3 alone would leave the range beyond 1e+-103.
+# The backward pass, eps = 0, over a wide range of spreads (docs/math.rst,
+# "Edge cases"): float32 std from 1e-30 to 1e35 -- beyond about 1e+-19 the
+# float32 factor of x - mean, ~1/std^2, is out of range and the feature is
+# computed in double -- and float64 in [1e-150, 1e150], where invstd^3 alone
+# would leave the range beyond 1e+-103.
 @pytest.mark.parametrize("dtype, std", [
-    (np.float32, 1e-15), (np.float32, 1e-6), (np.float32, 1e12), (np.float32, 1e18),
+    (np.float32, 1e-30), (np.float32, 1e-20), (np.float32, 1e-15), (np.float32, 1e-6),
+    (np.float32, 1e12), (np.float32, 1e18), (np.float32, 1e25), (np.float32, 1e35),
     (np.float64, 1e-150), (np.float64, 1e-100), (np.float64, 1e100), (np.float64, 1e150),
 ])
 @pytest.mark.parametrize("path", list(PATHS))
@@ -208,42 +212,202 @@ def test_subnormal_input_matches_oracle(level, threads, path, dtype, tiny, rng):
     np.testing.assert_allclose(var, var_ref, rtol=1e-6, atol=1e-320)
 
 
-@pytest.mark.parametrize("odd_std", [1e-42, 1e25])
-@pytest.mark.parametrize("path", list(PATHS))
-def test_feature_beyond_float32_coefficients_leaves_the_others_alone(level, threads, path,
-                                                                     odd_std, rng):
-    # The documented limits of float32 (docs/math.rst): with eps = 0 a
-    # feature of std below 1/FLT_MAX normalizes to +-inf or NaN (its scale
-    # overflows float32), and one of std above ~1e19 gets a dx without its
-    # xhat*dgamma term (invstd^2 underflows). Either way the other features
-    # -- in the rows layout, the other columns of its block -- are exact, and
-    # the sums (dgamma, dbeta) stay right, being in double.
-    shape, axis, nt = PATHS[path]
+# float32 coefficients beyond float32 ----------------------------------------
+# The normalize and dx passes use per-feature coefficients rounded to float32.
+# With eps = 0 and subnormal data the scale gamma/sigma overflows float32; in
+# backward the factor of (x - mean), which scales as 1/sigma^2, overflows for
+# a std below ~1e-19 and underflows above ~1e19. Such a feature is computed
+# in double (docs/math.rst, "Edge cases"): its results are the oracle's,
+# finite wherever the oracle's value fits in float32, in every layout.
+
+FLT_MAX = float(np.finfo(np.float32).max)
+
+# PATHS, and NCHW (axis (0, 2, 3)) and an N x C block of one column block too
+# wide for the flat pass (per-column coefficient arrays).
+COLD_PATHS = dict(PATHS, **{
+    "nchw": ((4, 3, 5, 6), (0, 2, 3), 1),
+    "nchw-split": ((16, 2, 64, 64), (0, 2, 3), 2),
+    "rows-wide": ((70, 1000), 0, 1),
+})
+
+
+def assert_dx_matches(dx, dx_ref, rtol=1e-5):
+    """dx against the oracle's in units of its largest value that fits in
+    float32; +-inf exactly where the oracle's value is beyond float32."""
+    dx = np.asarray(dx, np.float64)
+    over = np.abs(dx_ref) > FLT_MAX * (1 + 1e-6)
+    assert (dx[over] == np.sign(dx_ref[over]) * np.inf).all()
+    fits = np.abs(dx_ref) < FLT_MAX * (1 - 1e-6)
+    assert np.isfinite(dx[fits]).all()
+    top = np.abs(dx_ref[fits]).max(initial=1e-300)
+    np.testing.assert_allclose(dx[fits] / top, dx_ref[fits] / top, rtol=rtol, atol=rtol)
+
+
+def test_subnormal_float32_with_eps_zero_gives_the_float64_answer(level):
+    # The example of issue 19: it gave +-inf, and a NaN dx.
+    x = (np.arange(1, 65).reshape(32, 2) * 1e-40).astype(np.float32)
+    y = cbn.normalize_batch(x, eps=0)
+    y_ref, mean_ref, var_ref = normalize_ref(x, eps=0)
+    assert np.isfinite(y).all()
+    assert_close(y, y_ref)
+    np.testing.assert_allclose(y[0], cbn.normalize_batch(x.astype(np.float64), eps=0)[0],
+                               rtol=1e-6)  # -1.6787...
+    _, m, v = cbn.normalize_batch(x, eps=0, return_stats=True)
+    np.testing.assert_allclose(m, mean_ref, rtol=1e-12)
+    np.testing.assert_allclose(v, var_ref, rtol=1e-12)
+    ye = cbn.normalize_batch(x, eps=0, mean=m, var=v)  # inference
+    assert np.isfinite(ye).all()
+    assert_close(ye, normalize_ref(x, eps=0, mean=m, var=v)[0])
+    dy = np.ones_like(x)
+    dx, dgamma, dbeta = cbn.normalize_batch_backward(dy, x, m, v, eps=0)
+    assert np.isfinite(dx).all() and np.isfinite(dgamma).all()
+    # dx = invstd*(dy - mean(dy) - xhat*mean(dy*xhat)) is 0 up to rounding of
+    # terms of size invstd = 5.4e38 (beyond float32 on its own).
+    assert_backward_close((dx, dgamma, dbeta), backward_ref(dy, x, m, v, eps=0),
+                          dy, x, m, v, axis=0, eps=0)
+    # Frozen statistics: dx = invstd*dy = 5.4e38 is beyond float32, so +inf.
+    dx = cbn.normalize_batch_backward(dy, x, m, v, eps=0, batch_stats=False)[0]
+    assert_dx_matches(dx, backward_ref(dy, x, m, v, eps=0, batch_stats=False)[0])
+    assert (dx == np.inf).all()
+
+
+@pytest.mark.parametrize("path", list(COLD_PATHS))
+def test_subnormal_float32_with_eps_zero_is_finite_and_correct(level, threads, path, rng):
+    shape, axis, nt = COLD_PATHS[path]
+    threads(nt)
+    x = (rng.integers(1, 65, shape) * 1e-40).astype(np.float32)  # std ~1.8e-39
+    F = normalize_ref(x, axis=axis)[1].shape
+    gamma = rng.uniform(0.5, 2.0, F)
+    beta = rng.standard_normal(F)
+    y, mean, var = cbn.normalize_batch(x, gamma, beta, axis=axis, eps=0, return_stats=True)
+    y_ref, mean_ref, var_ref = normalize_ref(x, gamma, beta, axis=axis, eps=0)
+    np.testing.assert_allclose(mean, mean_ref, rtol=1e-12)
+    np.testing.assert_allclose(var, var_ref, rtol=1e-10)
+    assert np.isfinite(y).all()
+    assert_close(y, y_ref, scale=4.0)
+    ye = cbn.normalize_batch(x, gamma, beta, axis=axis, eps=0, mean=mean, var=var)
+    assert_close(ye, normalize_ref(x, gamma, beta, axis=axis, eps=0, mean=mean, var=var)[0],
+                 scale=4.0)
+    inplace = x.copy()
+    cbn.normalize_batch(inplace, gamma, beta, axis=axis, eps=0, out=inplace)
+    np.testing.assert_array_equal(inplace, y)
+    # dy small enough that dx ~ dy/std fits in float32
+    dy = (1e-3 * rng.standard_normal(shape)).astype(np.float32)
+    m = dy.size // mean.size
+    for batch_stats in (True, False):
+        dx, dgamma, dbeta = cbn.normalize_batch_backward(
+            dy, x, mean, var, gamma, axis=axis, eps=0, batch_stats=batch_stats)
+        dx_ref, dgamma_ref, dbeta_ref = backward_ref(dy, x, mean, var, gamma, axis=axis,
+                                                     eps=0, batch_stats=batch_stats)
+        assert_dx_matches(dx, dx_ref)
+        np.testing.assert_allclose(dgamma, dgamma_ref, rtol=1e-5, atol=1e-8 * m)
+        np.testing.assert_allclose(dbeta, dbeta_ref, rtol=1e-5, atol=1e-8 * m)
+        for over in (dy, x):  # dx written over one of its inputs
+            o = over.copy()
+            args = (o, x) if over is dy else (dy, o)
+            cbn.normalize_batch_backward(*args, mean, var, gamma, axis=axis, eps=0,
+                                         batch_stats=batch_stats, out=o)
+            np.testing.assert_array_equal(o, dx)
+
+
+@pytest.mark.parametrize("odd_std", [1e-42, 1e-22, 1e25])
+@pytest.mark.parametrize("path", list(COLD_PATHS))
+def test_cold_feature_is_correct_and_leaves_the_others_bitwise_alone(level, threads, path,
+                                                                    odd_std, rng):
+    # One feature (in the rows layout, one column of a block) whose float32
+    # coefficients are out of range -- with eps = 0, its scale for std 1e-42,
+    # its backward factor of x - mean for 1e-22 and 1e25 -- is computed in
+    # double; the other features keep their float32 arithmetic, bit for bit.
+    shape, axis, nt = COLD_PATHS[path]
     threads(nt)
     x = rng.standard_normal(shape)
     odd = feature_index(shape, axis)
+    plain = x.astype(np.float32)
     x[odd] *= odd_std
     x = x.astype(np.float32)
     dy = rng.standard_normal(shape)
-    dy[odd] *= min(1.0, odd_std)  # dx ~ dy/std within float32
+    dy[odd] *= min(1.0, odd_std * 1e30)  # dx ~ dy/std within float32
     dy = dy.astype(np.float32)
     others = np.ones(shape, bool)
     others[odd] = False
-    y, mean, var = cbn.normalize_batch(x, 1.5, 0.5, axis=axis, eps=0, return_stats=True)
-    y_ref = normalize_ref(x, 1.5, 0.5, axis=axis, eps=0)[0]
-    assert_close(y[others], y_ref[others], scale=6.0)
-    if odd_std < 1:
-        assert not np.isfinite(y[odd]).any()
-    else:
-        assert_close(y[odd], y_ref[odd], scale=6.0)
-    dx, dgamma, dbeta = cbn.normalize_batch_backward(dy, x, mean, var, 1.5, axis=axis,
-                                                     eps=0)
-    dx_ref, dgamma_ref, dbeta_ref = backward_ref(dy, x, mean, var, 1.5, axis=axis, eps=0)
-    top = np.abs(dx_ref[others]).max()
-    np.testing.assert_allclose(dx[others] / top, dx_ref[others] / top, rtol=1e-5, atol=1e-5)
-    m = dy.size // dgamma.size
-    np.testing.assert_allclose(dgamma, dgamma_ref, rtol=1e-5, atol=1e-5 * m)
-    np.testing.assert_allclose(dbeta, dbeta_ref, rtol=1e-5, atol=1e-5 * m)
+    F = normalize_ref(x, axis=axis)[1].shape
+    gamma = rng.uniform(0.5, 2.0, F)
+    beta = rng.standard_normal(F)
+    y, mean, var = cbn.normalize_batch(x, gamma, beta, axis=axis, eps=0, return_stats=True)
+    y_ref = normalize_ref(x, gamma, beta, axis=axis, eps=0)[0]
+    assert np.isfinite(y).all()
+    assert_close(y, y_ref, scale=6.0)
+    m = dy.size // mean.size
+    for batch_stats in (True, False):
+        dx, dgamma, dbeta = cbn.normalize_batch_backward(
+            dy, x, mean, var, gamma, axis=axis, eps=0, batch_stats=batch_stats)
+        dx_ref, dgamma_ref, dbeta_ref = backward_ref(dy, x, mean, var, gamma, axis=axis,
+                                                     eps=0, batch_stats=batch_stats)
+        assert np.isfinite(dx).all()
+        assert_dx_matches(dx[odd], dx_ref[odd])
+        assert_dx_matches(dx[others], dx_ref[others])
+        np.testing.assert_allclose(dgamma, dgamma_ref, rtol=1e-5, atol=1e-5 * m)
+        np.testing.assert_allclose(dbeta, dbeta_ref, rtol=1e-5, atol=1e-5 * m)
+    # With the same statistics for the others, and ordinary ones for the odd
+    # feature, the others' results are those of a call without a cold feature.
+    pmean, pvar = mean.copy(), var.copy()
+    pmean.flat[0], pvar.flat[0] = 0.0, 1.0
+    ye = cbn.normalize_batch(x, gamma, beta, axis=axis, eps=0, mean=mean, var=var)
+    ye_plain = cbn.normalize_batch(plain, gamma, beta, axis=axis, eps=0, mean=pmean,
+                                   var=pvar)
+    np.testing.assert_array_equal(ye[others], ye_plain[others])
+    for batch_stats in (True, False):
+        got = cbn.normalize_batch_backward(dy, x, mean, var, gamma, axis=axis, eps=0,
+                                           batch_stats=batch_stats)
+        want = cbn.normalize_batch_backward(dy, plain, pmean, pvar, gamma, axis=axis,
+                                            eps=0, batch_stats=batch_stats)
+        np.testing.assert_array_equal(got[0][others], want[0][others])
+        np.testing.assert_array_equal(got[1].flat[1:], want[1].flat[1:])
+        np.testing.assert_array_equal(got[2].flat[1:], want[2].flat[1:])
+
+
+@pytest.mark.parametrize("std, eps", [(1e-40, 0.0), (1e-20, 0.0), (1e25, 1e-5)])
+@pytest.mark.parametrize("cls, shape", [(cbn.BatchNorm1d, (300, 5)),
+                                        (cbn.BatchNorm2d, (4, 3, 6, 7))])
+def test_layers_with_float32_coefficients_beyond_float32(level, cls, shape, std, eps, rng):
+    C = shape[1]
+    layer = cls(C, eps=eps, dtype=np.float32)
+    ref = BatchNormRef(C, eps=eps)
+    layer.gamma[...] = rng.uniform(0.5, 2.0, C)
+    layer.beta[...] = rng.standard_normal(C)
+    ref.gamma = layer.gamma.astype(np.float64)
+    ref.beta = layer.beta.astype(np.float64)
+    x = (std * (rng.standard_normal(shape) + 2.0)).astype(np.float32)
+    dy = (min(1.0, std * 1e30) * rng.standard_normal(shape)).astype(np.float32)
+    y = layer(x)
+    assert np.isfinite(y).all()
+    assert_close(y, ref.forward(x), scale=6.0)
+    dx = layer.backward(dy)
+    assert_dx_matches(dx, ref.backward(dy))
+    m = dy.size // C
+    np.testing.assert_allclose(layer.dgamma, ref.dgamma.reshape(-1), rtol=1e-5, atol=1e-5 * m)
+    np.testing.assert_allclose(layer.dbeta, ref.dbeta.reshape(-1), rtol=1e-5, atol=1e-5 * m)
+
+
+@pytest.mark.parametrize("path", ["rows", "runs", "rows-split", "runs-split"])
+def test_given_statistics_beyond_float32_with_float32_data(level, threads, path, rng):
+    # A mean beyond float32 (and a variance to match) cannot be rounded to
+    # float32 coefficients; the feature is computed in double instead.
+    shape, axis, nt = PATHS[path]
+    threads(nt)
+    x = (3e37 * rng.standard_normal(shape)).astype(np.float32)
+    F = normalize_ref(x, axis=axis)[1].shape
+    mean = np.resize([1e39, 0.0, -2e39], F)
+    var = np.resize([1e80, 1e76, 4e80], F)
+    y = cbn.normalize_batch(x, axis=axis, eps=0, mean=mean, var=var)
+    assert np.isfinite(y).all()
+    assert_close(y, normalize_ref(x, axis=axis, eps=0, mean=mean, var=var)[0])
+    dy = rng.standard_normal(shape).astype(np.float32)
+    for batch_stats in (True, False):
+        dx = cbn.normalize_batch_backward(dy, x, mean, var, axis=axis, eps=0,
+                                          batch_stats=batch_stats)[0]
+        assert_dx_matches(dx, backward_ref(dy, x, mean, var, axis=axis, eps=0,
+                                           batch_stats=batch_stats)[0])
 
 
 @pytest.mark.parametrize("path", list(PATHS))
