@@ -210,7 +210,7 @@ def select_cases(quick=False, patterns=None):
 
 # ---------------------------------------------------------------- variants --
 
-def _import_torch():
+def import_torch():
     """torch, or None when it does not import (it is never required)."""
     try:
         import torch
@@ -219,7 +219,9 @@ def _import_torch():
     return torch
 
 
-def _cbn_set_num_threads():
+def cbn_set_num_threads():
+    """cbn's function that sets its thread count (``cbn.set_num_threads``,
+    or ``cbn.kernels.set_num_threads`` where the top level lacks it)."""
     import cbn
 
     return getattr(cbn, "set_num_threads", None) or cbn.kernels.set_num_threads
@@ -392,7 +394,7 @@ def measure(timers, settings):
     return per_call, iterations
 
 
-def _stats(values):
+def median_iqr(values):
     """Median, quartiles, extremes and relative IQR (%) of a list of numbers."""
     a = np.asarray(values, dtype=float)
     q1, med, q3 = np.percentile(a, [25, 50, 75])
@@ -476,7 +478,7 @@ def summarize(case, threads, per_call, iterations, notes):
     dict
         ``seconds`` (per call, per variant), ``ratio_to_floor`` (per variant
         but the floor), ``speedup_over_torch`` (per operation, torch time /
-        cbn time; only with torch) -- each a :func:`_stats` dict of per-round
+        cbn time; only with torch) -- each a :func:`median_iqr` dict of per-round
         values -- and ``gbps_train``, cbn's forward training bandwidth
         counting one read of x and one write of y.
     """
@@ -488,13 +490,13 @@ def summarize(case, threads, per_call, iterations, notes):
         "axis": list(case.axis) if isinstance(case.axis, tuple) else case.axis,
         "layout": case.layout, "tiny": case.tiny, "threads": threads,
         "bytes": nbytes, "iterations": iterations,
-        "seconds": {k: _stats(v) for k, v in per_call.items()},
-        "ratio_to_floor": {k: _stats(np.asarray(v) / floor)
+        "seconds": {k: median_iqr(v) for k, v in per_call.items()},
+        "ratio_to_floor": {k: median_iqr(np.asarray(v) / floor)
                            for k, v in per_call.items() if k != "floor"},
     }
     if "torch_train" in per_call:
         record["speedup_over_torch"] = {
-            op: _stats(np.divide(per_call[f"torch_{op}"], per_call[f"cbn_{op}"]))
+            op: median_iqr(np.divide(per_call[f"torch_{op}"], per_call[f"cbn_{op}"]))
             for op in OPERATIONS}
     record["gbps_train"] = 2 * nbytes / record["seconds"]["cbn_train"]["median"] / 1e9
     record.update(notes)
@@ -563,8 +565,8 @@ def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=T
         ``meta`` (machine, versions, settings) and ``records`` (one
         :func:`summarize` dict per case and thread count).
     """
-    torch = _import_torch() if use_torch else None
-    set_cbn_threads = _cbn_set_num_threads()
+    torch = import_torch() if use_torch else None
+    set_cbn_threads = cbn_set_num_threads()
     cases = select_cases(settings.quick, patterns)
     meta = machine_info(torch)
     meta.update(threads=list(threads), rounds=settings.rounds,
