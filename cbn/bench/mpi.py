@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from cbn._bench import FOREIGN_LOAD_LIMIT, ForeignLoad, machine_info, median_iqr
+from cbn.bench.timing import FOREIGN_LOAD_LIMIT, ForeignLoad, machine_info, median_iqr
 
 #: The per-rank batch of issue 6 and of a quick run.
 SHAPE = (32, 64, 56, 56)
