@@ -9,7 +9,7 @@ demo
 bench
     Time cbn's forward (training and eval) and backward against the memory
     bandwidth floor (a copy of the same array) and, when it imports, PyTorch
-    (see :mod:`cbn._bench`).
+    (see :mod:`cbn.bench`).
 
 Each command lives in its own module, which provides ``add_arguments(parser)``
 and ``main(args) -> int`` (the exit status); adding one is one entry in
@@ -23,7 +23,7 @@ import sys
 COMMANDS = {
     "demo": ("cbn._demo", "train an MLP with and without BatchNorm1d on badly "
                           "scaled data and compare the losses"),
-    "bench": ("cbn._bench", "time cbn against the memory-bandwidth floor and PyTorch"),
+    "bench": ("cbn.bench", "time cbn against the memory-bandwidth floor and PyTorch"),
 }
 
 

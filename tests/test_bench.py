@@ -1,4 +1,4 @@
-"""The benchmark's command line, ``python -m cbn bench`` (cbn/_bench.py).
+"""The benchmark's command line, ``python -m cbn bench`` (cbn/bench/).
 
 A smoke test only: timings depend on the machine and on what else runs on
 it, so nothing here asserts a speed. It checks that a quick run measures
@@ -15,7 +15,8 @@ import sys
 import pytest
 
 import cbn
-from cbn import _bench
+from cbn.bench.cases import CASES, QUICK, select_cases
+from cbn.bench.variants import CBN_VARIANTS, OPERATIONS, TORCH_VARIANTS
 from cbn.__main__ import main
 
 REPO_ROOT = pathlib.Path(cbn.__file__).resolve().parent.parent
@@ -49,8 +50,8 @@ def quick_run(tmp_path_factory):
 
 def test_quick_run_measures_every_case_at_every_thread_count(quick_run):
     _, result = quick_run
-    expected = [c.name for c in _bench.select_cases(quick=True)]
-    assert len(expected) == len(_bench.CASES) - 1   # all but the large case
+    expected = [c.name for c in select_cases(quick=True)]
+    assert len(expected) == len(CASES) - 1   # all but the large case
     for n in THREADS:
         assert [r["case"] for r in result["records"] if r["threads"] == n] == expected
     assert result["meta"]["threads"] == list(THREADS)
@@ -59,20 +60,20 @@ def test_quick_run_measures_every_case_at_every_thread_count(quick_run):
 
 def test_records_hold_positive_finite_numbers(quick_run):
     _, result = quick_run
-    variants = ["floor", *_bench.CBN_VARIANTS]
+    variants = ["floor", *CBN_VARIANTS]
     if result["meta"]["torch"]:
-        variants += _bench.TORCH_VARIANTS
+        variants += TORCH_VARIANTS
     for r in result["records"]:
         assert set(r["seconds"]) == set(variants)
         assert set(r["ratio_to_floor"]) == set(variants) - {"floor"}
         stats = list(r["seconds"].values()) + list(r["ratio_to_floor"].values())
         if result["meta"]["torch"]:
-            assert set(r["speedup_over_torch"]) == set(_bench.OPERATIONS)
+            assert set(r["speedup_over_torch"]) == set(OPERATIONS)
             stats += list(r["speedup_over_torch"].values())
         else:
             assert "speedup_over_torch" not in r
         for s in stats:
-            assert len(s["rounds"]) == _bench.QUICK.rounds
+            assert len(s["rounds"]) == QUICK.rounds
             assert s["min"] <= s["median"] <= s["max"]
             for value in [s["median"], s["min"], s["max"], *s["rounds"]]:
                 assert math.isfinite(value) and value > 0
@@ -94,16 +95,16 @@ def test_report_has_a_table_per_thread_count(quick_run):
     lines = out.splitlines()
     for n in THREADS:
         start = lines.index(f"threads: {n}")
-        rows = lines[start + 3:start + 3 + len(_bench.select_cases(quick=True))]
+        rows = lines[start + 3:start + 3 + len(select_cases(quick=True))]
         assert [row.split(" (")[0] for row in rows] == [
-            c.title for c in _bench.select_cases(quick=True)]
+            c.title for c in select_cases(quick=True)]
     assert "µs" in next(line for line in lines if line.startswith("tiny"))
 
 
 def test_case_filter_and_bad_options(capsys):
-    assert [c.name for c in _bench.select_cases(patterns=["F64"])] == [
+    assert [c.name for c in select_cases(patterns=["F64"])] == [
         "2d-wide-f64", "nchw-f64"]
-    assert "nchw-large" not in [c.name for c in _bench.select_cases(quick=True)]
+    assert "nchw-large" not in [c.name for c in select_cases(quick=True)]
     assert main(["bench", "--cases", "no-such-case"]) == 2
     assert "no case matches" in capsys.readouterr().err
     for argv in (["--threads", "0"], ["--threads", "x"], ["--threads", ""]):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import cbn
-from cbn._bench_mpi import mpiexec_command
+from cbn.bench.mpi import mpiexec_command
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "mpi_worker.py")
@@ -37,7 +37,7 @@ needs_mpi = pytest.mark.skipif(
 def mpirun(n, script, *args, timeout=120):
     """Run ``script`` on n processes; return the CompletedProcess.
 
-    The launcher is cbn._bench_mpi.mpiexec_command's (MPICH's mpiexec needs no
+    The launcher is cbn.bench.mpi.mpiexec_command's (MPICH's mpiexec needs no
     flags, as root or with more processes than CPUs; Open MPI's gets them).
     One OpenMP thread per process: the processes share the machine's cores.
     The launched Python finds the cbn this test imported (an in-place build

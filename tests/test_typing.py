@@ -51,7 +51,7 @@ def test_public_api_usage_passes_mypy_strict(tmp_path):
 @pytest.mark.skipif(_installed(), reason="checks the source tree's stubs")
 def test_stubs_and_package_pass_mypy_strict(tmp_path):
     # What ``import cbn`` exposes: the stubs, __init__ and _config (the
-    # command-line tools _demo, _bench and __main__ are not public API).
+    # command-line tools _demo, bench and __main__ are not public API).
     files = [os.path.join("cbn", f) for f in
              ("__init__.py", "_config.py", "kernels.pyi", "_normalize.pyi",
               "_layers.pyi")]

@@ -5,7 +5,8 @@
 #
 #   1. python -m build: the sdist, then the wheel built from the unpacked
 #      sdist in an isolated environment (so the sdist builds from scratch);
-#   2. the wheel's file list: extension modules, .pxd files, cbn.h, stubs;
+#   2. the wheel's file list: extension modules, .pxd files, cbn.h, stubs,
+#      the cbn.bench subpackage;
 #   3. portability: no -march=native, AVX only in the AVX kernel files
 #      (tools/check_isa.py), CBN_SIMD=sse2 imports and is used,
 #      auditwheel show, and auditwheel repair to a manylinux wheel that
@@ -49,7 +50,8 @@ names = zipfile.ZipFile(sys.argv[1]).namelist()
 wanted = ["cbn/kernels*.so", "cbn/_block*.so", "cbn/_normalize*.so", "cbn/_layers*.so",
           "cbn/kernels.pxd", "cbn/_cbn.pxd", "cbn/_block.pxd", "cbn/_normalize.pxd",
           "cbn/include/cbn.h", "cbn/py.typed",
-          "cbn/kernels.pyi", "cbn/_normalize.pyi", "cbn/_layers.pyi"]
+          "cbn/kernels.pyi", "cbn/_normalize.pyi", "cbn/_layers.pyi",
+          "cbn/bench/__init__.py"]
 missing = [w for w in wanted if not fnmatch.filter(names, w)]
 assert not missing, f"the wheel lacks {missing}"
 stray = [n for n in names if n.startswith(("tests/", "src_c/", "examples/"))]

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from cbn._bench import FOREIGN_LOAD_LIMIT, ForeignLoad, _stats, machine_info
+from cbn.bench.timing import FOREIGN_LOAD_LIMIT, ForeignLoad, machine_info, median_iqr
 
 #: The per-rank batch of issue 6 and of a quick run.
 SHAPE = (32, 64, 56, 56)
@@ -206,9 +206,9 @@ def run_mpi_bench(comm, shape=SHAPE, rounds=11, target=0.1, threads=1):
                      mpi=MPI.Get_library_version().splitlines()[0].strip(),
                      shape=list(shape), dtype="float32", rounds=rounds,
                      iterations=iterations),
-        "times": {name: _stats(v) for name, v in times.items()},
-        "ratio": _stats(ratios),
-        "unfused_ratio": _stats(unfused_ratios),
+        "times": {name: median_iqr(v) for name, v in times.items()},
+        "ratio": median_iqr(ratios),
+        "unfused_ratio": median_iqr(unfused_ratios),
         "foreign_load": foreign,
     }
 

@@ -1,0 +1,114 @@
+"""A whole single-process run: every case at every thread count, as JSON-ready dicts.
+
+Design notes
+------------
+- A ratio is the median over rounds of (variant time / floor time *in the
+  same round*), so it is paired; the spread is the interquartile range of
+  the per-round values as a % of their median. Speed-ups over torch are
+  paired the same way.
+- The floor is single-threaded (NumPy's copy), whatever ``--threads`` says,
+  so with 2 threads a bandwidth-bound kernel can come out below 1x.
+"""
+import math
+
+import numpy as np
+
+from cbn.bench.cases import DEFAULT_THREADS, FULL, select_cases
+from cbn.bench.timing import ForeignLoad, machine_info, measure, median_iqr
+from cbn.bench.variants import (OPERATIONS, build_variants, cbn_set_num_threads,
+                                import_torch)
+
+
+def summarize(case, threads, per_call, iterations, notes):
+    """The JSON record of one case at one thread count.
+
+    Parameters
+    ----------
+    case : Case
+    threads : int
+    per_call, iterations : dict
+        What :func:`cbn.bench.timing.measure` returned.
+    notes : dict
+        Added to the record as they are (from ``build_variants``' check).
+
+    Returns
+    -------
+    dict
+        ``seconds`` (per call, per variant), ``ratio_to_floor`` (per variant
+        but the floor), ``speedup_over_torch`` (per operation, torch time /
+        cbn time; only with torch) -- each a
+        :func:`~cbn.bench.timing.median_iqr` dict of per-round values -- and
+        ``gbps_train``, cbn's forward training bandwidth counting one read of
+        x and one write of y.
+    """
+    floor = np.asarray(per_call["floor"])
+    nbytes = math.prod(case.shape) * np.dtype(case.dtype).itemsize
+    record = {
+        "case": case.name, "label": case.label, "shape": list(case.shape),
+        "dtype": case.dtype,
+        "axis": list(case.axis) if isinstance(case.axis, tuple) else case.axis,
+        "layout": case.layout, "tiny": case.tiny, "threads": threads,
+        "bytes": nbytes, "iterations": iterations,
+        "seconds": {k: median_iqr(v) for k, v in per_call.items()},
+        "ratio_to_floor": {k: median_iqr(np.asarray(v) / floor)
+                           for k, v in per_call.items() if k != "floor"},
+    }
+    if "torch_train" in per_call:
+        record["speedup_over_torch"] = {
+            op: median_iqr(np.divide(per_call[f"torch_{op}"], per_call[f"cbn_{op}"]))
+            for op in OPERATIONS}
+    record["gbps_train"] = 2 * nbytes / record["seconds"]["cbn_train"]["median"] / 1e9
+    record.update(notes)
+    return record
+
+
+def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=True,
+              progress=None):
+    """Measure every selected case at every thread count.
+
+    Parameters
+    ----------
+    threads : sequence of int
+        Thread counts; cbn and torch are both set to each in turn (and left
+        at the last one).
+    settings : Settings
+        :data:`~cbn.bench.cases.FULL` or :data:`~cbn.bench.cases.QUICK` (or your own).
+    patterns : sequence of str, optional
+        Case filter, see :func:`cbn.bench.cases.select_cases`.
+    use_torch : bool
+        Time torch too when it imports.
+    progress : callable, optional
+        Called with a line of text before each case.
+
+    Returns
+    -------
+    dict
+        ``meta`` (machine, versions, settings) and ``records`` (one
+        :func:`summarize` dict per case and thread count).
+    """
+    torch = import_torch() if use_torch else None
+    set_cbn_threads = cbn_set_num_threads()
+    cases = select_cases(settings.quick, patterns)
+    meta = machine_info(torch)
+    meta.update(threads=list(threads), rounds=settings.rounds,
+                target_seconds=settings.target, quick=settings.quick,
+                floor="numpy.copyto(dst, x), one thread")
+    records = []
+    rng = np.random.default_rng(0)
+    for case in cases:
+        # Arrays are made once per case and shared by the thread counts, so
+        # a large case is allocated (and its pages touched) only once.
+        timers, check = build_variants(case, torch, rng)
+        for n in threads:
+            set_cbn_threads(n)
+            if torch is not None:
+                torch.set_num_threads(n)
+            if progress is not None:
+                progress(f"{case.label}, {n} thread{'s' if n > 1 else ''}")
+            with ForeignLoad() as load:
+                per_call, iterations = measure(timers, settings)
+            record = summarize(case, n, per_call, iterations, check())
+            record["foreign_load"] = load.fraction
+            records.append(record)
+        del timers, check
+    return {"meta": meta, "records": records}

@@ -1,0 +1,188 @@
+"""The timed statements of a case: the copy floor, cbn and, when it imports, torch.
+
+For every case :func:`build_variants` times
+
+- ``floor``: ``numpy.copyto(dst, x)``;
+- ``cbn_train``: ``cbn.normalize_batch(x, axis=AX, out=y)``;
+- ``cbn_eval``: ``cbn.normalize_batch(x, axis=AX, mean=m, var=v, out=y)``;
+- ``cbn_bwd``: ``cbn.normalize_batch_backward(dy, x, m, v, axis=AX, out=dx)``,
+  with the float64 ``m, v`` of ``return_stats``;
+- with torch: ``torch_train``, ``torch_eval`` and ``torch_bwd``, the ATen
+  operators behind ``torch.nn.functional.batch_norm`` and its autograd:
+  ``aten.native_batch_norm.out`` in training and in evaluation mode (the same
+  kernel as ``F.batch_norm(xt, None, None, training=True)`` and
+  ``F.batch_norm(xt, rm, rv, training=False)``, but writing into a
+  preallocated output as cbn does) and ``aten.native_batch_norm_backward.out``
+  with ``save_mean``/``save_invstd`` from ``aten.native_batch_norm``.
+  Channels-last cases give torch a ``channels_last`` tensor over the same
+  memory, 2-D cases an (N, C) tensor.
+
+The ``tiny`` (16, 32) case measures the fixed cost of a call instead, so it
+times what a user calls, allocation included: ``cbn.normalize_batch(x)``
+without ``out``, ``F.batch_norm`` and the allocating
+``aten.native_batch_norm_backward``; its row is in µs per call.
+
+Design notes
+------------
+- Loops run through :class:`timeit.Timer` with ``time.perf_counter``: the
+  statement is compiled inline (no extra Python call per iteration, which
+  would matter for the tiny case) and the garbage collector is off while
+  timing.
+- Results are checked against torch's once per case (maximum absolute
+  difference in the JSON), so the two libraries are known to compute the
+  same thing.
+"""
+import time
+import timeit
+
+import numpy as np
+
+#: Variants of a case, in table order; ``torch_*`` only when torch imports.
+CBN_VARIANTS = ("cbn_train", "cbn_eval", "cbn_bwd")
+TORCH_VARIANTS = ("torch_train", "torch_eval", "torch_bwd")
+#: The three operations, the suffixes of the variant names.
+OPERATIONS = ("train", "eval", "bwd")
+
+EPS = 1e-5
+
+
+def import_torch():
+    """torch, or None when it does not import (it is never required)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def cbn_set_num_threads():
+    """cbn's function that sets its thread count (``cbn.set_num_threads``,
+    or ``cbn.kernels.set_num_threads`` where the top level lacks it)."""
+    import cbn
+
+    return getattr(cbn, "set_num_threads", None) or cbn.kernels.set_num_threads
+
+
+def _torch_view(torch, a, case):
+    """A torch tensor over the memory of `a`, in torch's layout for `case`.
+
+    NHWC arrays become NCHW tensors in ``channels_last`` memory format: the
+    same bytes, so both libraries read the same values from the same place.
+    """
+    t = torch.from_numpy(a)
+    if case.layout == "NHWC":
+        t = t.permute(0, 3, 1, 2)
+        assert t.is_contiguous(memory_format=torch.channels_last)
+    return t
+
+
+def _as_numpy_layout(torch_tensor, case):
+    """A torch result as a NumPy array in cbn's layout for `case`."""
+    if case.layout == "NHWC":
+        torch_tensor = torch_tensor.permute(0, 2, 3, 1)
+    return torch_tensor.numpy()
+
+
+def build_variants(case, torch, rng):
+    """Arrays and statements for every variant of `case`.
+
+    Parameters
+    ----------
+    case : Case
+    torch : module or None
+        torch, or None to time cbn only.
+    rng : numpy.random.Generator
+        Source of x and dy.
+
+    Returns
+    -------
+    timers : dict
+        Variant name -> :class:`timeit.Timer`.
+    check : callable
+        Called after the warm-up; returns a dict of notes (maximum absolute
+        differences between cbn's and torch's results, outputs torch could
+        not write in place).
+    """
+    import cbn
+
+    dtype = np.dtype(case.dtype)
+    x = rng.standard_normal(case.shape, dtype=dtype)
+    x *= 2.0
+    x += 0.5
+    dy = rng.standard_normal(case.shape, dtype=dtype)
+    _, m, v = cbn.normalize_batch(x, axis=case.axis, return_stats=True)
+    ns = dict(copyto=np.copyto, x=x, dst=np.empty_like(x), y=np.empty_like(x),
+              dy=dy, dx=np.empty_like(x), m=m, v=v, ax=case.axis, eps=EPS,
+              nb=cbn.normalize_batch, nbb=cbn.normalize_batch_backward)
+    stmts = {"floor": "copyto(dst, x)"}
+    if case.tiny:
+        stmts["cbn_train"] = "nb(x, axis=ax)"
+        stmts["cbn_eval"] = "nb(x, axis=ax, mean=m, var=v)"
+    else:
+        stmts["cbn_train"] = "nb(x, axis=ax, out=y)"
+        stmts["cbn_eval"] = "nb(x, axis=ax, mean=m, var=v, out=y)"
+    stmts["cbn_bwd"] = ("nbb(dy, x, m, v, axis=ax)" if case.tiny
+                        else "nbb(dy, x, m, v, axis=ax, out=dx)")
+
+    out_ptrs = {}
+    if torch is not None:
+        tdt = getattr(torch, dtype.name)
+        c = case.channels
+        xt = _torch_view(torch, x, case)
+        dyt = _torch_view(torch, dy, case)
+        w = torch.ones(c, dtype=tdt)
+        b = torch.zeros(c, dtype=tdt)
+        rm = torch.from_numpy(m.astype(dtype))
+        rv = torch.from_numpy(v.astype(dtype))
+        _, save_mean, save_invstd = torch.ops.aten.native_batch_norm(
+            xt, w, b, None, None, True, 0.1, EPS)
+        ns.update(torch=torch, F=torch.nn.functional, xt=xt, dyt=dyt, w=w, rm=rm,
+                  rv=rv, save_mean=save_mean, save_invstd=save_invstd,
+                  bn_out=torch.ops.aten.native_batch_norm.out,
+                  bnb=torch.ops.aten.native_batch_norm_backward.default,
+                  bnb_out=torch.ops.aten.native_batch_norm_backward.out,
+                  mask=[True, True, True])
+        if case.tiny:
+            stmts["torch_train"] = "F.batch_norm(xt, None, None, training=True, eps=eps)"
+            stmts["torch_eval"] = "F.batch_norm(xt, rm, rv, training=False, eps=eps)"
+            stmts["torch_bwd"] = ("bnb(dyt, xt, w, rm, rv, save_mean, save_invstd, "
+                                  "True, eps, mask)")
+        else:
+            ns.update(yt=torch.empty_like(xt), sm=torch.empty(c, dtype=tdt),
+                      si=torch.empty(c, dtype=tdt), dxt=torch.empty_like(xt),
+                      dwt=torch.empty(c, dtype=tdt), dbt=torch.empty(c, dtype=tdt))
+            stmts["torch_train"] = ("bn_out(xt, None, None, None, None, True, 0.1, eps, "
+                                    "out=yt, save_mean=sm, save_invstd=si)")
+            stmts["torch_eval"] = ("bn_out(xt, None, None, rm, rv, False, 0.1, eps, "
+                                   "out=yt, save_mean=sm, save_invstd=si)")
+            stmts["torch_bwd"] = ("bnb_out(dyt, xt, w, rm, rv, save_mean, save_invstd, "
+                                  "True, eps, mask, out0=dxt, out1=dwt, out2=dbt)")
+            out_ptrs = {k: ns[k].data_ptr() for k in ("yt", "dxt")}
+
+    timers = {k: timeit.Timer(s, timer=time.perf_counter, globals=ns)
+              for k, s in stmts.items()}
+
+    def check():
+        if torch is None:
+            return {}
+        notes = {}
+        # A moved data pointer means torch replaced the preallocated output
+        # with a fresh one, so its time includes an allocation.
+        moved = [k for k, p in out_ptrs.items() if ns[k].data_ptr() != p]
+        if moved:
+            notes["torch_reallocated"] = moved
+        y = cbn.normalize_batch(x, axis=case.axis)
+        yt = torch.nn.functional.batch_norm(ns["xt"], None, None, training=True, eps=EPS)
+        ye = cbn.normalize_batch(x, axis=case.axis, mean=m, var=v)
+        yte = torch.nn.functional.batch_norm(ns["xt"], ns["rm"], ns["rv"],
+                                             training=False, eps=EPS)
+        dx = cbn.normalize_batch_backward(dy, x, m, v, axis=case.axis)[0]
+        dxt = ns["bnb"](ns["dyt"], ns["xt"], ns["w"], ns["rm"], ns["rv"],
+                        ns["save_mean"], ns["save_invstd"], True, EPS, ns["mask"])[0]
+        notes["max_abs_diff_vs_torch"] = {
+            op: float(np.max(np.abs(ours - _as_numpy_layout(theirs, case))))
+            for op, ours, theirs in (("train", y, yt), ("eval", ye, yte),
+                                     ("bwd", dx, dxt))}
+        return notes
+
+    return timers, check
