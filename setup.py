@@ -38,7 +38,7 @@ from setuptools.command.build_py import build_py
 C_SOURCES = ["src_c/dispatch.c", "src_c/cpu.c", "src_c/kernels_scalar.c",
              "src_c/kernels_baseline.c", "src_c/kernels_avx2.c",
              "src_c/kernels_avx512.c"]
-HEADERS = glob.glob("src_c/*.h") + glob.glob("src_c/simd/*.h")
+HEADERS = glob.glob("src_c/**/*.h", recursive=True)
 # What downstream builds get under cbn.get_include(): the public contract only.
 PUBLIC_HEADERS = ["src_c/cbn.h"]
 

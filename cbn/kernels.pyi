@@ -2,6 +2,13 @@
 # Cython in kernels.pxd.
 from typing import SupportsIndex
 
+CHUNK: int
+SEG_CHUNKS: int
+ROW_BLOCK: int
+PARALLEL_MIN_WORK: int
+STRIP_ROW_BYTES: int
+PREFETCH_RUN_BYTES: int
+
 def simd_levels() -> list[str]: ...
 def get_simd() -> str: ...
 def set_simd(name: str) -> None: ...

@@ -18,6 +18,26 @@ from cbn cimport _cbn
 from cbn._args import index as _index
 
 
+cdef extern from "core/tuning.h":
+    int _CHUNK "CHUNK"
+    int _SEG_CHUNKS "SEG_CHUNKS"
+    int _ROW_BLOCK "ROW_BLOCK"
+    long long _PARALLEL_MIN_WORK "CBN_PARALLEL_MIN_WORK"
+    long long _STRIP_ROW_BYTES "CBN_STRIP_ROW_BYTES"
+    long long _PREFETCH_RUN_BYTES "CBN_PREFETCH_RUN_BYTES"
+
+# The core's tuning constants (src_c/core/tuning.h), read from the header at
+# build time. They are not an interface: they tell the tests which shapes
+# reach which code path (a feature cut into several chunks or segments, a
+# rows block of several column blocks, ...), so the tests cannot drift when
+# the core changes them.
+CHUNK = _CHUNK                            # elements per chunk, runs layout
+SEG_CHUNKS = _SEG_CHUNKS                  # chunks per segment
+ROW_BLOCK = _ROW_BLOCK                    # features per column block, rows
+PARALLEL_MIN_WORK = _PARALLEL_MIN_WORK    # elements below which one thread
+STRIP_ROW_BYTES = _STRIP_ROW_BYTES        # rows up to this use column strips
+PREFETCH_RUN_BYTES = _PREFETCH_RUN_BYTES  # runs up to this are prefetched
+
 cdef const char *status_message(int status) noexcept nogil:
     return _cbn.cbn_status_message(status)
 

@@ -12,65 +12,7 @@
 
 #include <stdint.h>
 
-/* Work (elements) below which a kernel stays serial: opening an OpenMP
-   parallel region costs more than normalizing a few thousand numbers. */
-#define CBN_PARALLEL_MIN_WORK 65536
-
-/* Output size from which kernels use streaming stores (see "Output stores"
-   in kernels_template.h): for training and backward, whose outputs are
-   written from data just read into L2, and for inference with given
-   statistics, a pure stream that only gains once the data are well beyond
-   what the last-level cache holds. Measured, not derived: on the
-   development VM (Xeon, AVX-512), NCHW eval of 25.7 MB (float32) took
-   1.02x the copy with ordinary stores and 1.20x with streaming ones, of
-   51 MB (float64) 1.07x and 0.74x. See the benchmark (python -m cbn bench). */
-#ifndef CBN_STREAM_MIN_BYTES  /* -D for experiments */
-#define CBN_STREAM_MIN_BYTES ((int64_t)16 << 20)
-#endif
-#ifndef CBN_STREAM_MIN_BYTES_EVAL
-#define CBN_STREAM_MIN_BYTES_EVAL ((int64_t)32 << 20)
-#endif
-
-/* Input size from which the rows-layout loops (N x C, channels-last)
-   prefetch the rows they will read next: such data come from L3 or memory,
-   and the loops, which read a few rows at a time, leave too few misses in
-   flight for the hardware prefetchers to hide. For cache-resident inputs the
-   prefetches only cost instructions. Measured on the development VM: the
-   statistics of (100352, 64) float32 (25.7 MB) 20% faster, of (4096, 64)
-   5% slower. */
-#ifndef CBN_PREFETCH_MIN_BYTES
-#define CBN_PREFETCH_MIN_BYTES ((int64_t)16 << 20)
-#endif
-#ifndef CBN_PREFETCH_ROWS
-#define CBN_PREFETCH_ROWS 8  /* how far ahead */
-#endif
-
-/* Rows (N x C, channels-last) of at most this many bytes have their gradient
-   sums taken in column strips down the rows, accumulators in registers
-   (the statistics always are): for longer rows each step down is a new
-   page, which two streams (dy and x) pay for more than the registers save.
-   Measured on the development VM, backward float32, 1 MB: C = 128 and 256
-   2-9% faster in strips, C = 512 and 1024 7-13% slower. */
-#ifndef CBN_STRIP_ROW_BYTES
-#define CBN_STRIP_ROW_BYTES 1024
-#endif
-
-/* Runs (NCHW) of at most this many bytes are prefetched two runs ahead of
-   the statistics and gradient passes (and, written with ordinary stores,
-   of the output): a hardware prefetcher needs a few lines of a stream to
-   start, which short runs never give it. Measured on the development VM:
-   training on (32, 256, 196) float32 (runs of 784 bytes) 15% faster,
-   (64, 64, 400) 13%, (32, 128, 512) 15%; runs of 4 KiB were slower. */
-#ifndef CBN_PREFETCH_RUN_BYTES
-#define CBN_PREFETCH_RUN_BYTES 2048
-#endif
-#define CBN_PREFETCH_RUNS 2
-
-/* How far ahead a pass that reads one contiguous stream from memory asks
-   for it (see "Prefetching along a feature" in kernels_common.h). */
-#ifndef CBN_PREFETCH_ALONG_BYTES
-#define CBN_PREFETCH_ALONG_BYTES ((int64_t)8192)
-#endif
+#include "core/tuning.h"
 
 /* Per-data-type entries; T is float (f32) or double (f64). Argument order and
    meaning follow the public functions in cbn.h, except that forward_train

@@ -60,9 +60,7 @@ static inline void prefetch_bytes(const void *p, int64_t n, int write)
     }
 }
 
-#define CHUNK 2048      /* elements per chunk (runs layout) */
-#define SEG_CHUNKS 16   /* chunks per segment */
-#define ROW_BLOCK 1024  /* features per column block (rows layout) */
+/* CHUNK, SEG_CHUNKS, ROW_BLOCK: core/tuning.h, included by kernels.h. */
 
 /* Count, mean and sum of squared deviations of some values. */
 typedef struct {
