@@ -159,8 +159,10 @@ def batch_stats(x, *, axis=0):
     """Partial statistics of ``x`` over the batch axes, for merging.
 
     The mean and M2 = sum((x - mean)**2) per feature, in float64, from the
-    same kernels as :func:`normalize_batch` (two passes over the data, the
-    threads and SIMD level cbn uses), and the count m.
+    same kernels as :func:`normalize_batch` (one read of the data: shifted
+    sums per cache-sized chunk, redone exactly while the chunk is still in
+    cache when the shift would cost precision; the threads and SIMD level cbn
+    uses), and the count m.
 
     Parameters
     ----------

@@ -44,7 +44,7 @@ def _default_comm():
 _REFUSALS = (TypeError, ValueError, RuntimeError)
 
 
-class _ProcessGroup:
+class ProcessGroup:
     """The two collectives of one layer over an mpi4py communicator.
 
     Buffers are allocated once per layer: the exchanges are small (2C + 1
@@ -253,7 +253,7 @@ class SyncBatchNorm(BatchNorm):
                 eps=self.eps, momentum=self.momentum, affine=self.affine,
                 track_running_stats=self.track_running_stats,
                 dtype=self.dtype.str), None)
-            self._join(_ProcessGroup(comm, self.num_features))
+            self._join(ProcessGroup(comm, self.num_features))
 
     @classmethod
     def from_batchnorm(cls, layer, *, comm=None):

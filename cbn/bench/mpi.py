@@ -164,8 +164,8 @@ def run_mpi_bench(comm, shape=SHAPE, rounds=11, target=0.1, threads=1):
         return run
 
     # the two exchanges of a synchronized step, alone
-    from cbn._sync import _ProcessGroup
-    group = _ProcessGroup(comm, C)
+    from cbn._sync import ProcessGroup
+    group = ProcessGroup(comm, C)
     stats, sums = np.ones(2 * C), np.ones(2 * C)
 
     def collectives():
