@@ -12,6 +12,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import cbn
@@ -51,7 +52,7 @@ def quick_run(tmp_path_factory):
 def test_quick_run_measures_every_case_at_every_thread_count(quick_run):
     _, result = quick_run
     expected = [c.name for c in select_cases(quick=True)]
-    assert len(expected) == len(CASES) - 1   # all but the large case
+    assert len(expected) == len(CASES) - sum(c.large for c in CASES) == len(CASES) - 2
     for n in THREADS:
         assert [r["case"] for r in result["records"] if r["threads"] == n] == expected
     assert result["meta"]["threads"] == list(THREADS)
@@ -104,7 +105,7 @@ def test_report_has_a_table_per_thread_count(quick_run):
 def test_case_filter_and_bad_options(capsys):
     assert [c.name for c in select_cases(patterns=["F64"])] == [
         "2d-wide-f64", "nchw-f64"]
-    assert "nchw-large" not in [c.name for c in select_cases(quick=True)]
+    assert not {"nchw-large", "2d-large"} & {c.name for c in select_cases(quick=True)}
     assert main(["bench", "--cases", "no-such-case"]) == 2
     assert "no case matches" in capsys.readouterr().err
     for argv in (["--threads", "0"], ["--threads", "x"], ["--threads", ""]):
@@ -158,3 +159,51 @@ def test_bounds_probe_builds_and_reports_every_pass(tmp_path):
     ratios = dict(re.findall(r"^\s+(\S+)\s+([0-9.]+)x the copy", run.stdout, re.M))
     assert set(ratios) == {"stats", "norm", "norm-nt", "train", "backward"}, run.stdout
     assert all(0 < float(r) < 1e3 for r in ratios.values()), run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_torch(), reason="torch is not installed")
+def test_compile_column_times_inductor_or_says_why_not(tmp_path):
+    target = tmp_path / "bench.json"
+    proc = run_cli("--quick", "--threads", "1", "--cases", "tiny,2d-tall", "--compile",
+                   "--json", str(target), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(target.read_text())
+    assert result["meta"]["compile"] is True
+    table = proc.stdout[proc.stdout.index("torch.compile (inductor), threads: 1"):]
+    for r in result["records"]:
+        assert r["label"] in table
+        if "compile_error" in r:     # inductor could not build here: it says why
+            assert r["compile_error"] and "not compiled" in table
+            continue
+        for s in [r["seconds"]["compile_train"], r["seconds"]["compile_fb"],
+                  *r["speedup_over_compile"].values(), r["ratio_to_floor"]["cbn_fb"]]:
+            assert len(s["rounds"]) == QUICK.rounds
+            assert all(math.isfinite(v) and v > 0 for v in s["rounds"])
+        # forward + backward is compared with cbn's forward plus backward
+        fb = np.add(r["seconds"]["cbn_train"]["rounds"], r["seconds"]["cbn_bwd"]["rounds"])
+        assert r["speedup_over_compile"]["fb"]["median"] == pytest.approx(
+            np.median(np.divide(r["seconds"]["compile_fb"]["rounds"], fb)))
+
+
+@pytest.mark.skipif(not has_torch(), reason="torch is not installed")
+def test_compile_failure_is_reported_not_raised(monkeypatch):
+    import torch
+    from cbn.bench.variants import compiled_timers
+
+    def no_compiler(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    case = select_cases(patterns=["tiny"])[0]
+    x = np.ones(case.shape, np.float32)
+    timers, error = compiled_timers(case, torch, x, x)
+    assert timers is None
+    assert error == "RuntimeError: InvalidCxxCompiler: no working C++ compiler found"
+
+
+def test_compile_needs_torch(capsys):
+    assert main(["bench", "--compile", "--no-torch"]) == 2
+    assert "--compile needs torch" in capsys.readouterr().err

@@ -31,13 +31,20 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help=f"a fast run: {QUICK.rounds} rounds of "
                              f"~{QUICK.target * 1e3:g} ms loops, batches of large "
-                             f"cases cut by {QUICK_BATCH_DIVISOR}, no 205 MB case")
+                             f"cases cut by {QUICK_BATCH_DIVISOR}, no large cases "
+                             "(205 MB NCHW, 128 MiB rows)")
     parser.add_argument("--cases", metavar="TEXT[,TEXT...]",
                         help="only the cases whose name or label contains one of "
                              "these, e.g. 'nchw' or 'f64,tiny'; names: "
                              + ", ".join(c.name for c in CASES))
     parser.add_argument("--no-torch", action="store_true",
                         help="time cbn only, even when torch imports")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile (inductor, CPU) of the "
+                             "training forward and of forward + backward, "
+                             "compiled per case and thread count (minutes); "
+                             "needs torch and a C++ compiler, and says why "
+                             "where it cannot compile")
     parser.add_argument("--json", metavar="FILE",
                         help="also write every number (per-round times included) "
                              "to FILE as JSON")
@@ -69,9 +76,17 @@ def main(args):
               file=sys.stderr)
         return 2
     start = time.perf_counter()
+    if args.compile and args.no_torch:
+        print("cbn bench: --compile needs torch; it cannot go with --no-torch",
+              file=sys.stderr)
+        return 2
     result = run_bench(args.threads, settings, patterns, use_torch=not args.no_torch,
                        progress=lambda text: print(f"  measuring {text} ...",
-                                                   file=sys.stderr, flush=True))
+                                                   file=sys.stderr, flush=True),
+                       compile=args.compile)
+    if args.compile and not result["meta"]["compile"]:
+        print("cbn bench: --compile: torch does not import, so nothing was compiled",
+              file=sys.stderr)
     result["meta"]["seconds"] = time.perf_counter() - start
     print(format_report(result))
     print(f"\n({result['meta']['seconds']:.0f} s)")

@@ -67,7 +67,7 @@ def format_table(records, threads):
     has_torch = all("speedup_over_torch" in r for r in rows)
     width = max([len(r["label"]) for r in rows] + [4])
     titles = {"train": "forward, training", "eval": "forward, eval",
-              "bwd": "backward"}
+              "stats": "statistics", "bwd": "backward"}
     # Every group is right-aligned in its own width and closed by " |".
     group_width = {op: max(COL * len(_group_columns(op, has_torch)), len(titles[op]) + 2)
                    for op in OPERATIONS}
@@ -86,11 +86,47 @@ def format_table(records, threads):
         for op in OPERATIONS:
             line += "".join(f"{c:>{COL}}" for c in _row_cells(r, op, has_torch)
                             ).rjust(group_width[op]) + "  |"
-        spread = max(s["iqr_pct"] for s in r["ratio_to_floor"].values())
+        spread = max(s["iqr_pct"] for k, s in r["ratio_to_floor"].items()
+                     if k.startswith(("cbn_", "torch_")) and k != "cbn_fb")
         line += f" {spread:>6.0f}"
         if (r.get("foreign_load") or 0) > FOREIGN_LOAD_LIMIT:
             line += " !"
         lines.append(line)
+    return lines
+
+
+def format_compile_table(records, threads):
+    """The ``--compile`` table of one thread count, as a list of lines.
+
+    Columns: the compiled training forward and cbn's, then compiled forward
+    + backward against cbn's forward plus backward, each as a multiple of
+    the floor (µs per call on the tiny row) and as compiled time / cbn time.
+    """
+    rows = [r for r in records if r["threads"] == threads]
+    width = max([len(r["label"]) for r in rows] + [4])
+    heads = ["compile", "cbn", "vs comp", "compile", "cbn", "vs comp"]
+    lines = [f"torch.compile (inductor), threads: {threads}",
+             f"{'':<{width}} |{'forward, training'.center(3 * COL)} |"
+             f"{'forward + backward'.center(3 * COL)} |",
+             f"{'case':<{width}} |" + "".join(f"{h:>{COL}}" for h in heads[:3]) + " |"
+             + "".join(f"{h:>{COL}}" for h in heads[3:]) + " |"]
+    for r in rows:
+        if "speedup_over_compile" not in r:
+            lines.append(f"{r['label']:<{width}} | not compiled: "
+                         f"{r.get('compile_error', 'no torch')}")
+            continue
+        sec, ratio, vs = r["seconds"], r["ratio_to_floor"], r["speedup_over_compile"]
+        if r["tiny"]:
+            fb = sec["cbn_train"]["median"] + sec["cbn_bwd"]["median"]
+            times = [sec["compile_train"]["median"], sec["cbn_train"]["median"],
+                     sec["compile_fb"]["median"], fb]
+            a, b, c, d = (f"{t * 1e6:.2f}µs" for t in times)
+        else:
+            a, b, c, d = (f"{ratio[k]['median']:.2f}x" for k in
+                          ("compile_train", "cbn_train", "compile_fb", "cbn_fb"))
+        cells = [a, b, f"{vs['train']['median']:.1f}x", c, d, f"{vs['fb']['median']:.1f}x"]
+        lines.append(f"{r['label']:<{width}} |" + "".join(f"{c:>{COL}}" for c in cells[:3])
+                     + " |" + "".join(f"{c:>{COL}}" for c in cells[3:]) + " |")
     return lines
 
 
@@ -100,6 +136,9 @@ def format_report(result):
     lines = format_header(result["meta"])
     for n in result["meta"]["threads"]:
         lines += [""] + format_table(result["records"], n)
+    if result["meta"].get("compile"):
+        for n in result["meta"]["threads"]:
+            lines += [""] + format_compile_table(result["records"], n)
     disturbed = [r for r in result["records"]
                  if (r.get("foreign_load") or 0) > FOREIGN_LOAD_LIMIT]
     if disturbed:

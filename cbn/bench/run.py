@@ -16,7 +16,7 @@ import numpy as np
 from cbn.bench.cases import DEFAULT_THREADS, FULL, select_cases
 from cbn.bench.timing import ForeignLoad, machine_info, measure, median_iqr
 from cbn.bench.variants import (OPERATIONS, build_variants, cbn_set_num_threads,
-                                import_torch)
+                                compiled_timers, import_torch)
 
 
 def summarize(case, threads, per_call, iterations, notes):
@@ -36,7 +36,9 @@ def summarize(case, threads, per_call, iterations, notes):
     dict
         ``seconds`` (per call, per variant), ``ratio_to_floor`` (per variant
         but the floor), ``speedup_over_torch`` (per operation, torch time /
-        cbn time; only with torch) -- each a
+        cbn time; only with torch), with ``--compile`` ``speedup_over_compile``
+        (``train``: compiled forward time / cbn's; ``fb``: compiled forward +
+        backward time / cbn's forward + backward) -- each a
         :func:`~cbn.bench.timing.median_iqr` dict of per-round values -- and
         ``gbps_train``, cbn's forward training bandwidth counting one read of
         x and one write of y.
@@ -57,13 +59,19 @@ def summarize(case, threads, per_call, iterations, notes):
         record["speedup_over_torch"] = {
             op: median_iqr(np.divide(per_call[f"torch_{op}"], per_call[f"cbn_{op}"]))
             for op in OPERATIONS}
+    if "compile_train" in per_call:
+        cbn_fb = np.add(per_call["cbn_train"], per_call["cbn_bwd"])
+        record["ratio_to_floor"]["cbn_fb"] = median_iqr(cbn_fb / floor)
+        record["speedup_over_compile"] = {
+            "train": median_iqr(np.divide(per_call["compile_train"], per_call["cbn_train"])),
+            "fb": median_iqr(np.divide(per_call["compile_fb"], cbn_fb))}
     record["gbps_train"] = 2 * nbytes / record["seconds"]["cbn_train"]["median"] / 1e9
     record.update(notes)
     return record
 
 
 def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=True,
-              progress=None):
+              progress=None, compile=False):
     """Measure every selected case at every thread count.
 
     Parameters
@@ -79,6 +87,11 @@ def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=T
         Time torch too when it imports.
     progress : callable, optional
         Called with a line of text before each case.
+    compile : bool
+        Also time ``torch.compile`` of the training forward and of forward +
+        backward (:func:`cbn.bench.variants.compiled_timers`); needs torch
+        and `use_torch`. Where inductor cannot compile, the records say why
+        (``compile_error``) and the run goes on without it.
 
     Returns
     -------
@@ -91,6 +104,7 @@ def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=T
     cases = select_cases(settings.quick, patterns)
     meta = machine_info(torch)
     meta.update(threads=list(threads), rounds=settings.rounds,
+                compile=bool(compile and torch is not None),
                 target_seconds=settings.target, quick=settings.quick,
                 floor="numpy.copyto(dst, x), one thread")
     records = []
@@ -98,17 +112,23 @@ def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=T
     for case in cases:
         # Arrays are made once per case and shared by the thread counts, so
         # a large case is allocated (and its pages touched) only once.
-        timers, check = build_variants(case, torch, rng)
+        timers, check, inputs = build_variants(case, torch, rng)
         for n in threads:
             set_cbn_threads(n)
             if torch is not None:
                 torch.set_num_threads(n)
             if progress is not None:
                 progress(f"{case.label}, {n} thread{'s' if n > 1 else ''}")
+            these, error = timers, None
+            if compile and torch is not None:
+                compiled, error = compiled_timers(case, torch, *inputs)
+                these = {**timers, **(compiled or {})}
             with ForeignLoad() as load:
-                per_call, iterations = measure(timers, settings)
+                per_call, iterations = measure(these, settings)
             record = summarize(case, n, per_call, iterations, check())
+            if error is not None:
+                record["compile_error"] = error
             record["foreign_load"] = load.fraction
             records.append(record)
-        del timers, check
+        del timers, check, inputs
     return {"meta": meta, "records": records}

@@ -5,6 +5,8 @@ For every case :func:`build_variants` times
 - ``floor``: ``numpy.copyto(dst, x)``;
 - ``cbn_train``: ``cbn.normalize_batch(x, axis=AX, out=y)``;
 - ``cbn_eval``: ``cbn.normalize_batch(x, axis=AX, mean=m, var=v, out=y)``;
+- ``cbn_stats``: ``cbn.batch_stats(x, axis=AX)``, the statistics alone (a
+  read-only pass, which can run at about half the copy);
 - ``cbn_bwd``: ``cbn.normalize_batch_backward(dy, x, m, v, axis=AX, out=dx)``,
   with the float64 ``m, v`` of ``return_stats``;
 - with torch: ``torch_train``, ``torch_eval`` and ``torch_bwd``, the ATen
@@ -13,9 +15,19 @@ For every case :func:`build_variants` times
   kernel as ``F.batch_norm(xt, None, None, training=True)`` and
   ``F.batch_norm(xt, rm, rv, training=False)``, but writing into a
   preallocated output as cbn does) and ``aten.native_batch_norm_backward.out``
-  with ``save_mean``/``save_invstd`` from ``aten.native_batch_norm``.
+  with ``save_mean``/``save_invstd`` from ``aten.native_batch_norm``;
+  ``torch_stats`` is ``torch.var_mean(xt, dims, correction=0)``, the same
+  numbers as ``batch_stats``' mean and variance.
   Channels-last cases give torch a ``channels_last`` tensor over the same
   memory, 2-D cases an (N, C) tensor.
+
+With ``--compile``, :func:`compiled_timers` adds ``compile_train`` and
+``compile_fb``: ``torch.compile`` (inductor's generated C++ on the CPU) of
+``F.batch_norm(xt, None, None, w, b, training=True)``, alone and followed by
+``torch.autograd.grad`` of x, w and b (forward + backward, AOTAutograd
+compiling both). Compiled code allocates its outputs; no ``out=`` exists.
+They are compiled afresh for each case and thread count, since inductor
+fixes the thread count of its OpenMP loops when it generates them.
 
 The ``tiny`` (16, 32) case measures the fixed cost of a call instead, so it
 times what a user calls, allocation included: ``cbn.normalize_batch(x)``
@@ -38,10 +50,12 @@ import timeit
 import numpy as np
 
 #: Variants of a case, in table order; ``torch_*`` only when torch imports.
-CBN_VARIANTS = ("cbn_train", "cbn_eval", "cbn_bwd")
-TORCH_VARIANTS = ("torch_train", "torch_eval", "torch_bwd")
-#: The three operations, the suffixes of the variant names.
-OPERATIONS = ("train", "eval", "bwd")
+CBN_VARIANTS = ("cbn_train", "cbn_eval", "cbn_stats", "cbn_bwd")
+TORCH_VARIANTS = ("torch_train", "torch_eval", "torch_stats", "torch_bwd")
+#: ``torch.compile`` variants, with ``--compile`` only.
+COMPILE_VARIANTS = ("compile_train", "compile_fb")
+#: The operations, the suffixes of the variant names.
+OPERATIONS = ("train", "eval", "stats", "bwd")
 
 EPS = 1e-5
 
@@ -76,6 +90,11 @@ def _torch_view(torch, a, case):
     return t
 
 
+def _torch_batch_dims(case):
+    """The batch dimensions of `case`'s torch tensor (always NCHW-ordered)."""
+    return (0,) if case.layout == "NC" else (0,) + tuple(range(2, len(case.shape)))
+
+
 def _as_numpy_layout(torch_tensor, case):
     """A torch result as a NumPy array in cbn's layout for `case`."""
     if case.layout == "NHWC":
@@ -102,6 +121,8 @@ def build_variants(case, torch, rng):
         Called after the warm-up; returns a dict of notes (maximum absolute
         differences between cbn's and torch's results, outputs torch could
         not write in place).
+    inputs : tuple of numpy.ndarray
+        x and dy, for :func:`compiled_timers`.
     """
     import cbn
 
@@ -113,7 +134,8 @@ def build_variants(case, torch, rng):
     _, m, v = cbn.normalize_batch(x, axis=case.axis, return_stats=True)
     ns = dict(copyto=np.copyto, x=x, dst=np.empty_like(x), y=np.empty_like(x),
               dy=dy, dx=np.empty_like(x), m=m, v=v, ax=case.axis, eps=EPS,
-              nb=cbn.normalize_batch, nbb=cbn.normalize_batch_backward)
+              nb=cbn.normalize_batch, nbb=cbn.normalize_batch_backward,
+              bs=cbn.batch_stats)
     stmts = {"floor": "copyto(dst, x)"}
     if case.tiny:
         stmts["cbn_train"] = "nb(x, axis=ax)"
@@ -121,6 +143,7 @@ def build_variants(case, torch, rng):
     else:
         stmts["cbn_train"] = "nb(x, axis=ax, out=y)"
         stmts["cbn_eval"] = "nb(x, axis=ax, mean=m, var=v, out=y)"
+    stmts["cbn_stats"] = "bs(x, axis=ax)"
     stmts["cbn_bwd"] = ("nbb(dy, x, m, v, axis=ax)" if case.tiny
                         else "nbb(dy, x, m, v, axis=ax, out=dx)")
 
@@ -141,7 +164,9 @@ def build_variants(case, torch, rng):
                   bn_out=torch.ops.aten.native_batch_norm.out,
                   bnb=torch.ops.aten.native_batch_norm_backward.default,
                   bnb_out=torch.ops.aten.native_batch_norm_backward.out,
-                  mask=[True, True, True])
+                  mask=[True, True, True], var_mean=torch.var_mean,
+                  dims=_torch_batch_dims(case))
+        stmts["torch_stats"] = "var_mean(xt, dims, correction=0)"
         if case.tiny:
             stmts["torch_train"] = "F.batch_norm(xt, None, None, training=True, eps=eps)"
             stmts["torch_eval"] = "F.batch_norm(xt, rm, rv, training=False, eps=eps)"
@@ -176,6 +201,8 @@ def build_variants(case, torch, rng):
         ye = cbn.normalize_batch(x, axis=case.axis, mean=m, var=v)
         yte = torch.nn.functional.batch_norm(ns["xt"], ns["rm"], ns["rv"],
                                              training=False, eps=EPS)
+        st = cbn.batch_stats(x, axis=case.axis)
+        tv, tm = torch.var_mean(ns["xt"].double(), ns["dims"], correction=0)
         dx = cbn.normalize_batch_backward(dy, x, m, v, axis=case.axis)[0]
         dxt = ns["bnb"](ns["dyt"], ns["xt"], ns["w"], ns["rm"], ns["rv"],
                         ns["save_mean"], ns["save_invstd"], True, EPS, ns["mask"])[0]
@@ -183,6 +210,66 @@ def build_variants(case, torch, rng):
             op: float(np.max(np.abs(ours - _as_numpy_layout(theirs, case))))
             for op, ours, theirs in (("train", y, yt), ("eval", ye, yte),
                                      ("bwd", dx, dxt))}
+        # torch's float32 statistics are rounded to float32: compare ours
+        # with float64 ones of the same data instead
+        notes["max_abs_diff_vs_torch"]["stats"] = max(
+            float(np.max(np.abs(st.mean - tm.numpy()))),
+            float(np.max(np.abs(st.var() - tv.numpy()))))
         return notes
 
-    return timers, check
+    return timers, check, (x, dy)
+
+
+def compiled_timers(case, torch, x, dy):
+    """``torch.compile`` timers for `case` at torch's current thread count.
+
+    Parameters
+    ----------
+    case : Case
+    torch : module
+    x, dy : numpy.ndarray
+        The case's inputs, as :func:`build_variants` returned them.
+
+    Returns
+    -------
+    timers : dict or None
+        ``compile_train`` and ``compile_fb`` -> :class:`timeit.Timer`, each
+        compiled and run once already; None when inductor cannot compile
+        here (no C++ compiler, ...).
+    error : str or None
+        Why not, when `timers` is None.
+    """
+    import torch._dynamo
+
+    F = torch.nn.functional
+    xt, dyt = _torch_view(torch, x, case), _torch_view(torch, dy, case)
+    c = case.channels
+    tdt = xt.dtype
+    w, b = torch.ones(c, dtype=tdt), torch.zeros(c, dtype=tdt)
+    wg, bg = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    xg = xt.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+
+    def forward(x):
+        return F.batch_norm(x, None, None, w, b, training=True, eps=EPS)
+
+    def forward_g(x):
+        return F.batch_norm(x, None, None, wg, bg, training=True, eps=EPS)
+
+    # A fresh start per case and thread count: dynamo's cache is keyed by
+    # code object, and every call here compiles the same two closures.
+    torch._dynamo.reset()
+    cf = torch.compile(forward, dynamic=False)
+    cfb = torch.compile(forward_g, dynamic=False)
+    cns = dict(cf=cf, cfb=cfb, xt=xt, xg=xg, dyt=dyt, wg=wg, bg=bg,
+               grad=torch.autograd.grad)
+    stmts = {"compile_train": "cf(xt)",
+             "compile_fb": "grad(cfb(xg), (xg, wg, bg), dyt)"}
+    compiled = {k: timeit.Timer(v, timer=time.perf_counter, globals=cns)
+                for k, v in stmts.items()}
+    try:
+        for t in compiled.values():
+            t.timeit(1)     # compiles
+    except Exception as exc:  # inductor raises many kinds; all mean "cannot"
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return compiled, None
+
