@@ -59,18 +59,9 @@ def dx_of_part(dy, x, mean, var, gamma, eps, m, dg, db):
 BLOCKS = [(12, 5, 33), (6, 3, 5000), (40, 2, 700), (900, 7, 1), (300, 300, 1)]
 
 
-@pytest.fixture
-def simd_level():
-    before = cbn.kernels.get_simd()
-    yield cbn.kernels.set_simd
-    cbn.kernels.set_simd(before)
-
-
-@pytest.mark.parametrize("level", cbn.kernels.simd_levels())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("block", BLOCKS)
-def test_parts_give_slices_of_whole_batch_dx(simd_level, level, dtype, block):
-    simd_level(level)
+def test_parts_give_slices_of_whole_batch_dx(simd_level, dtype, block):
     rng = np.random.default_rng(5)
     x = rng.normal(3.0, 2.0, block).astype(dtype)
     dy = rng.normal(0.5, 1.0, block).astype(dtype)

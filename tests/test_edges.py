@@ -15,28 +15,8 @@ import numpy as np
 import pytest
 
 import cbn
-from cbn import kernels
 from oracle import (BatchNormRef, assert_backward_close, assert_close, backward_ref,
                     normalize_ref)
-
-LEVELS = kernels.simd_levels()
-
-
-@pytest.fixture(params=LEVELS)
-def level(request):
-    """Run the test at each supported SIMD level, then restore the default."""
-    before = kernels.get_simd()
-    kernels.set_simd(request.param)
-    yield request.param
-    kernels.set_simd(before)
-
-
-@pytest.fixture
-def threads():
-    """Set the thread count for the test; restore the default afterwards."""
-    yield cbn.set_num_threads
-    cbn.set_num_threads(0)
-
 
 # name: (shape, axis, threads). With 2 threads and >= 65536 elements, few
 # features (or column blocks) take the split paths, many the parallel loop
@@ -63,7 +43,7 @@ def feature_index(shape, axis):
 @pytest.mark.parametrize("value", [3e7, -3e7, 1.0, 0.0, 1e-3, 16777217.0, 1e30])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_constant_feature_gives_exactly_beta(level, threads, path, dtype, value, rng):
+def test_constant_feature_gives_exactly_beta(simd_level, threads, path, dtype, value, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
     x = np.full(shape, value, dtype)
@@ -94,7 +74,7 @@ def test_constant_channel_through_a_layer_gives_exactly_beta(dtype, rng):
 
 @pytest.mark.parametrize("scale", [1e20, 1e25, 1e30, 3e33])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_huge_float32_data_gives_finite_correct_output(level, threads, path, scale, rng):
+def test_huge_float32_data_gives_finite_correct_output(simd_level, threads, path, scale, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
     # Offsets of up to 30 sigma: the squares (up to 1e67) overflow float32
@@ -119,7 +99,7 @@ def test_huge_float32_data_gives_finite_correct_output(level, threads, path, sca
     (np.float64, 1e-150), (np.float64, 1e-100), (np.float64, 1e100), (np.float64, 1e150),
 ])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_backward_is_accurate_for_tiny_and_huge_spreads(level, threads, path, dtype,
+def test_backward_is_accurate_for_tiny_and_huge_spreads(simd_level, threads, path, dtype,
                                                         std, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
@@ -151,7 +131,7 @@ def scaled_reference(x, axis, eps, S):
 
 @pytest.mark.parametrize("scale", [1e150, 1e153, 1e154, 3e154, 1e155, 1e200, 1e300, 1e307])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_huge_float64_data_gives_rescaled_statistics(level, threads, path, scale, rng):
+def test_huge_float64_data_gives_rescaled_statistics(simd_level, threads, path, scale, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
     x = scale * (rng.standard_normal(shape) + 3.0)
@@ -183,7 +163,7 @@ def test_huge_float64_data_gives_rescaled_statistics(level, threads, path, scale
             assert ((g == 0) | np.isnan(g)).all() if overflows else (g == 0).all()
 
 
-def test_huge_float64_feature_with_nan_stays_nan_alone(level, rng):
+def test_huge_float64_feature_with_nan_stays_nan_alone(simd_level, rng):
     x = 1e200 * rng.standard_normal((50, 3))
     x[:, 0] *= 1e-100   # a feature the fast path handles
     x[7, 1] = np.nan    # a feature the rescue must leave poisoned
@@ -199,7 +179,7 @@ def test_huge_float64_feature_with_nan_stays_nan_alone(level, rng):
 
 @pytest.mark.parametrize("dtype, tiny", [(np.float64, 1e-310), (np.float32, 1e-42)])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_subnormal_input_matches_oracle(level, threads, path, dtype, tiny, rng):
+def test_subnormal_input_matches_oracle(simd_level, threads, path, dtype, tiny, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
     x = (tiny * rng.standard_normal(shape)).astype(dtype)
@@ -243,7 +223,7 @@ def assert_dx_matches(dx, dx_ref, rtol=1e-5):
     np.testing.assert_allclose(dx[fits] / top, dx_ref[fits] / top, rtol=rtol, atol=rtol)
 
 
-def test_subnormal_float32_with_eps_zero_gives_the_float64_answer(level):
+def test_subnormal_float32_with_eps_zero_gives_the_float64_answer(simd_level):
     # The example of issue 19: it gave +-inf, and a NaN dx.
     x = (np.arange(1, 65).reshape(32, 2) * 1e-40).astype(np.float32)
     y = cbn.normalize_batch(x, eps=0)
@@ -272,7 +252,7 @@ def test_subnormal_float32_with_eps_zero_gives_the_float64_answer(level):
 
 
 @pytest.mark.parametrize("path", list(COLD_PATHS))
-def test_subnormal_float32_with_eps_zero_is_finite_and_correct(level, threads, path, rng):
+def test_subnormal_float32_with_eps_zero_is_finite_and_correct(simd_level, threads, path, rng):
     shape, axis, nt = COLD_PATHS[path]
     threads(nt)
     x = (rng.integers(1, 65, shape) * 1e-40).astype(np.float32)  # std ~1.8e-39
@@ -312,7 +292,7 @@ def test_subnormal_float32_with_eps_zero_is_finite_and_correct(level, threads, p
 
 @pytest.mark.parametrize("odd_std", [1e-42, 1e-22, 1e25])
 @pytest.mark.parametrize("path", list(COLD_PATHS))
-def test_cold_feature_is_correct_and_leaves_the_others_bitwise_alone(level, threads, path,
+def test_cold_feature_is_correct_and_leaves_the_others_bitwise_alone(simd_level, threads, path,
                                                                     odd_std, rng):
     # One feature (in the rows layout, one column of a block) whose float32
     # coefficients are out of range -- with eps = 0, its scale for std 1e-42,
@@ -369,7 +349,8 @@ def test_cold_feature_is_correct_and_leaves_the_others_bitwise_alone(level, thre
 @pytest.mark.parametrize("std, eps", [(1e-40, 0.0), (1e-20, 0.0), (1e25, 1e-5)])
 @pytest.mark.parametrize("cls, shape", [(cbn.BatchNorm1d, (300, 5)),
                                         (cbn.BatchNorm2d, (4, 3, 6, 7))])
-def test_layers_with_float32_coefficients_beyond_float32(level, cls, shape, std, eps, rng):
+def test_layers_with_float32_coefficients_beyond_float32(simd_level, cls, shape, std, eps,
+                                                        rng):
     C = shape[1]
     layer = cls(C, eps=eps, dtype=np.float32)
     ref = BatchNormRef(C, eps=eps)
@@ -390,7 +371,7 @@ def test_layers_with_float32_coefficients_beyond_float32(level, cls, shape, std,
 
 
 @pytest.mark.parametrize("path", ["rows", "runs", "rows-split", "runs-split"])
-def test_given_statistics_beyond_float32_with_float32_data(level, threads, path, rng):
+def test_given_statistics_beyond_float32_with_float32_data(simd_level, threads, path, rng):
     # A mean beyond float32 (and a variance to match) cannot be rounded to
     # float32 coefficients; the feature is computed in double instead.
     shape, axis, nt = PATHS[path]
@@ -411,7 +392,7 @@ def test_given_statistics_beyond_float32_with_float32_data(level, threads, path,
 
 
 @pytest.mark.parametrize("path", list(PATHS))
-def test_subnormal_values_beside_normal_ones_with_eps_zero(level, threads, path, rng):
+def test_subnormal_values_beside_normal_ones_with_eps_zero(simd_level, threads, path, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
     x = rng.standard_normal(shape) * 1e-150  # squares ~1e-300: still normal
@@ -426,7 +407,7 @@ def test_subnormal_values_beside_normal_ones_with_eps_zero(level, threads, path,
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_eps_zero_with_zero_variance_gives_nan_for_that_feature_only(level, threads,
+def test_eps_zero_with_zero_variance_gives_nan_for_that_feature_only(simd_level, threads,
                                                                      path, dtype, rng):
     scipy_stats = pytest.importorskip("scipy.stats")
     shape, axis, nt = PATHS[path]
@@ -464,7 +445,7 @@ def test_eps_zero_with_zero_variance_backward_is_nan_but_dbeta(rng):
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_nan_or_inf_poisons_only_its_feature_on_every_path(level, threads, path, dtype,
+def test_nan_or_inf_poisons_only_its_feature_on_every_path(simd_level, threads, path, dtype,
                                                            bad, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
