@@ -13,6 +13,7 @@ import pytest
 
 import cbn
 import cbn.kernels
+from cbn.kernels import CHUNK, ROW_BLOCK, SEG_CHUNKS
 from oracle import backward_ref, normalize_ref
 
 LIB = ctypes.CDLL(cbn.kernels.__file__)
@@ -54,9 +55,18 @@ def dx_of_part(dy, x, mean, var, gamma, eps, m, dg, db):
     return dx
 
 
-# (outer, C, inner) blocks reaching runs (short and long, several segments)
-# and rows (narrow, wider than a column block), split along outer.
-BLOCKS = [(12, 5, 33), (6, 3, 5000), (40, 2, 700), (900, 7, 1), (300, 300, 1)]
+# (outer, C, inner) blocks reaching runs (short, longer than a chunk, short
+# runs over several segments) and rows (narrow, one column block, several
+# with a tail), split along outer.
+SEGMENT = SEG_CHUNKS * CHUNK
+BLOCKS = [(12, 5, 33), (6, 3, 2 * CHUNK + 904), (SEGMENT // 700 + 2, 2, 700), (900, 7, 1),
+          (300, 300, 1), (40, 2 * ROW_BLOCK + 3, 1)]
+
+
+def test_blocks_reach_what_they_name():
+    assert BLOCKS[1][2] > CHUNK
+    assert BLOCKS[2][2] < CHUNK < SEGMENT < BLOCKS[2][0] * BLOCKS[2][2]
+    assert BLOCKS[4][1] < ROW_BLOCK < 2 * ROW_BLOCK < BLOCKS[5][1]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -15,19 +15,20 @@ import numpy as np
 import pytest
 
 import cbn
+from cbn.kernels import PARALLEL_MIN_WORK, ROW_BLOCK
 from oracle import (BatchNormRef, assert_backward_close, assert_close, backward_ref,
-                    normalize_ref)
+                    feature_shape, normalize_ref)
 
-# name: (shape, axis, threads). With 2 threads and >= 65536 elements, few
-# features (or column blocks) take the split paths, many the parallel loop
-# over features.
+# name: (shape, axis, threads). With 2 threads and at least PARALLEL_MIN_WORK
+# elements, few features (or column blocks) take the split paths, many the
+# parallel loop over features; test_paths_reach_what_they_name checks it.
 PATHS = {
     "rows": ((300, 7), 0, 1),
     "runs": ((4, 3, 37), (0, 2), 1),
-    "rows-split": ((40000, 3), 0, 2),
-    "runs-split": ((8, 2, 8192), (0, 2), 2),
-    "rows-many": ((50, 1500), 0, 2),         # two column blocks, split
-    "runs-parallel": ((4, 16, 1100), (0, 2), 2),
+    "rows-split": ((PARALLEL_MIN_WORK // 2 + 7, 3), 0, 2),
+    "runs-split": ((8, 2, PARALLEL_MIN_WORK // 8), (0, 2), 2),
+    "rows-many": ((50, ROW_BLOCK + 476), 0, 2),         # two column blocks, split
+    "runs-parallel": ((4, 16, PARALLEL_MIN_WORK // 64 + 77), (0, 2), 2),
 }
 
 
@@ -207,8 +208,20 @@ FLT_MAX = float(np.finfo(np.float32).max)
 COLD_PATHS = dict(PATHS, **{
     "nchw": ((4, 3, 5, 6), (0, 2, 3), 1),
     "nchw-split": ((16, 2, 64, 64), (0, 2, 3), 2),
-    "rows-wide": ((70, 1000), 0, 1),
+    "rows-wide": ((70, ROW_BLOCK - 24), 0, 1),
 })
+
+
+def test_paths_reach_what_they_name():
+    for name, (shape, axis, nt) in COLD_PATHS.items():
+        size = int(np.prod(shape))
+        threaded = any(w in name for w in ("split", "many", "parallel"))
+        assert (nt == 2) == threaded and (not threaded or size >= PARALLEL_MIN_WORK), name
+        C = int(np.prod(feature_shape(shape, axis)))
+        if name.startswith("rows"):
+            assert shape[-1] == C and (C > ROW_BLOCK) == (name == "rows-many"), name
+        if name.endswith("-split"):
+            assert C < 4, name  # few features: the batch is split
 
 
 def assert_dx_matches(dx, dx_ref, rtol=1e-5):

@@ -13,6 +13,7 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import cbn
+from cbn.kernels import PARALLEL_MIN_WORK, ROW_BLOCK
 from oracle import (assert_backward_close, assert_close, backward_ref, feature_shape,
                     normalize_ref)
 
@@ -20,11 +21,15 @@ SHAPES = [
     ((64, 256, 16, 16), (0, 2, 3)),   # NCHW, many channels
     ((8, 3, 224, 224), (0, 2, 3)),    # NCHW, three channels: split the batch
     ((4096, 512), 0),                 # N x C
-    ((300, 2500), 0),                 # N x C, three column blocks
+    ((300, 2 * ROW_BLOCK + 452), 0),  # N x C, three column blocks
     ((16, 32, 32, 64), (0, 1, 2)),    # NHWC
     ((1 << 21,), None),               # one feature
 ]
 SHAPE_IDS = ["nchw", "nchw-c3", "n-by-c", "n-by-wide-c", "nhwc", "one-feature"]
+
+
+def test_shapes_are_large_enough_to_run_in_parallel():
+    assert all(np.prod(shape) >= PARALLEL_MIN_WORK for shape, _ in SHAPES)
 
 
 @pytest.fixture(scope="module", autouse=True)
