@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import cbn
+from checks import assert_backward_close
 from oracle import (
     LAYOUT_CASES,
     LAYOUT_IDS,
-    assert_backward_close,
     backward_ref,
     feature_shape,
     normalize_ref,

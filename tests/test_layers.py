@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import cbn
-from oracle import BatchNormRef, assert_close
+from checks import assert_close
+from oracle import BatchNormRef
 
 DTYPES = [np.float32, np.float64]
 
