@@ -16,6 +16,8 @@ Ordinary data (unit scale, offsets of up to a few thousand standard deviations)
   multiplies atol for outputs whose natural size is not one, e.g. sums), and
   ``assert_backward_close`` applies it to (dx, dgamma, dbeta), scaled by the
   size of the terms each is computed from.
+* ``FINITE_DIFFERENCE_TOLERANCE``: float64 gradients against central
+  differences (``assert_matches_finite_differences``).
 * ``STATS_RTOL`` = relative bounds of the batch mean and variance, which are
   sums in double: ``assert_stats_close`` applies them. ``EXACT_STATS_RTOL`` is
   what a feature reaches when its chunks are redone with two passes, or for
@@ -73,6 +75,11 @@ STATS_RTOL = {"mean": 1e-12, "var": 1e-10}
 #: redone with two passes, float64 data through the C and Cython entry points.
 EXACT_STATS_RTOL = {"mean": 1e-13, "var": 1e-12}
 
+#: (rtol, atol) of an analytic float64 gradient against central differences
+#: (oracle.central_difference, h = 1e-6): they are good to about 1e-9 on
+#: unit-scale data, while a wrong term in a formula is off by O(1).
+FINITE_DIFFERENCE_TOLERANCE = (1e-6, 1e-7)
+
 #: The offset allowance of arbitrary data (the module docstring): about 64
 #: units of float64 rounding.
 W = 2.0**-46
@@ -125,6 +132,12 @@ def assert_stats_close(mean, var, mean_ref, var_ref, exact=False):
     rtol = EXACT_STATS_RTOL if exact else STATS_RTOL
     np.testing.assert_allclose(mean, mean_ref, rtol=rtol["mean"], atol=0, err_msg="mean")
     np.testing.assert_allclose(var, var_ref, rtol=rtol["var"], atol=0, err_msg="var")
+
+
+def assert_matches_finite_differences(grad, numerical, err_msg=""):
+    """A float64 gradient against ``oracle.central_difference``'s."""
+    rtol, atol = FINITE_DIFFERENCE_TOLERANCE
+    np.testing.assert_allclose(grad, numerical, rtol=rtol, atol=atol, err_msg=err_msg)
 
 
 def expand(v, ndim, axis):

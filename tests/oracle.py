@@ -75,6 +75,22 @@ def backward_ref(dy, x, mean, var, gamma=None, axis=0, eps=1e-5, batch_stats=Tru
     return dx, np.reshape(dgamma, fshape), np.reshape(dbeta, fshape)
 
 
+def central_difference(f, a, h=1e-6):
+    """d f() / d a by central differences, perturbing ``a`` in place one
+    entry at a time (and restoring it): the reference every analytic
+    gradient is checked against, with no formula in common with it."""
+    grad = np.zeros(a.shape)
+    for i in np.ndindex(a.shape):
+        keep = a[i]
+        a[i] = keep + h
+        up = f()
+        a[i] = keep - h
+        down = f()
+        a[i] = keep
+        grad[i] = (up - down) / (2 * h)
+    return grad
+
+
 class BatchNormRef:
     """A float64 reference of the layer semantics (running statistics included)."""
 

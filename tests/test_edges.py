@@ -463,14 +463,16 @@ def test_nan_or_inf_poisons_only_its_feature_on_every_path(simd_level, threads, 
     x = rng.standard_normal(shape).astype(dtype)
     poisoned = feature_index(shape, axis)
     x[poisoned].flat[len(x[poisoned].flat) // 2] = bad  # a view: writes x
-    y, mean, var = cbn.normalize_batch(x, axis=axis, return_stats=True)
-    assert np.isnan(y[poisoned]).all() and not np.isfinite(var.flat[0])
+    y, mean, var = cbn.normalize_batch(x, 1.5, 0.5, axis=axis, return_stats=True)
+    assert np.isnan(y[poisoned]).all()
+    assert not np.isfinite(mean.flat[0]) and not np.isfinite(var.flat[0])
     clean = np.ones(shape, bool)
     clean[poisoned] = False
     assert np.isfinite(y[clean]).all()
-    with np.errstate(invalid="ignore"):
-        y_ref = normalize_ref(x, axis=axis)[0]
+    with np.errstate(invalid="ignore"):  # the oracle's own inf - inf
+        y_ref, mean_ref, var_ref = normalize_ref(x, 1.5, 0.5, axis=axis)
     assert_close(y[clean], y_ref[clean], dtype=dtype, scale=4.0)
+    assert_stats_close(mean.flat[1:], var.flat[1:], mean_ref.flat[1:], var_ref.flat[1:])
 
 
 # More than 2**31 elements -------------------------------------------------
