@@ -16,6 +16,8 @@ Ordinary data (unit scale, offsets of up to a few thousand standard deviations)
   multiplies atol for outputs whose natural size is not one, e.g. sums), and
   ``assert_backward_close`` applies it to (dx, dgamma, dbeta), scaled by the
   size of the terms each is computed from.
+* ``assert_float32_dx_close``: a float32 dx whose exact value may be beyond
+  float32 (+-inf exactly there), to float32's tolerance of its largest value.
 * ``FINITE_DIFFERENCE_TOLERANCE``: float64 gradients against central
   differences (``assert_matches_finite_differences``).
 * ``STATS_RTOL`` = relative bounds of the batch mean and variance, which are
@@ -138,6 +140,21 @@ def assert_matches_finite_differences(grad, numerical, err_msg=""):
     """A float64 gradient against ``oracle.central_difference``'s."""
     rtol, atol = FINITE_DIFFERENCE_TOLERANCE
     np.testing.assert_allclose(grad, numerical, rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+def assert_float32_dx_close(dx, dx_ref):
+    """A float32 dx against the oracle's where the oracle's values may lie
+    beyond float32: +-inf exactly where they do, and elsewhere finite and
+    within float32's ``TOLERANCE`` in units of the largest value that fits."""
+    rtol = TOLERANCE[np.dtype(np.float32)][0]
+    top_f32 = float(np.finfo(np.float32).max)
+    dx = np.asarray(dx, np.float64)
+    over = np.abs(dx_ref) > top_f32 * (1 + 1e-6)
+    assert (dx[over] == np.sign(dx_ref[over]) * np.inf).all()
+    fits = np.abs(dx_ref) < top_f32 * (1 - 1e-6)
+    assert np.isfinite(dx[fits]).all()
+    top = np.abs(dx_ref[fits]).max(initial=1e-300)
+    np.testing.assert_allclose(dx[fits] / top, dx_ref[fits] / top, rtol=rtol, atol=rtol)
 
 
 def expand(v, ndim, axis):
