@@ -15,7 +15,9 @@ Ordinary data (unit scale, offsets of up to a few thousand standard deviations)
   float16 one float16 rounding step. ``assert_close`` applies it (``scale``
   multiplies atol for outputs whose natural size is not one, e.g. sums), and
   ``assert_backward_close`` applies it to (dx, dgamma, dbeta), scaled by the
-  size of the terms each is computed from.
+  size of the terms each is computed from. ``ROUNDING_TOLERANCE`` and
+  ``assert_rounding_close`` are the tighter bound of tests that claim a
+  result to a few units of rounding of its dtype.
 * ``assert_float32_dx_close``: a float32 dx whose exact value may be beyond
   float32 (+-inf exactly there), to float32's tolerance of its largest value.
 * ``FINITE_DIFFERENCE_TOLERANCE``: float64 gradients against central
@@ -70,6 +72,14 @@ TOLERANCE = {
     np.dtype(np.float16): (1e-3, 1e-3),
 }
 
+#: (rtol, atol) where a test claims more than TOLERANCE: the oracle's value
+#: to a few units of rounding in the data type (features whose chunks are
+#: redone with two passes, results of ordinary data at every SIMD level).
+ROUNDING_TOLERANCE = {
+    np.dtype(np.float64): (1e-12, 1e-12),
+    np.dtype(np.float32): (3e-7, 2e-6),
+}
+
 #: Relative bounds of the batch statistics of ordinary data against the
 #: oracle's, whatever the data's dtype (they are float64, summed in double).
 STATS_RTOL = {"mean": 1e-12, "var": 1e-10}
@@ -95,6 +105,14 @@ def assert_close(actual, expected, dtype=None, scale=1.0):
     """
     actual = np.asarray(actual)
     rtol, atol = TOLERANCE[np.dtype(dtype if dtype is not None else actual.dtype)]
+    np.testing.assert_allclose(actual.astype(np.float64), expected,
+                               rtol=rtol, atol=atol * scale)
+
+
+def assert_rounding_close(actual, expected, scale=1.0):
+    """``assert_close`` to ``ROUNDING_TOLERANCE`` instead of ``TOLERANCE``."""
+    actual = np.asarray(actual)
+    rtol, atol = ROUNDING_TOLERANCE[actual.dtype]
     np.testing.assert_allclose(actual.astype(np.float64), expected,
                                rtol=rtol, atol=atol * scale)
 

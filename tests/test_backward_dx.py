@@ -14,6 +14,7 @@ import pytest
 import cbn
 import cbn.kernels
 from cbn.kernels import CHUNK, ROW_BLOCK, SEG_CHUNKS
+from checks import assert_rounding_close
 from oracle import backward_ref, normalize_ref
 
 LIB = ctypes.CDLL(cbn.kernels.__file__)
@@ -89,9 +90,7 @@ def test_parts_give_slices_of_whole_batch_dx(simd_level, dtype, block):
     dx = np.concatenate([dx_of_part(np.ascontiguousarray(d), np.ascontiguousarray(p),
                                     mean, var, gamma, eps, m, dg, db)
                          for p, d in parts])
-    scale = np.abs(dx_ref).max()
-    tol = 1e-12 if dtype == np.float64 else 2e-6
-    np.testing.assert_allclose(dx, dx_ref, rtol=tol, atol=tol * scale)
+    assert_rounding_close(dx, dx_ref, scale=np.abs(dx_ref).max())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -6,7 +6,8 @@ tests below check exactly that, at every SIMD level the CPU supports, and
 through every loop shape of the kernels: features as contiguous runs
 (NCHW) or as columns of rows (N x C, NHWC), each either one thread per
 feature or with a feature's batch shared by two threads (the "split" paths,
-taken for few features and at least 65536 elements when two threads run).
+taken for few features and at least cbn.kernels.PARALLEL_MIN_WORK elements
+when two threads run).
 """
 import os
 import warnings
