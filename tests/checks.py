@@ -1,15 +1,42 @@
-"""Comparing cbn with the float64 oracle on arbitrary inputs.
+"""How close cbn must be to the float64 oracle: every tolerance of the suite.
 
-Shared by the property tests (tests/test_properties.py) and the fuzz harness
-(tools/fuzz.py): inputs of any scale and offset, where a fixed tolerance
-would be either too loose for ordinary data or fail on extreme data for
-reasons that are not errors.
+tests/oracle.py computes the reference values; this module alone says how far
+a cbn result may be from them, for the tests and for the fuzz harness
+(tools/fuzz.py); tests compare with the oracle through these helpers. The
+bounds are tighter than the project's accuracy contract (variance to 1e-6
+relative, mean to 1e-6 standard deviations, y to 1e-5, dx to 1e-4): they
+hold what the kernels reach, so that a change that loses accuracy fails
+here long before it breaks the contract.
 
-Tolerance
----------
+Ordinary data (unit scale, offsets of up to a few thousand standard deviations)
+-------------------------------------------------------------------------------
+* ``TOLERANCE[dtype]`` = (rtol, atol) of an output of order one (y, dx):
+  float64 close to round-off, float32 a few ulps of the output's rounding,
+  float16 one float16 rounding step. ``assert_close`` applies it (``scale``
+  multiplies atol for outputs whose natural size is not one, e.g. sums), and
+  ``assert_backward_close`` applies it to (dx, dgamma, dbeta), scaled by the
+  size of the terms each is computed from. ``ROUNDING_TOLERANCE`` and
+  ``assert_rounding_close`` are the tighter bound of tests that claim a
+  result to a few units of rounding of its dtype.
+* ``assert_float32_dx_close``: a float32 dx whose exact value may be beyond
+  float32 (+-inf exactly there), to float32's tolerance of its largest value.
+* ``FINITE_DIFFERENCE_TOLERANCE``: float64 gradients against central
+  differences (``assert_matches_finite_differences``).
+* ``STATS_RTOL`` = relative bounds of the batch mean and variance, which are
+  sums in double: ``assert_stats_close`` applies them. ``EXACT_STATS_RTOL`` is
+  what a feature reaches when its chunks are redone with two passes, or for
+  plain float64 data through the C and Cython entry points
+  (``assert_stats_close(..., exact=True)``).
+
+Arbitrary data (the property tests and the fuzz harness)
+--------------------------------------------------------
+Inputs of any scale and offset, where a fixed tolerance would be either too
+loose for ordinary data or fail on extreme data for reasons that are not
+errors.
+
 An element is compared with ``|got - ref| <= u*(1 + |ref|) + w*r``, where
 
-* ``u`` is the result dtype's tolerance (oracle.TOLERANCE: 1e-10 float64,
+* ``u`` is the result dtype's tolerance (``TOLERANCE``' rtol: 1e-10 float64,
   1e-5 float32, 1e-3 float16), the rounding of the kernels' arithmetic in
   the data type;
 * ``r = |gamma|*(1 + |mean|/sqrt(var + eps) + 16*2**-1074/(w*(var + eps)))``
@@ -33,9 +60,119 @@ are checked to be NaN and left out of the comparison.
 """
 import numpy as np
 
-from oracle import TOLERANCE, batch_axes, normalize_ref
+from oracle import batch_axes, normalize_ref
 
+#: (rtol, atol) for comparing a cbn result of a given dtype with the float64
+#: oracle, for outputs of order one.  float64 is close to round-off; float32
+#: allows a few ulps of rounding the output; float16 allows one float16
+#: rounding step (half an ulp is at most 2**-11 relative) plus float32 noise.
+TOLERANCE = {
+    np.dtype(np.float64): (1e-10, 1e-12),
+    np.dtype(np.float32): (1e-5, 1e-5),
+    np.dtype(np.float16): (1e-3, 1e-3),
+}
+
+#: (rtol, atol) where a test claims more than TOLERANCE: the oracle's value
+#: to a few units of rounding in the data type (features whose chunks are
+#: redone with two passes, results of ordinary data at every SIMD level).
+ROUNDING_TOLERANCE = {
+    np.dtype(np.float64): (1e-12, 1e-12),
+    np.dtype(np.float32): (3e-7, 2e-6),
+}
+
+#: Relative bounds of the batch statistics of ordinary data against the
+#: oracle's, whatever the data's dtype (they are float64, summed in double).
+STATS_RTOL = {"mean": 1e-12, "var": 1e-10}
+#: ... where the sums are exact to a few units of double rounding: chunks
+#: redone with two passes, float64 data through the C and Cython entry points.
+EXACT_STATS_RTOL = {"mean": 1e-13, "var": 1e-12}
+
+#: (rtol, atol) of an analytic float64 gradient against central differences
+#: (oracle.central_difference, h = 1e-6): they are good to about 1e-9 on
+#: unit-scale data, while a wrong term in a formula is off by O(1).
+FINITE_DIFFERENCE_TOLERANCE = (1e-6, 1e-7)
+
+#: The offset allowance of arbitrary data (the module docstring): about 64
+#: units of float64 rounding.
 W = 2.0**-46
+
+
+def assert_close(actual, expected, dtype=None, scale=1.0):
+    """Assert ``actual`` matches the float64 ``expected`` to ``dtype``'s tolerance.
+
+    ``dtype`` defaults to ``actual.dtype``; ``scale`` multiplies the absolute
+    tolerance for outputs whose natural magnitude is not one (e.g. sums).
+    """
+    actual = np.asarray(actual)
+    rtol, atol = TOLERANCE[np.dtype(dtype if dtype is not None else actual.dtype)]
+    np.testing.assert_allclose(actual.astype(np.float64), expected,
+                               rtol=rtol, atol=atol * scale)
+
+
+def assert_rounding_close(actual, expected, scale=1.0):
+    """``assert_close`` to ``ROUNDING_TOLERANCE`` instead of ``TOLERANCE``."""
+    actual = np.asarray(actual)
+    rtol, atol = ROUNDING_TOLERANCE[actual.dtype]
+    np.testing.assert_allclose(actual.astype(np.float64), expected,
+                               rtol=rtol, atol=atol * scale)
+
+
+def assert_backward_close(result, expected, dy, x, mean, var, axis, gamma=None,
+                          eps=1e-5, batch_stats=True):
+    """Compare ``result`` = (dx, dgamma, dbeta) with the oracle's ``expected``.
+
+    The tolerance is that of x's dtype, with absolute errors scaled by the
+    magnitude of the terms each output is computed from, not by the result,
+    which may cancel to near zero (with m == 1, dx is exactly 0 but its terms
+    are of size gamma * invstd).
+    """
+    dx, dgamma, dbeta = result
+    dx_ref, dgamma_ref, dbeta_ref = expected
+    b = batch_axes(x.ndim, axis)
+    xhat = normalize_ref(x, axis=axis, eps=eps, mean=mean, var=var)[0]
+    dy64 = dy.astype(np.float64)
+    g_invstd = 1.0 / np.sqrt(np.expand_dims(var, b) + eps)
+    if gamma is not None:
+        g_invstd = g_invstd * np.abs(np.expand_dims(gamma, b) if np.ndim(gamma) else gamma)
+    dx_terms = np.abs(dy64)
+    if batch_stats:
+        dx_terms = dx_terms + np.abs(dy64).mean(axis=b, keepdims=True) + np.abs(
+            xhat) * np.abs(dy64 * xhat).mean(axis=b, keepdims=True)
+    assert_close(dx, dx_ref, dtype=x.dtype,
+                 scale=max(1.0, (g_invstd * dx_terms).max(initial=0)))
+    assert_close(dgamma, dgamma_ref, dtype=x.dtype,
+                 scale=max(1.0, np.abs(dy64 * xhat).sum(axis=b).max(initial=0)))
+    assert_close(dbeta, dbeta_ref, dtype=x.dtype,
+                 scale=max(1.0, np.abs(dy64).sum(axis=b).max(initial=0)))
+
+
+def assert_stats_close(mean, var, mean_ref, var_ref, exact=False):
+    """The batch statistics against the oracle's, to ``STATS_RTOL`` (or
+    ``EXACT_STATS_RTOL``); NaN and Inf must be in the same places."""
+    rtol = EXACT_STATS_RTOL if exact else STATS_RTOL
+    np.testing.assert_allclose(mean, mean_ref, rtol=rtol["mean"], atol=0, err_msg="mean")
+    np.testing.assert_allclose(var, var_ref, rtol=rtol["var"], atol=0, err_msg="var")
+
+
+def assert_matches_finite_differences(grad, numerical, err_msg=""):
+    """A float64 gradient against ``oracle.central_difference``'s."""
+    rtol, atol = FINITE_DIFFERENCE_TOLERANCE
+    np.testing.assert_allclose(grad, numerical, rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+def assert_float32_dx_close(dx, dx_ref):
+    """A float32 dx against the oracle's where the oracle's values may lie
+    beyond float32: +-inf exactly where they do, and elsewhere finite and
+    within float32's ``TOLERANCE`` in units of the largest value that fits."""
+    rtol = TOLERANCE[np.dtype(np.float32)][0]
+    top_f32 = float(np.finfo(np.float32).max)
+    dx = np.asarray(dx, np.float64)
+    over = np.abs(dx_ref) > top_f32 * (1 + 1e-6)
+    assert (dx[over] == np.sign(dx_ref[over]) * np.inf).all()
+    fits = np.abs(dx_ref) < top_f32 * (1 - 1e-6)
+    assert np.isfinite(dx[fits]).all()
+    top = np.abs(dx_ref[fits]).max(initial=1e-300)
+    np.testing.assert_allclose(dx[fits] / top, dx_ref[fits] / top, rtol=rtol, atol=rtol)
 
 
 def expand(v, ndim, axis):

@@ -2,7 +2,8 @@
 
 Everything here is plain NumPy in float64, written straight from the textbook
 formulas, with no attention to speed. The tests compare cbn against these
-functions; nothing here may call cbn.
+functions; nothing here may call cbn. How close cbn must come to them (every
+tolerance of the suite) is tests/checks.py's business, not this module's.
 """
 import numpy as np
 
@@ -74,6 +75,22 @@ def backward_ref(dy, x, mean, var, gamma=None, axis=0, eps=1e-5, batch_stats=Tru
     return dx, np.reshape(dgamma, fshape), np.reshape(dbeta, fshape)
 
 
+def central_difference(f, a, h=1e-6):
+    """d f() / d a by central differences, perturbing ``a`` in place one
+    entry at a time (and restoring it): the reference every analytic
+    gradient is checked against, with no formula in common with it."""
+    grad = np.zeros(a.shape)
+    for i in np.ndindex(a.shape):
+        keep = a[i]
+        a[i] = keep + h
+        up = f()
+        a[i] = keep - h
+        down = f()
+        a[i] = keep
+        grad[i] = (up - down) / (2 * h)
+    return grad
+
+
 class BatchNormRef:
     """A float64 reference of the layer semantics (running statistics included)."""
 
@@ -123,61 +140,7 @@ class BatchNormRef:
         return dx
 
 
-# Comparison helpers ---------------------------------------------------------
-# Not reference math, but every test file needs the same notion of "close
-# enough for this dtype", so it lives next to the oracle it compares against.
-
-#: (rtol, atol) for comparing a cbn result of a given dtype with the float64
-#: oracle, for outputs of order one.  float64 is close to round-off; float32
-#: allows a few ulps of rounding the output; float16 allows one float16
-#: rounding step (half an ulp is at most 2**-11 relative) plus float32 noise.
-TOLERANCE = {
-    np.dtype(np.float64): (1e-10, 1e-12),
-    np.dtype(np.float32): (1e-5, 1e-5),
-    np.dtype(np.float16): (1e-3, 1e-3),
-}
-
-
-def assert_close(actual, expected, dtype=None, scale=1.0):
-    """Assert ``actual`` matches the float64 ``expected`` to ``dtype``'s tolerance.
-
-    ``dtype`` defaults to ``actual.dtype``; ``scale`` multiplies the absolute
-    tolerance for outputs whose natural magnitude is not one (e.g. sums).
-    """
-    actual = np.asarray(actual)
-    rtol, atol = TOLERANCE[np.dtype(dtype if dtype is not None else actual.dtype)]
-    np.testing.assert_allclose(actual.astype(np.float64), expected,
-                               rtol=rtol, atol=atol * scale)
-
-
-def assert_backward_close(result, expected, dy, x, mean, var, axis, gamma=None,
-                          eps=1e-5, batch_stats=True):
-    """Compare ``result`` = (dx, dgamma, dbeta) with the oracle's ``expected``.
-
-    The tolerance is that of x's dtype, with absolute errors scaled by the
-    magnitude of the terms each output is computed from, not by the result,
-    which may cancel to near zero (with m == 1, dx is exactly 0 but its terms
-    are of size gamma * invstd).
-    """
-    dx, dgamma, dbeta = result
-    dx_ref, dgamma_ref, dbeta_ref = expected
-    b = batch_axes(x.ndim, axis)
-    xhat = normalize_ref(x, axis=axis, eps=eps, mean=mean, var=var)[0]
-    dy64 = dy.astype(np.float64)
-    g_invstd = 1.0 / np.sqrt(np.expand_dims(var, b) + eps)
-    if gamma is not None:
-        g_invstd = g_invstd * np.abs(np.expand_dims(gamma, b) if np.ndim(gamma) else gamma)
-    dx_terms = np.abs(dy64)
-    if batch_stats:
-        dx_terms = dx_terms + np.abs(dy64).mean(axis=b, keepdims=True) + np.abs(
-            xhat) * np.abs(dy64 * xhat).mean(axis=b, keepdims=True)
-    assert_close(dx, dx_ref, dtype=x.dtype,
-                 scale=max(1.0, (g_invstd * dx_terms).max(initial=0)))
-    assert_close(dgamma, dgamma_ref, dtype=x.dtype,
-                 scale=max(1.0, np.abs(dy64 * xhat).sum(axis=b).max(initial=0)))
-    assert_close(dbeta, dbeta_ref, dtype=x.dtype,
-                 scale=max(1.0, np.abs(dy64).sum(axis=b).max(initial=0)))
-
+# Test data shared by the function tests ------------------------------------
 
 def random_array(rng, shape, dtype):
     """Unit-scale test data of ``dtype``: normal floats, small integers, coin flips."""

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 import cbn
+from checks import assert_backward_close, assert_matches_finite_differences
 from oracle import (
     LAYOUT_CASES,
     LAYOUT_IDS,
-    assert_backward_close,
     backward_ref,
+    central_difference,
     feature_shape,
     normalize_ref,
     random_array,
@@ -137,20 +138,6 @@ def test_sizes_around_vector_widths(rng, shape, axis, dtype, batch_stats):
 
 # Finite differences ------------------------------------------------------------
 
-def _central_difference(f, a, h=1e-6):
-    """d f / d a by central differences, perturbing ``a`` in place one entry at a time."""
-    grad = np.zeros(a.shape)
-    for i in np.ndindex(a.shape):
-        keep = a[i]
-        a[i] = keep + h
-        up = f()
-        a[i] = keep - h
-        down = f()
-        a[i] = keep
-        grad[i] = (up - down) / (2 * h)
-    return grad
-
-
 @pytest.mark.parametrize("batch_stats", [True, False])
 @pytest.mark.parametrize("shape, axis", [
     ((5, 3), 0),
@@ -181,13 +168,9 @@ def test_gradients_match_finite_differences(rng, shape, axis, batch_stats):
                                                   mean=mean, var=var))
     dx, dgamma, dbeta = cbn.normalize_batch_backward(
         w, x, mean, var, gamma, axis=axis, eps=eps, batch_stats=batch_stats)
-    # Central differences in float64 are good to about 1e-9 here; 1e-6 leaves
-    # margin while any wrong term in the formula is off by O(1).
-    np.testing.assert_allclose(dx, _central_difference(loss, x), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(dgamma, _central_difference(loss, gamma),
-                               rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(dbeta, _central_difference(loss, beta),
-                               rtol=1e-6, atol=1e-6)
+    assert_matches_finite_differences(dx, central_difference(loss, x))
+    assert_matches_finite_differences(dgamma, central_difference(loss, gamma))
+    assert_matches_finite_differences(dbeta, central_difference(loss, beta))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])

@@ -16,6 +16,8 @@ import pytest
 import cbn
 from cbn import _demo
 from cbn.__main__ import main
+from checks import assert_matches_finite_differences
+from oracle import central_difference
 
 REPO_ROOT = pathlib.Path(cbn.__file__).resolve().parent.parent
 
@@ -95,18 +97,8 @@ def test_mlp_gradients_match_finite_differences(batch_norm):
     _, dlogits = _demo.cross_entropy(model.forward(x), y)
     grads = model.backward(dlogits)
     assert len(grads) == 6 + (4 if batch_norm else 0)
-    h = 1e-6
     for name, p, g in grads:
-        num = np.zeros_like(p)
-        for i in np.ndindex(p.shape):
-            old = p[i]
-            p[i] = old + h
-            fp = loss()
-            p[i] = old - h
-            fm = loss()
-            p[i] = old
-            num[i] = (fp - fm) / (2 * h)
-        np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-7, err_msg=name)
+        assert_matches_finite_differences(g, central_difference(loss, p), err_msg=name)
 
 
 def test_optimizer_updates_the_layers_own_parameters():

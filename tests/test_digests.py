@@ -49,6 +49,20 @@ CASES = {
 DTYPES = ("float32", "float64")
 
 
+def test_cases_reach_the_paths_they_name():
+    # The shapes are fixed (the digests are of them); this fails if a tuning
+    # constant moves so that a case no longer reaches its path.
+    segment = kernels.SEG_CHUNKS * kernels.CHUNK
+    assert np.prod(CASES["planes-short-runs"][0][2:]) < kernels.CHUNK
+    assert CASES["planes-long-runs"][0][2] > kernels.CHUNK
+    assert CASES["planes-segments"][0][2] > segment
+    assert CASES["rows-flat"][0][1] < kernels.ROW_BLOCK
+    assert CASES["rows-block-edge"][0][1] == kernels.ROW_BLOCK
+    assert 2 * kernels.ROW_BLOCK < CASES["rows-three-blocks"][0][1] <= 3 * kernels.ROW_BLOCK
+    few = CASES["rows-few-features"][0]
+    assert few[0] > segment and few[0] * few[1] >= kernels.PARALLEL_MIN_WORK
+
+
 def pseudo_random(n, seed):
     """n values in [0, 1) from a 64-bit LCG: the same under every NumPy."""
     with np.errstate(over="ignore"):

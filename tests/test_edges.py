@@ -6,7 +6,8 @@ tests below check exactly that, at every SIMD level the CPU supports, and
 through every loop shape of the kernels: features as contiguous runs
 (NCHW) or as columns of rows (N x C, NHWC), each either one thread per
 feature or with a feature's batch shared by two threads (the "split" paths,
-taken for few features and at least 65536 elements when two threads run).
+taken for few features and at least cbn.kernels.PARALLEL_MIN_WORK elements
+when two threads run).
 """
 import os
 import warnings
@@ -15,39 +16,21 @@ import numpy as np
 import pytest
 
 import cbn
-from cbn import kernels
-from oracle import (BatchNormRef, assert_backward_close, assert_close, backward_ref,
-                    normalize_ref)
+from cbn.kernels import PARALLEL_MIN_WORK, ROW_BLOCK
+from checks import (assert_backward_close, assert_close, assert_float32_dx_close,
+                    assert_stats_close)
+from oracle import BatchNormRef, backward_ref, feature_shape, normalize_ref
 
-LEVELS = kernels.simd_levels()
-
-
-@pytest.fixture(params=LEVELS)
-def level(request):
-    """Run the test at each supported SIMD level, then restore the default."""
-    before = kernels.get_simd()
-    kernels.set_simd(request.param)
-    yield request.param
-    kernels.set_simd(before)
-
-
-@pytest.fixture
-def threads():
-    """Set the thread count for the test; restore the default afterwards."""
-    yield cbn.set_num_threads
-    cbn.set_num_threads(0)
-
-
-# name: (shape, axis, threads). With 2 threads and >= 65536 elements, few
-# features (or column blocks) take the split paths, many the parallel loop
-# over features.
+# name: (shape, axis, threads). With 2 threads and at least PARALLEL_MIN_WORK
+# elements, few features (or column blocks) take the split paths, many the
+# parallel loop over features; test_paths_reach_what_they_name checks it.
 PATHS = {
     "rows": ((300, 7), 0, 1),
     "runs": ((4, 3, 37), (0, 2), 1),
-    "rows-split": ((40000, 3), 0, 2),
-    "runs-split": ((8, 2, 8192), (0, 2), 2),
-    "rows-many": ((50, 1500), 0, 2),         # two column blocks, split
-    "runs-parallel": ((4, 16, 1100), (0, 2), 2),
+    "rows-split": ((PARALLEL_MIN_WORK // 2 + 7, 3), 0, 2),
+    "runs-split": ((8, 2, PARALLEL_MIN_WORK // 8), (0, 2), 2),
+    "rows-many": ((50, ROW_BLOCK + 476), 0, 2),         # two column blocks, split
+    "runs-parallel": ((4, 16, PARALLEL_MIN_WORK // 64 + 77), (0, 2), 2),
 }
 
 
@@ -63,7 +46,7 @@ def feature_index(shape, axis):
 @pytest.mark.parametrize("value", [3e7, -3e7, 1.0, 0.0, 1e-3, 16777217.0, 1e30])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_constant_feature_gives_exactly_beta(level, threads, path, dtype, value, rng):
+def test_constant_feature_gives_exactly_beta(simd_level, threads, path, dtype, value, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
     x = np.full(shape, value, dtype)
@@ -94,7 +77,7 @@ def test_constant_channel_through_a_layer_gives_exactly_beta(dtype, rng):
 
 @pytest.mark.parametrize("scale", [1e20, 1e25, 1e30, 3e33])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_huge_float32_data_gives_finite_correct_output(level, threads, path, scale, rng):
+def test_huge_float32_data_gives_finite_correct_output(simd_level, threads, path, scale, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
     # Offsets of up to 30 sigma: the squares (up to 1e67) overflow float32
@@ -103,8 +86,7 @@ def test_huge_float32_data_gives_finite_correct_output(level, threads, path, sca
     y, mean, var = cbn.normalize_batch(x, 2.0, 0.5, axis=axis, return_stats=True)
     y_ref, mean_ref, var_ref = normalize_ref(x, 2.0, 0.5, axis=axis)
     assert np.isfinite(y).all() and np.isfinite(var).all()
-    np.testing.assert_allclose(mean, mean_ref, rtol=1e-12)
-    np.testing.assert_allclose(var, var_ref, rtol=1e-10)
+    assert_stats_close(mean, var, mean_ref, var_ref)
     assert_close(y, y_ref, scale=4.0)  # |y| up to ~ 2*4 sigma + 0.5
 
 
@@ -119,7 +101,7 @@ def test_huge_float32_data_gives_finite_correct_output(level, threads, path, sca
     (np.float64, 1e-150), (np.float64, 1e-100), (np.float64, 1e100), (np.float64, 1e150),
 ])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_backward_is_accurate_for_tiny_and_huge_spreads(level, threads, path, dtype,
+def test_backward_is_accurate_for_tiny_and_huge_spreads(simd_level, threads, path, dtype,
                                                         std, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
@@ -151,7 +133,7 @@ def scaled_reference(x, axis, eps, S):
 
 @pytest.mark.parametrize("scale", [1e150, 1e153, 1e154, 3e154, 1e155, 1e200, 1e300, 1e307])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_huge_float64_data_gives_rescaled_statistics(level, threads, path, scale, rng):
+def test_huge_float64_data_gives_rescaled_statistics(simd_level, threads, path, scale, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
     x = scale * (rng.standard_normal(shape) + 3.0)
@@ -183,7 +165,7 @@ def test_huge_float64_data_gives_rescaled_statistics(level, threads, path, scale
             assert ((g == 0) | np.isnan(g)).all() if overflows else (g == 0).all()
 
 
-def test_huge_float64_feature_with_nan_stays_nan_alone(level, rng):
+def test_huge_float64_feature_with_nan_stays_nan_alone(simd_level, rng):
     x = 1e200 * rng.standard_normal((50, 3))
     x[:, 0] *= 1e-100   # a feature the fast path handles
     x[7, 1] = np.nan    # a feature the rescue must leave poisoned
@@ -199,7 +181,7 @@ def test_huge_float64_feature_with_nan_stays_nan_alone(level, rng):
 
 @pytest.mark.parametrize("dtype, tiny", [(np.float64, 1e-310), (np.float32, 1e-42)])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_subnormal_input_matches_oracle(level, threads, path, dtype, tiny, rng):
+def test_subnormal_input_matches_oracle(simd_level, threads, path, dtype, tiny, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
     x = (tiny * rng.standard_normal(shape)).astype(dtype)
@@ -220,30 +202,28 @@ def test_subnormal_input_matches_oracle(level, threads, path, dtype, tiny, rng):
 # in double (docs/math.rst, "Edge cases"): its results are the oracle's,
 # finite wherever the oracle's value fits in float32, in every layout.
 
-FLT_MAX = float(np.finfo(np.float32).max)
-
 # PATHS, and NCHW (axis (0, 2, 3)) and an N x C block of one column block too
 # wide for the flat pass (per-column coefficient arrays).
 COLD_PATHS = dict(PATHS, **{
     "nchw": ((4, 3, 5, 6), (0, 2, 3), 1),
     "nchw-split": ((16, 2, 64, 64), (0, 2, 3), 2),
-    "rows-wide": ((70, 1000), 0, 1),
+    "rows-wide": ((70, ROW_BLOCK - 24), 0, 1),
 })
 
 
-def assert_dx_matches(dx, dx_ref, rtol=1e-5):
-    """dx against the oracle's in units of its largest value that fits in
-    float32; +-inf exactly where the oracle's value is beyond float32."""
-    dx = np.asarray(dx, np.float64)
-    over = np.abs(dx_ref) > FLT_MAX * (1 + 1e-6)
-    assert (dx[over] == np.sign(dx_ref[over]) * np.inf).all()
-    fits = np.abs(dx_ref) < FLT_MAX * (1 - 1e-6)
-    assert np.isfinite(dx[fits]).all()
-    top = np.abs(dx_ref[fits]).max(initial=1e-300)
-    np.testing.assert_allclose(dx[fits] / top, dx_ref[fits] / top, rtol=rtol, atol=rtol)
+def test_paths_reach_what_they_name():
+    for name, (shape, axis, nt) in COLD_PATHS.items():
+        size = int(np.prod(shape))
+        threaded = any(w in name for w in ("split", "many", "parallel"))
+        assert (nt == 2) == threaded and (not threaded or size >= PARALLEL_MIN_WORK), name
+        C = int(np.prod(feature_shape(shape, axis)))
+        if name.startswith("rows"):
+            assert shape[-1] == C and (C > ROW_BLOCK) == (name == "rows-many"), name
+        if name.endswith("-split"):
+            assert C < 4, name  # few features: the batch is split
 
 
-def test_subnormal_float32_with_eps_zero_gives_the_float64_answer(level):
+def test_subnormal_float32_with_eps_zero_gives_the_float64_answer(simd_level):
     # The example of issue 19: it gave +-inf, and a NaN dx.
     x = (np.arange(1, 65).reshape(32, 2) * 1e-40).astype(np.float32)
     y = cbn.normalize_batch(x, eps=0)
@@ -253,8 +233,7 @@ def test_subnormal_float32_with_eps_zero_gives_the_float64_answer(level):
     np.testing.assert_allclose(y[0], cbn.normalize_batch(x.astype(np.float64), eps=0)[0],
                                rtol=1e-6)  # -1.6787...
     _, m, v = cbn.normalize_batch(x, eps=0, return_stats=True)
-    np.testing.assert_allclose(m, mean_ref, rtol=1e-12)
-    np.testing.assert_allclose(v, var_ref, rtol=1e-12)
+    assert_stats_close(m, v, mean_ref, var_ref, exact=True)
     ye = cbn.normalize_batch(x, eps=0, mean=m, var=v)  # inference
     assert np.isfinite(ye).all()
     assert_close(ye, normalize_ref(x, eps=0, mean=m, var=v)[0])
@@ -267,12 +246,12 @@ def test_subnormal_float32_with_eps_zero_gives_the_float64_answer(level):
                           dy, x, m, v, axis=0, eps=0)
     # Frozen statistics: dx = invstd*dy = 5.4e38 is beyond float32, so +inf.
     dx = cbn.normalize_batch_backward(dy, x, m, v, eps=0, batch_stats=False)[0]
-    assert_dx_matches(dx, backward_ref(dy, x, m, v, eps=0, batch_stats=False)[0])
+    assert_float32_dx_close(dx, backward_ref(dy, x, m, v, eps=0, batch_stats=False)[0])
     assert (dx == np.inf).all()
 
 
 @pytest.mark.parametrize("path", list(COLD_PATHS))
-def test_subnormal_float32_with_eps_zero_is_finite_and_correct(level, threads, path, rng):
+def test_subnormal_float32_with_eps_zero_is_finite_and_correct(simd_level, threads, path, rng):
     shape, axis, nt = COLD_PATHS[path]
     threads(nt)
     x = (rng.integers(1, 65, shape) * 1e-40).astype(np.float32)  # std ~1.8e-39
@@ -281,8 +260,7 @@ def test_subnormal_float32_with_eps_zero_is_finite_and_correct(level, threads, p
     beta = rng.standard_normal(F)
     y, mean, var = cbn.normalize_batch(x, gamma, beta, axis=axis, eps=0, return_stats=True)
     y_ref, mean_ref, var_ref = normalize_ref(x, gamma, beta, axis=axis, eps=0)
-    np.testing.assert_allclose(mean, mean_ref, rtol=1e-12)
-    np.testing.assert_allclose(var, var_ref, rtol=1e-10)
+    assert_stats_close(mean, var, mean_ref, var_ref)
     assert np.isfinite(y).all()
     assert_close(y, y_ref, scale=4.0)
     ye = cbn.normalize_batch(x, gamma, beta, axis=axis, eps=0, mean=mean, var=var)
@@ -299,9 +277,9 @@ def test_subnormal_float32_with_eps_zero_is_finite_and_correct(level, threads, p
             dy, x, mean, var, gamma, axis=axis, eps=0, batch_stats=batch_stats)
         dx_ref, dgamma_ref, dbeta_ref = backward_ref(dy, x, mean, var, gamma, axis=axis,
                                                      eps=0, batch_stats=batch_stats)
-        assert_dx_matches(dx, dx_ref)
-        np.testing.assert_allclose(dgamma, dgamma_ref, rtol=1e-5, atol=1e-8 * m)
-        np.testing.assert_allclose(dbeta, dbeta_ref, rtol=1e-5, atol=1e-8 * m)
+        assert_float32_dx_close(dx, dx_ref)
+        assert_close(dgamma, dgamma_ref, scale=1e-3 * m)  # dy is 1e-3 in size
+        assert_close(dbeta, dbeta_ref, scale=1e-3 * m)
         for over in (dy, x):  # dx written over one of its inputs
             o = over.copy()
             args = (o, x) if over is dy else (dy, o)
@@ -312,7 +290,7 @@ def test_subnormal_float32_with_eps_zero_is_finite_and_correct(level, threads, p
 
 @pytest.mark.parametrize("odd_std", [1e-42, 1e-22, 1e25])
 @pytest.mark.parametrize("path", list(COLD_PATHS))
-def test_cold_feature_is_correct_and_leaves_the_others_bitwise_alone(level, threads, path,
+def test_cold_feature_is_correct_and_leaves_the_others_bitwise_alone(simd_level, threads, path,
                                                                     odd_std, rng):
     # One feature (in the rows layout, one column of a block) whose float32
     # coefficients are out of range -- with eps = 0, its scale for std 1e-42,
@@ -344,10 +322,10 @@ def test_cold_feature_is_correct_and_leaves_the_others_bitwise_alone(level, thre
         dx_ref, dgamma_ref, dbeta_ref = backward_ref(dy, x, mean, var, gamma, axis=axis,
                                                      eps=0, batch_stats=batch_stats)
         assert np.isfinite(dx).all()
-        assert_dx_matches(dx[odd], dx_ref[odd])
-        assert_dx_matches(dx[others], dx_ref[others])
-        np.testing.assert_allclose(dgamma, dgamma_ref, rtol=1e-5, atol=1e-5 * m)
-        np.testing.assert_allclose(dbeta, dbeta_ref, rtol=1e-5, atol=1e-5 * m)
+        assert_float32_dx_close(dx[odd], dx_ref[odd])
+        assert_float32_dx_close(dx[others], dx_ref[others])
+        assert_close(dgamma, dgamma_ref, scale=m)
+        assert_close(dbeta, dbeta_ref, scale=m)
     # With the same statistics for the others, and ordinary ones for the odd
     # feature, the others' results are those of a call without a cold feature.
     pmean, pvar = mean.copy(), var.copy()
@@ -369,7 +347,8 @@ def test_cold_feature_is_correct_and_leaves_the_others_bitwise_alone(level, thre
 @pytest.mark.parametrize("std, eps", [(1e-40, 0.0), (1e-20, 0.0), (1e25, 1e-5)])
 @pytest.mark.parametrize("cls, shape", [(cbn.BatchNorm1d, (300, 5)),
                                         (cbn.BatchNorm2d, (4, 3, 6, 7))])
-def test_layers_with_float32_coefficients_beyond_float32(level, cls, shape, std, eps, rng):
+def test_layers_with_float32_coefficients_beyond_float32(simd_level, cls, shape, std, eps,
+                                                        rng):
     C = shape[1]
     layer = cls(C, eps=eps, dtype=np.float32)
     ref = BatchNormRef(C, eps=eps)
@@ -383,14 +362,14 @@ def test_layers_with_float32_coefficients_beyond_float32(level, cls, shape, std,
     assert np.isfinite(y).all()
     assert_close(y, ref.forward(x), scale=6.0)
     dx = layer.backward(dy)
-    assert_dx_matches(dx, ref.backward(dy))
+    assert_float32_dx_close(dx, ref.backward(dy))
     m = dy.size // C
-    np.testing.assert_allclose(layer.dgamma, ref.dgamma.reshape(-1), rtol=1e-5, atol=1e-5 * m)
-    np.testing.assert_allclose(layer.dbeta, ref.dbeta.reshape(-1), rtol=1e-5, atol=1e-5 * m)
+    assert_close(layer.dgamma, ref.dgamma.reshape(-1), scale=m)
+    assert_close(layer.dbeta, ref.dbeta.reshape(-1), scale=m)
 
 
 @pytest.mark.parametrize("path", ["rows", "runs", "rows-split", "runs-split"])
-def test_given_statistics_beyond_float32_with_float32_data(level, threads, path, rng):
+def test_given_statistics_beyond_float32_with_float32_data(simd_level, threads, path, rng):
     # A mean beyond float32 (and a variance to match) cannot be rounded to
     # float32 coefficients; the feature is computed in double instead.
     shape, axis, nt = PATHS[path]
@@ -406,12 +385,12 @@ def test_given_statistics_beyond_float32_with_float32_data(level, threads, path,
     for batch_stats in (True, False):
         dx = cbn.normalize_batch_backward(dy, x, mean, var, axis=axis, eps=0,
                                           batch_stats=batch_stats)[0]
-        assert_dx_matches(dx, backward_ref(dy, x, mean, var, axis=axis, eps=0,
+        assert_float32_dx_close(dx, backward_ref(dy, x, mean, var, axis=axis, eps=0,
                                            batch_stats=batch_stats)[0])
 
 
 @pytest.mark.parametrize("path", list(PATHS))
-def test_subnormal_values_beside_normal_ones_with_eps_zero(level, threads, path, rng):
+def test_subnormal_values_beside_normal_ones_with_eps_zero(simd_level, threads, path, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
     x = rng.standard_normal(shape) * 1e-150  # squares ~1e-300: still normal
@@ -426,7 +405,7 @@ def test_subnormal_values_beside_normal_ones_with_eps_zero(level, threads, path,
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_eps_zero_with_zero_variance_gives_nan_for_that_feature_only(level, threads,
+def test_eps_zero_with_zero_variance_gives_nan_for_that_feature_only(simd_level, threads,
                                                                      path, dtype, rng):
     scipy_stats = pytest.importorskip("scipy.stats")
     shape, axis, nt = PATHS[path]
@@ -464,21 +443,23 @@ def test_eps_zero_with_zero_variance_backward_is_nan_but_dbeta(rng):
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_nan_or_inf_poisons_only_its_feature_on_every_path(level, threads, path, dtype,
+def test_nan_or_inf_poisons_only_its_feature_on_every_path(simd_level, threads, path, dtype,
                                                            bad, rng):
     shape, axis, nt = PATHS[path]
     threads(nt)
     x = rng.standard_normal(shape).astype(dtype)
     poisoned = feature_index(shape, axis)
     x[poisoned].flat[len(x[poisoned].flat) // 2] = bad  # a view: writes x
-    y, mean, var = cbn.normalize_batch(x, axis=axis, return_stats=True)
-    assert np.isnan(y[poisoned]).all() and not np.isfinite(var.flat[0])
+    y, mean, var = cbn.normalize_batch(x, 1.5, 0.5, axis=axis, return_stats=True)
+    assert np.isnan(y[poisoned]).all()
+    assert not np.isfinite(mean.flat[0]) and not np.isfinite(var.flat[0])
     clean = np.ones(shape, bool)
     clean[poisoned] = False
     assert np.isfinite(y[clean]).all()
-    with np.errstate(invalid="ignore"):
-        y_ref = normalize_ref(x, axis=axis)[0]
+    with np.errstate(invalid="ignore"):  # the oracle's own inf - inf
+        y_ref, mean_ref, var_ref = normalize_ref(x, 1.5, 0.5, axis=axis)
     assert_close(y[clean], y_ref[clean], dtype=dtype, scale=4.0)
+    assert_stats_close(mean.flat[1:], var.flat[1:], mean_ref.flat[1:], var_ref.flat[1:])
 
 
 # More than 2**31 elements -------------------------------------------------

@@ -16,7 +16,8 @@ import pytest
 from numpy.exceptions import AxisError
 
 import cbn
-from oracle import assert_close, backward_ref, feature_shape, normalize_ref
+from checks import assert_close, assert_stats_close
+from oracle import backward_ref, feature_shape, normalize_ref
 
 
 def assert_raises_unchanged(exc, func, *args, match=None, **kwargs):
@@ -317,8 +318,9 @@ POISONED_LAYOUTS = {
 }
 
 
+# float32 and float64: tests/test_edges.py, on every loop path and SIMD level.
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize("dtype", [np.float16])
 @pytest.mark.parametrize("layout", list(POISONED_LAYOUTS))
 def test_nan_or_inf_poisons_only_its_own_feature_in_training(rng, layout, dtype, bad):
     shape, axis, where, feature = POISONED_LAYOUTS[layout]
@@ -334,8 +336,7 @@ def test_nan_or_inf_poisons_only_its_own_feature_in_training(rng, layout, dtype,
     assert np.isfinite(y[clean]).all()
     assert_close(y[clean], expected[clean], scale=3.0)
     others = np.arange(mean.size) != 1
-    np.testing.assert_allclose(mean[others], mean_ref[others], rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(var[others], var_ref[others], rtol=1e-10, atol=1e-12)
+    assert_stats_close(mean[others], var[others], mean_ref[others], var_ref[others])
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import cbn
-from oracle import BatchNormRef, assert_close
+from checks import assert_close, assert_matches_finite_differences
+from oracle import BatchNormRef, central_difference
 
 DTYPES = [np.float32, np.float64]
 
@@ -544,22 +545,6 @@ def test_backward_uses_the_last_forward(rng):
         layer.backward(rng.standard_normal((5, 3)))
 
 
-def numerical_gradient(f, a, h=1e-6):
-    """Central finite differences of the scalar function ``f()`` w.r.t. ``a`` (in place)."""
-    g = np.zeros_like(a)
-    it = np.nditer(a, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = a[i]
-        a[i] = old + h
-        fp = f()
-        a[i] = old - h
-        fm = f()
-        a[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g
-
-
 @pytest.mark.parametrize("mode", ["train", "eval", "eval-untracked"])
 @pytest.mark.parametrize("cls, shape", [
     (cbn.BatchNorm1d, (5, 3)),
@@ -581,14 +566,14 @@ def test_backward_matches_finite_differences(cls, shape, mode, rng):
     def loss():
         return float(np.sum(w * layer.forward(x)))
 
-    num_dx = numerical_gradient(loss, x)
-    num_dgamma = numerical_gradient(loss, layer.gamma)
-    num_dbeta = numerical_gradient(loss, layer.beta)
+    num_dx = central_difference(loss, x)
+    num_dgamma = central_difference(loss, layer.gamma)
+    num_dbeta = central_difference(loss, layer.beta)
     layer.forward(x)
     dx = layer.backward(w)
-    np.testing.assert_allclose(dx, num_dx, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(layer.dgamma, num_dgamma, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(layer.dbeta, num_dbeta, rtol=1e-6, atol=1e-7)
+    assert_matches_finite_differences(dx, num_dx)
+    assert_matches_finite_differences(layer.dgamma, num_dgamma)
+    assert_matches_finite_differences(layer.dbeta, num_dbeta)
 
 
 @pytest.mark.parametrize("shape, feature_axis", [((4, 3), 0), ((2, 3, 3), -1),
@@ -603,11 +588,11 @@ def test_general_layer_backward_matches_finite_differences(shape, feature_axis, 
     def loss():
         return float(np.sum(w * layer.forward(x)))
 
-    num_dx = numerical_gradient(loss, x)
-    num_dgamma = numerical_gradient(loss, layer.gamma)
+    num_dx = central_difference(loss, x)
+    num_dgamma = central_difference(loss, layer.gamma)
     layer.forward(x)
-    np.testing.assert_allclose(layer.backward(w), num_dx, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(layer.dgamma, num_dgamma, rtol=1e-6, atol=1e-7)
+    assert_matches_finite_differences(layer.backward(w), num_dx)
+    assert_matches_finite_differences(layer.dgamma, num_dgamma)
 
 
 # Resets ------------------------------------------------------------------------------

@@ -8,22 +8,29 @@ while writing another, so every overlap must be detected and buffered, as
 NumPy's ufuncs do. Each case is compared, bit for bit, with the same call on
 copies of the arguments: the kernels' results do not depend on addresses.
 
-Sizes cover one-thread calls (6 x 6) and calls above the 65536 elements from
-which the kernels use OpenMP threads, in the rows, planes (NCHW) and
-split-batch (few features) paths.
+Sizes cover one-thread calls (6 x 6) and calls of at least
+``cbn.kernels.PARALLEL_MIN_WORK`` elements, from which the kernels use OpenMP
+threads, in the rows, planes (NCHW) and split-batch (few features) paths.
 """
 import numpy as np
 import pytest
 
 import cbn
+from cbn.kernels import PARALLEL_MIN_WORK
 
-# (shape, axis): a small block, rows (N x C), NCHW planes, few features.
+# (shape, axis): a small block (one thread), and above PARALLEL_MIN_WORK
+# rows (N x C), NCHW planes, few features.
 CASES = {
     "small": ((6, 6), 0),
-    "rows": ((4096, 64), 0),
+    "rows": ((PARALLEL_MIN_WORK // 16, 64), 0),
     "nchw": ((8, 16, 24, 24), (0, 2, 3)),
-    "few-features": ((65536, 2), 0),
+    "few-features": ((PARALLEL_MIN_WORK, 2), 0),
 }
+
+
+def test_cases_other_than_small_use_threads():
+    for name, (shape, _) in CASES.items():
+        assert (np.prod(shape) >= PARALLEL_MIN_WORK) == (name != "small"), name
 
 # How out is made from a buffer holding x: name -> (x view, out view) of a
 # buffer of x's shape (the buffer for "shifted" and "strided" is larger).

@@ -24,10 +24,10 @@ from hypothesis import strategies as st  # noqa: E402
 from numpy.exceptions import AxisError  # noqa: E402
 
 import cbn  # noqa: E402
-from checks import (W, assert_matches, check_backward, check_normalize,  # noqa: E402
-                    check_stats, offset_ratio)
-from oracle import (TOLERANCE, BatchNormRef, backward_ref, batch_axes,  # noqa: E402
-                    feature_shape, normalize_ref, result_dtype)
+from checks import (TOLERANCE, W, assert_matches, check_backward,  # noqa: E402
+                    check_normalize, check_stats, offset_ratio)
+from oracle import (BatchNormRef, backward_ref, batch_axes, feature_shape,  # noqa: E402
+                    normalize_ref, result_dtype)
 
 
 def profile(n):

@@ -15,32 +15,55 @@ import pytest
 
 import cbn
 from cbn import kernels
-from oracle import normalize_ref
+from cbn.kernels import CHUNK, ROW_BLOCK, SEG_CHUNKS
+from checks import assert_rounding_close, assert_stats_close
+from oracle import batch_axes, normalize_ref
 
 LEVELS = kernels.simd_levels()
 
-# (shape, batch axes): runs with inner < and > CHUNK (2048), several segments
-# (> 16 chunks per feature), rows with C below, above and not a multiple of
-# the 256-column block, odd sizes for vector tails.
-CASES = [
-    ((7, 5, 33), (0, 2)),
-    ((3, 2, 5000), (0, 2)),
-    ((64, 3, 700), (0, 2)),
-    ((9, 3, 37000), (0, 2)),
-    ((37, 19), 0),
-    ((300, 300), 0),
-    ((1030, 5), 0),
-    ((100000, 3), 0),
-    ((5, 7, 9, 11), (0, 1, 2)),
-]
+SEGMENT = SEG_CHUNKS * CHUNK   # values of one feature in one segment
+
+# name -> (shape, batch axes), derived from the core's tuning constants so
+# that each case keeps reaching its path when they change (checked by
+# test_cases_reach_every_path): runs (inner > 1) shorter and longer than a
+# chunk, features of several segments; rows (inner == 1) with C below, at
+# and above the column block, with a tail; odd sizes for vector tails.
+CASES = {
+    "runs-short": ((7, 5, 33), (0, 2)),
+    "runs-long": ((3, 2, 2 * CHUNK + 904), (0, 2)),
+    "runs-short-segments": ((SEGMENT // 700 + 18, 3, 700), (0, 2)),
+    "runs-long-segments": ((9, 3, SEGMENT + 4232), (0, 2)),
+    "rows-narrow": ((37, 19), 0),
+    "rows-one-block": ((300, 300), 0),
+    "rows-block-edge": ((40, ROW_BLOCK), 0),
+    "rows-blocks": ((40, 2 * ROW_BLOCK + 3), 0),
+    "rows-tall": ((1030, 5), 0),
+    "rows-segments": ((3 * SEGMENT + 1696, 3), 0),
+    "channels-last": ((5, 7, 9, 11), (0, 1, 2)),
+}
 
 
-@pytest.fixture
-def simd_level():
-    """Restore the default level after a test that changes it."""
-    before = kernels.get_simd()
-    yield kernels.set_simd
-    kernels.set_simd(before)
+def layout(shape, axis):
+    """(C, inner, m): features, the length of a feature's contiguous runs
+    (1: the rows layout), and the values per feature, as the core sees them."""
+    batch = batch_axes(len(shape), axis)
+    last_feature = max((i for i in range(len(shape)) if i not in batch), default=-1)
+    C = int(np.prod([n for i, n in enumerate(shape) if i not in batch]))
+    inner = int(np.prod(shape[last_feature + 1:]))
+    return C, inner, int(np.prod(shape)) // C
+
+
+def test_cases_reach_every_path():
+    # The table must keep reaching every path when a tuning constant changes.
+    runs = [layout(*c) for c in CASES.values() if layout(*c)[1] > 1]
+    rows = [layout(*c) for c in CASES.values() if layout(*c)[1] == 1]
+    assert any(inner < CHUNK and m > SEGMENT for _, inner, m in runs)
+    assert any(CHUNK < inner < SEGMENT for _, inner, _ in runs)
+    assert any(inner > SEGMENT for _, inner, _ in runs)
+    assert any(1 < C < ROW_BLOCK for C, _, _ in rows)
+    assert any(C == ROW_BLOCK for C, _, _ in rows)
+    assert any(C > 2 * ROW_BLOCK and C % ROW_BLOCK for C, _, _ in rows)
+    assert any(m > SEGMENT for _, _, m in rows)
 
 
 def run_all(x, axis, dy):
@@ -52,16 +75,16 @@ def run_all(x, axis, dy):
     return (y, mean, var, ye) + grads + frozen
 
 
-@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape,axis", CASES)
-def test_level_matches_scalar_reference(simd_level, level, dtype, shape, axis):
+@pytest.mark.parametrize("case", list(CASES))
+def test_level_matches_scalar_reference(simd_level, dtype, case):
+    shape, axis = CASES[case]
     rng = np.random.default_rng(7)
     x = (rng.normal(size=shape) * 3 + 100).astype(dtype)
     dy = rng.normal(size=shape).astype(dtype)
-    simd_level("scalar")
+    kernels.set_simd("scalar")  # the fixture restores the level afterwards
     ref = run_all(x, axis, dy)
-    simd_level(level)
+    kernels.set_simd(simd_level)
     got = run_all(x, axis, dy)
     # statistics and outputs are computed in double (float32: also rounded
     # once to float32), so levels differ only by summation order
@@ -72,17 +95,15 @@ def test_level_matches_scalar_reference(simd_level, level, dtype, shape, axis):
         np.testing.assert_allclose(g, r, rtol=0, atol=rtol * scale)
     # and the reference itself is right
     yref = normalize_ref(x, 1.5, -0.5, axis=axis)[0]
-    np.testing.assert_allclose(ref[0], yref, atol=1e-5 if dtype == np.float32 else 1e-12)
+    assert_rounding_close(ref[0], yref)
 
 
-@pytest.mark.parametrize("level", LEVELS)
-def test_level_results_do_not_depend_on_threads(simd_level, level):
-    # C = 3 features and 9*37000 values each: with 2 threads the kernels share
-    # each feature's segments between threads, with 1 they do not.
-    simd_level(level)
+def test_level_results_do_not_depend_on_threads(simd_level):
+    # C = 3 features of several segments each: with 2 threads the kernels
+    # share each feature's segments between threads, with 1 they do not.
     rng = np.random.default_rng(3)
     outs = []
-    for shape, axis in (((9, 3, 37000), (0, 2)), ((100000, 3), 0)):
+    for shape, axis in (CASES["runs-long-segments"], CASES["rows-segments"]):
         x = rng.normal(5, 2, size=shape).astype(np.float32)
         for n in (1, 2):
             cbn.set_num_threads(n)
@@ -146,16 +167,14 @@ def test_show_config_reports_level_runtime_and_threads(capsys):
         assert "OpenMP runtime" in out
 
 
-@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,axis", [((40, 3, 300), (0, 2)), ((5000, 7), 0)])
-def test_statistics_exact_when_chunks_need_two_passes(simd_level, level, dtype,
+def test_statistics_exact_when_chunks_need_two_passes(simd_level, dtype,
                                                       shape, axis):
     # Chunks are summed once around a shift (the first value, then the running
     # mean) and redone with two passes when that would lose precision: an
     # outlier first value, and a ramp whose later chunks lie far from the
     # running mean, must both reach the two-pass accuracy.
-    simd_level(level)
     rng = np.random.default_rng(11)
     x = rng.normal(size=shape)
     first = (0, 0, 0) if len(shape) == 3 else (0, 0)
@@ -165,27 +184,21 @@ def test_statistics_exact_when_chunks_need_two_passes(simd_level, level, dtype,
         data = data.astype(dtype)
         y, mean, var = cbn.normalize_batch(data, axis=axis, return_stats=True)
         yref, mref, vref = normalize_ref(data, axis=axis)
-        np.testing.assert_allclose(mean, mref, rtol=1e-13, atol=0)
-        np.testing.assert_allclose(var, vref, rtol=1e-11, atol=0)
-        if dtype == np.float32:  # a few float32 units in the last place
-            np.testing.assert_allclose(y, yref, rtol=3e-7, atol=2e-6)
-        else:
-            # (x - mean) cancels: the error scales with the largest |y|
-            scale = max(1.0, float(np.abs(yref).max()))
-            np.testing.assert_allclose(y, yref, rtol=1e-12, atol=1e-12 * scale)
+        assert_stats_close(mean, var, mref, vref, exact=True)
+        # float64: (x - mean) cancels, so the error scales with the largest |y|
+        scale = 1.0 if dtype == np.float32 else max(1.0, float(np.abs(yref).max()))
+        assert_rounding_close(y, yref, scale=scale)
 
 
-@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("jumping", [[5], [0, 17, 39], list(range(40))])
-def test_rows_redo_only_the_columns_that_need_two_passes(simd_level, level, dtype,
+def test_rows_redo_only_the_columns_that_need_two_passes(simd_level, dtype,
                                                          jumping):
     # Rows layouts redo a chunk with two passes column by column when a few
     # columns' shifts are off, and the whole column block when many are
     # (more than one in eight): a level shift part-way through the batch
     # in one, three or all 40 columns must reach the two-pass accuracy
     # either way, and leave the other columns as they were.
-    simd_level(level)
     rng = np.random.default_rng(12)
     x = rng.normal(size=(3000, 40))
     x[1500:, jumping] += 1e5
@@ -198,13 +211,11 @@ def test_rows_redo_only_the_columns_that_need_two_passes(simd_level, level, dtyp
     np.testing.assert_allclose(y, yref, rtol=0, atol=tol)
 
 
-@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_results_do_not_depend_on_output_alignment(simd_level, level, dtype):
+def test_results_do_not_depend_on_output_alignment(simd_level, dtype):
     # Stores are aligned by handling the first few elements one at a time;
     # those use an fma rounded like the vector lanes, so where the cut falls
     # (which depends on the output's address) must not change a bit.
-    simd_level(level)
     rng = np.random.default_rng(5)
     x = (rng.normal(size=(6, 4, 77)) * 3 + 1e3).astype(dtype)
     dy = rng.normal(size=x.shape).astype(dtype)
@@ -223,24 +234,22 @@ def test_results_do_not_depend_on_output_alignment(simd_level, level, dtype):
         assert dx.tobytes() == dxs[0].tobytes()
 
 
-@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("C", [1, 3, 20, 64, 100, 1000, 1024])
-def test_rows_results_do_not_depend_on_alignment(simd_level, level, dtype, C):
+@pytest.mark.parametrize("C", [1, 3, 20, 64, 100, 1000, ROW_BLOCK])
+def test_rows_results_do_not_depend_on_alignment(simd_level, dtype, C):
     # Rows layouts whose columns fit one block run the elementwise passes over
     # the flat array, aligned to the output, with per-column coefficients
     # laid out periodically from the output's first aligned element (the
     # period, lcm(C, vector width), is too long for C = 1000 in float32,
     # which keeps the row loops). Wherever x, y and dx start, every bit must
     # be the same, and match the float64 oracle.
-    simd_level(level)
     rng = np.random.default_rng(C)
     rows = 67
     x = (rng.normal(size=(rows, C)) * 3 + 1e3).astype(dtype)
     dy = rng.normal(size=x.shape).astype(dtype)
     y0, mean, var = cbn.normalize_batch(x, 0.5, 2.0, axis=0, return_stats=True)
     yref = normalize_ref(x, 0.5, 2.0, axis=0)[0]
-    np.testing.assert_allclose(y0, yref, atol=1e-5 if dtype == np.float32 else 1e-12)
+    assert_rounding_close(y0, yref)
     want = run_all(x, 0, dy)
     for offset in range(1, 17):
         def place(a):

@@ -57,9 +57,9 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 with atheris.instrument_imports():
     import cbn
-    from checks import W, assert_matches, check_backward, check_stats, offset_ratio
-    from oracle import (TOLERANCE, BatchNormRef, backward_ref, batch_axes,
-                        feature_shape, normalize_ref)
+    from checks import (TOLERANCE, W, assert_matches, check_backward, check_stats,
+                        offset_ratio)
+    from oracle import BatchNormRef, backward_ref, batch_axes, feature_shape, normalize_ref
 
 ACCEPTED = [np.float64, np.float32, np.float16, np.int8, np.uint8, np.int16,
             np.int32, np.uint32, np.int64, np.uint64, np.bool_]
