@@ -8,6 +8,24 @@ relative, mean to 1e-6 standard deviations, y to 1e-5, dx to 1e-4): they
 hold what the kernels reach, so that a change that loses accuracy fails
 here long before it breaks the contract.
 
+The float32 contract
+--------------------
+``CONTRACT`` is the contract itself, for float32 input against the float64
+result on the same float32 values: the bound any method must meet (float32
+block sums, shifts, compensation), on adversarial data
+(tests/test_accuracy.py). ``assert_stats_within_contract``,
+``assert_y_within_contract`` and ``assert_grads_within_contract`` apply it:
+
+* mean: ``|mean - mean_ref| <= 1e-6 * std_ref``; variance:
+  ``|var - var_ref| <= 1e-6 * var_ref``;
+* y: ``|y - y_ref| <= 1e-5 * max(1, |y_ref|)`` -- 1e-5 absolute for an
+  output of order one; a float32 y of 200 (an outlier) is itself only
+  rounded to 7.6e-6, so large outputs are held to 1e-5 relative;
+* dx: per feature, ``max |dx - dx_ref| <= 1e-4 * max |dx_ref|``; dgamma and
+  dbeta: ``|d - d_ref| <= 1e-4 * sum |term|`` over the feature's batch
+  (``|dy * xhat|`` and ``|dy|``), the size of what is summed, since an exact
+  sum that cancels to near 0 has no relative accuracy to keep.
+
 Ordinary data (unit scale, offsets of up to a few thousand standard deviations)
 -------------------------------------------------------------------------------
 * ``TOLERANCE[dtype]`` = (rtol, atol) of an output of order one (y, dx):
@@ -152,6 +170,55 @@ def assert_stats_close(mean, var, mean_ref, var_ref, exact=False):
     rtol = EXACT_STATS_RTOL if exact else STATS_RTOL
     np.testing.assert_allclose(mean, mean_ref, rtol=rtol["mean"], atol=0, err_msg="mean")
     np.testing.assert_allclose(var, var_ref, rtol=rtol["var"], atol=0, err_msg="var")
+
+
+#: The float32 accuracy contract (see the module docstring); never loosen it.
+CONTRACT = {"mean": 1e-6, "var": 1e-6, "y": 1e-5, "dx": 1e-4, "dgamma": 1e-4,
+            "dbeta": 1e-4}
+
+
+def _assert_at_most(error, bound, what):
+    bad = ~(error <= bound)     # NaN is a failure too
+    if bad.any():
+        worst = np.nanargmax(np.where(bad, error / np.maximum(bound, 1e-300), 0))
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {bad.size} beyond the contract; worst "
+            f"error {error.flat[worst]:.3g} against a bound of {bound.flat[worst]:.3g}")
+
+
+def assert_stats_within_contract(mean, var, mean_ref, var_ref):
+    """Batch mean to 1e-6 standard deviations, variance to 1e-6 relative."""
+    var_ref = np.asarray(var_ref, np.float64)
+    _assert_at_most(np.abs(np.asarray(mean, np.float64) - mean_ref),
+                    CONTRACT["mean"] * np.sqrt(var_ref), "mean")
+    _assert_at_most(np.abs(np.asarray(var, np.float64) - var_ref),
+                    CONTRACT["var"] * var_ref, "var")
+
+
+def assert_y_within_contract(y, y_ref):
+    """y to 1e-5, relative for outputs beyond 1 in size."""
+    y_ref = np.asarray(y_ref, np.float64)
+    _assert_at_most(np.abs(np.asarray(y, np.float64) - y_ref),
+                    CONTRACT["y"] * np.maximum(1.0, np.abs(y_ref)), "y")
+
+
+def assert_grads_within_contract(grads, refs, dy, xhat, axis):
+    """(dx, dgamma, dbeta) against the oracle's, to the contract.
+
+    ``xhat`` is the oracle's normalized x (float64), from which the size of
+    dgamma's terms is taken.
+    """
+    dx, dgamma, dbeta = (np.asarray(g, np.float64) for g in grads)
+    dx_ref, dgamma_ref, dbeta_ref = refs
+    b = batch_axes(dx.ndim, axis)
+    scale = np.max(np.abs(dx_ref), axis=b, keepdims=True)
+    _assert_at_most(np.abs(dx - dx_ref), CONTRACT["dx"] * np.broadcast_to(scale, dx.shape),
+                    "dx")
+    dy = np.asarray(dy, np.float64)
+    for what, got, ref, terms in (("dgamma", dgamma, dgamma_ref, np.abs(dy * xhat)),
+                                  ("dbeta", dbeta, dbeta_ref, np.abs(dy))):
+        size = np.reshape(terms.sum(axis=b), np.shape(ref))
+        _assert_at_most(np.abs(got - ref), CONTRACT[what] * size, what)
 
 
 def assert_matches_finite_differences(grad, numerical, err_msg=""):
