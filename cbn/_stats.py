@@ -77,6 +77,21 @@ class BatchStats:
         m2.flags.writeable = False
         self._count, self._mean, self._m2 = n, mean, m2
 
+    @classmethod
+    def _own(cls, count, mean, m2):
+        """BatchStats holding arrays this module has just computed (float64,
+        of one shape, referenced nowhere else), without the checks and copies
+        of the constructor: they cost several times the kernel on a small
+        batch."""
+        self = cls.__new__(cls)
+        if count == 0:
+            mean[...] = 0.0
+            m2[...] = 0.0
+        mean.flags.writeable = False
+        m2.flags.writeable = False
+        self._count, self._mean, self._m2 = count, mean, m2
+        return self
+
     @property
     def count(self):
         """int: m, the number of values per feature."""
@@ -216,7 +231,8 @@ def batch_stats(x, *, axis=0):
     (3,)
     """
     m, mean, var = _moments(x, axis)
-    return BatchStats(m, mean, var * m)
+    var *= m
+    return BatchStats._own(m, mean, var)
 
 
 def merge_stats(*parts):
@@ -266,7 +282,7 @@ def merge_stats(*parts):
             raise ValueError(f"cannot merge statistics of feature shapes {shape} "
                              f"and {p.mean.shape}")
     n, mean, m2 = merge_moments([(p.count, p.mean, p.m2) for p in parts])
-    return BatchStats(n, mean, m2)
+    return BatchStats._own(n, mean, m2)  # merge_moments made them afresh
 
 
 def merge_moments(parts):
