@@ -5,7 +5,19 @@
  * CBN_TABLE naming the table to define. Instantiates kernels_template.h for
  * float and double and collects the entry points.
  */
-#include "kernels_common.h"
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "core/cold.h"
+#include "core/geometry.h"
+#include "core/hints.h"
+#include "core/moments.h"
+#include "core/parallel.h"
+#include "core/prefetch.h"
 
 /* Two double vectors from 2*VD_N doubles (vd_load2_f32 widens floats). */
 static inline void vd_load2_f64(const double *p, vd *lo, vd *hi)

@@ -563,62 +563,110 @@ static void FN(runs_train_feature)(const T *x, T *y, const runs_geom *g,
     if (var) var[c] = v;
 }
 
+/* ------------------------------------------------------------- calls --- */
+/* A call's arguments, shared by the range functions its threads run (see
+   core/parallel.h). */
+typedef struct {
+    const T *x, *dy;
+    T *out;                     /* y or dx, or NULL */
+    int64_t outer, C, inner;
+    const runs_geom *pg;        /* the geometry of inner > 1 ... */
+    const rows_geom *rg;        /* ... or of inner == 1 */
+    const double *mean, *var;   /* given statistics */
+    const double *gamma, *beta;
+    double eps, m;
+    int batch_stats, stream;
+    double *mean_out, *var_out; /* forward_train's statistics */
+    double *dgamma, *dbeta;     /* backward's sums */
+    const double *given_dgamma, *given_dbeta; /* backward_dx's */
+    split_sums sp;
+} FN(job);
+
+/* The merged moments of a split-batch pass become the mean and variance
+   (rescued where they overflowed), in sp's totals and in the outputs. */
+static void FN(train_merged)(void *ctx)
+{
+    FN(job) *j = (FN(job) *)ctx;
+    double *tmean = j->sp.part, *tvar = j->sp.part + j->C;
+    for (int64_t c = 0; c < j->C; c++)
+        tvar[c] /= j->m;  /* m2 becomes the variance */
+    columns_finite_or_rescued(j->x, T_IS_F32, j->outer, j->C, j->inner, 0, j->C,
+                              tmean, tvar);
+    for (int64_t c = 0; c < j->C; c++) {
+        if (j->mean_out) j->mean_out[c] = tmean[c];
+        if (j->var_out) j->var_out[c] = tvar[c];
+    }
+}
+
+/* The dgamma and dbeta of backward from a split-batch pass's totals. */
+static void FN(backward_split_sums)(const FN(job) *j)
+{
+    for (int64_t c = 0; c < j->C; c++)
+        FN(make_dcoef)(j->sp.part[c], j->sp.part[j->C + c], j->m, j->mean[c], j->var[c],
+                       j->eps, j->gamma, j->batch_stats, c, j->dgamma, j->dbeta);
+}
+
+/* Features [c0, c1): statistics, then output. */
+static void FN(runs_train_features)(void *ctx, int64_t c0, int64_t c1)
+{
+    const FN(job) *j = (const FN(job) *)ctx;
+    for (int64_t c = c0; c < c1; c++)
+        FN(runs_train_feature)(j->x, j->out, j->pg, c, j->gamma, j->beta, j->eps,
+                               j->mean_out, j->var_out);
+}
+
+/* Pieces (feature, segment) [i0, i1) of a split batch: their moments. */
+static void FN(runs_train_partials)(void *ctx, int64_t i0, int64_t i1)
+{
+    FN(job) *j = (FN(job) *)ctx;
+    const int64_t C = j->C, nseg = j->pg->nseg;
+    for (int64_t idx = i0; idx < i1; idx++) {
+        const int64_t c = idx / nseg, s = idx % nseg;
+        moments mo = FN(runs_segment_moments)(j->x, j->pg, c, s);
+        j->sp.part[2 * C * s + c] = mo.mean;
+        j->sp.part[2 * C * s + C + c] = mo.m2;
+        if (c == 0)
+            j->sp.count[s] = mo.n;
+    }
+}
+
+/* Pieces [i0, i1) of a split batch: their output, from the totals. */
+static void FN(runs_train_output)(void *ctx, int64_t i0, int64_t i1)
+{
+    const FN(job) *j = (const FN(job) *)ctx;
+    const int64_t nseg = j->pg->nseg;
+    for (int64_t idx = i0; idx < i1; idx++) {
+        const int64_t c = idx / nseg, s = idx % nseg;
+        const double mu = j->sp.part[c], v = j->sp.part[j->C + c];
+        FN(coef) k = FN(make_coef)(mu, v, j->eps, j->gamma, j->beta, c);
+        cold_coef ck;
+        if (FN(coef_cold)(k, mu, v, j->eps, j->gamma, j->beta, c, &ck))
+            FN(runs_segment_normalize_cold)(j->x, j->out, j->pg, c, s, &ck);
+        else
+            FN(runs_segment_normalize)(j->x, j->out, j->pg, c, s, k);
+    }
+}
+
 static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                    int64_t inner, const double *gamma,
                                    const double *beta, double eps,
                                    double *mean, double *var)
 {
     const runs_geom g = runs_geometry(outer, C, inner, sizeof(T));
-    const double m = (double)outer * (double)inner;
     const int nt = threads_for(outer * C * inner);
-    moments *part = NULL;
-    if (split_batch(nt, C, g.nseg))
-        part = malloc((size_t)(C * g.nseg) * sizeof(moments));
-    if (!part) {
-        int64_t c;
-        if (nt > 1) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-            for (c = 0; c < C; c++)
-                FN(runs_train_feature)(x, y, &g, c, gamma, beta, eps, mean, var);
-        } else {  /* no parallel region at all: it costs more than a tiny call */
-            for (c = 0; c < C; c++)
-                FN(runs_train_feature)(x, y, &g, c, gamma, beta, eps, mean, var);
-        }
+    FN(job) j = {0};
+    j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = inner, j.pg = &g;
+    j.gamma = gamma, j.beta = beta, j.eps = eps, j.m = (double)outer * (double)inner;
+    j.mean_out = mean, j.var_out = var;
+    j.sp.C = C, j.sp.nseg = g.nseg;
+    /* few features: their segments shared out, then merged in order */
+    if (split_batch(nt, C, g.nseg)
+        && run_split(nt, C * g.nseg, &j.sp, 1, FN(runs_train_partials), FN(train_merged),
+                     y ? FN(runs_train_output) : NULL, &j)) {
+        split_free(&j.sp);
         return;
     }
-    /* few features: segments in parallel, then the same left-to-right merge */
-    int64_t idx, total = C * g.nseg;
-#pragma omp parallel num_threads(nt)
-    {
-#pragma omp for schedule(static)
-        for (idx = 0; idx < total; idx++)
-            part[idx] = FN(runs_segment_moments)(x, &g, idx / g.nseg, idx % g.nseg);
-#pragma omp single
-        for (int64_t c = 0; c < C; c++) {
-            moments mo = {0.0, 0.0, 0.0};
-            for (int64_t s = 0; s < g.nseg; s++)
-                moments_merge(&mo, part[c * g.nseg + s]);
-            mo.m2 /= m;  /* now the variance */
-            finite_or_rescued(x, T_IS_F32, outer, C, inner, c, &mo.mean, &mo.m2);
-            part[c * g.nseg] = mo; /* mean and variance, in the first slot */
-            if (mean) mean[c] = mo.mean;
-            if (var) var[c] = mo.m2;
-        }
-        if (y) {
-#pragma omp for schedule(static)
-            for (idx = 0; idx < total; idx++) {
-                int64_t c = idx / g.nseg;
-                moments mo = part[c * g.nseg];
-                FN(coef) k = FN(make_coef)(mo.mean, mo.m2, eps, gamma, beta, c);
-                cold_coef ck;
-                if (FN(coef_cold)(k, mo.mean, mo.m2, eps, gamma, beta, c, &ck))
-                    FN(runs_segment_normalize_cold)(x, y, &g, c, idx % g.nseg, &ck);
-                else
-                    FN(runs_segment_normalize)(x, y, &g, c, idx % g.nseg, k);
-            }
-        }
-    }
-    free(part);
+    for_ranges(nt, C, FN(runs_train_features), &j);
 }
 
 /* Run r (feature r % C) with the given statistics. */
@@ -642,23 +690,26 @@ static void FN(infer_run)(const T *x, T *y, int64_t outer, int64_t C,
         stream_fence();
 }
 
+/* Runs [r0, r1) with the given statistics. */
+static void FN(runs_infer_runs)(void *ctx, int64_t r0, int64_t r1)
+{
+    const FN(job) *j = (const FN(job) *)ctx;
+    for (int64_t r = r0; r < r1; r++)
+        FN(infer_run)(j->x, j->out, j->outer, j->C, j->inner, r, j->mean, j->var,
+                      j->gamma, j->beta, j->eps, j->stream);
+}
+
 static void FN(runs_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
                                    int64_t inner, const double *mean,
                                    const double *var, const double *gamma,
                                    const double *beta, double eps)
 {
-    const int nt = threads_for(outer * C * inner);
-    const int stream = outer * C * inner * (int64_t)sizeof(T) >= CBN_STREAM_MIN_BYTES_EVAL;
-    int64_t r;
+    FN(job) j = {0};
+    j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = inner;
+    j.mean = mean, j.var = var, j.gamma = gamma, j.beta = beta, j.eps = eps;
+    j.stream = outer * C * inner * (int64_t)sizeof(T) >= CBN_STREAM_MIN_BYTES_EVAL;
     /* every run is independent: share them out in order */
-    if (nt > 1) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (r = 0; r < outer * C; r++)
-            FN(infer_run)(x, y, outer, C, inner, r, mean, var, gamma, beta, eps, stream);
-    } else {
-        for (r = 0; r < outer * C; r++)
-            FN(infer_run)(x, y, outer, C, inner, r, mean, var, gamma, beta, eps, stream);
-    }
+    for_ranges(threads_for(outer * C * inner), outer * C, FN(runs_infer_runs), &j);
 }
 
 /* Gradient sums of feature c, then its dx (when dx). */
@@ -691,6 +742,47 @@ static void FN(runs_backward_feature)(const T *dy, const T *x, T *dx,
     }
 }
 
+/* Features [c0, c1): gradient sums, then dx. */
+static void FN(runs_backward_features)(void *ctx, int64_t c0, int64_t c1)
+{
+    const FN(job) *j = (const FN(job) *)ctx;
+    for (int64_t c = c0; c < c1; c++)
+        FN(runs_backward_feature)(j->dy, j->x, j->out, j->pg, c, j->mean, j->var,
+                                  j->gamma, j->eps, j->batch_stats, j->dgamma,
+                                  j->dbeta);
+}
+
+/* Pieces (feature, segment) [i0, i1) of a split batch: their gradient sums. */
+static void FN(runs_backward_partials)(void *ctx, int64_t i0, int64_t i1)
+{
+    FN(job) *j = (FN(job) *)ctx;
+    const int64_t C = j->C, nseg = j->pg->nseg;
+    for (int64_t idx = i0; idx < i1; idx++) {
+        const int64_t c = idx / nseg, s = idx % nseg;
+        FN(runs_segment_grad)(j->dy, j->x, j->pg, c, s, j->mean[c],
+                              &j->sp.part[2 * C * s + c], &j->sp.part[2 * C * s + C + c]);
+    }
+}
+
+/* Pieces [i0, i1) of a split batch: their dx, from the total sums. */
+static void FN(runs_backward_output)(void *ctx, int64_t i0, int64_t i1)
+{
+    const FN(job) *j = (const FN(job) *)ctx;
+    const int64_t nseg = j->pg->nseg;
+    for (int64_t idx = i0; idx < i1; idx++) {
+        const int64_t c = idx / nseg, s = idx % nseg;
+        const double sdy = j->sp.part[c], sdyx = j->sp.part[j->C + c];
+        FN(dcoef) d = FN(make_dcoef)(sdy, sdyx, j->m, j->mean[c], j->var[c], j->eps,
+                                     j->gamma, j->batch_stats, c, NULL, NULL);
+        cold_dcoef cd;
+        if (FN(dcoef_cold)(d, sdy, sdyx, j->m, j->mean[c], j->var[c], j->eps, j->gamma,
+                           j->batch_stats, c, &cd))
+            FN(runs_segment_dx_cold)(j->dy, j->x, j->out, j->pg, c, s, &cd, j->batch_stats);
+        else
+            FN(runs_segment_dx)(j->dy, j->x, j->out, j->pg, c, s, d, j->batch_stats);
+    }
+}
+
 static void FN(runs_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                               int64_t C, int64_t inner, const double *mean,
                               const double *var, const double *gamma,
@@ -698,65 +790,21 @@ static void FN(runs_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                               double *dbeta)
 {
     const runs_geom g = runs_geometry(outer, C, inner, sizeof(T));
-    const double m = (double)outer * (double)inner;
     const int nt = threads_for(outer * C * inner);
-    double *part = NULL;
-    if (split_batch(nt, C, g.nseg))
-        part = malloc((size_t)(2 * C * g.nseg) * sizeof(double));
-    if (!part) {
-        int64_t c;
-        if (nt > 1) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-            for (c = 0; c < C; c++)
-                FN(runs_backward_feature)(dy, x, dx, &g, c, mean, var, gamma,
-                                          eps, batch_stats, dgamma, dbeta);
-        } else {
-            for (c = 0; c < C; c++)
-                FN(runs_backward_feature)(dy, x, dx, &g, c, mean, var, gamma,
-                                          eps, batch_stats, dgamma, dbeta);
-        }
+    FN(job) j = {0};
+    j.dy = dy, j.x = x, j.out = dx, j.outer = outer, j.C = C, j.inner = inner, j.pg = &g;
+    j.mean = mean, j.var = var, j.gamma = gamma, j.eps = eps;
+    j.m = (double)outer * (double)inner, j.batch_stats = batch_stats;
+    j.dgamma = dgamma, j.dbeta = dbeta;
+    j.sp.C = C, j.sp.nseg = g.nseg;
+    if (split_batch(nt, C, g.nseg)
+        && run_split(nt, C * g.nseg, &j.sp, 0, FN(runs_backward_partials), NULL,
+                     dx ? FN(runs_backward_output) : NULL, &j)) {
+        FN(backward_split_sums)(&j);
+        split_free(&j.sp);
         return;
     }
-    int64_t idx, total = C * g.nseg;
-#pragma omp parallel num_threads(nt)
-    {
-#pragma omp for schedule(static)
-        for (idx = 0; idx < total; idx++) {
-            int64_t c = idx / g.nseg;
-            FN(runs_segment_grad)(dy, x, &g, c, idx % g.nseg, mean[c],
-                                  &part[2 * idx], &part[2 * idx + 1]);
-        }
-#pragma omp single
-        for (int64_t c = 0; c < C; c++) {
-            double sdy = 0.0, sdyx = 0.0;
-            for (int64_t s = 0; s < g.nseg; s++) {
-                sdy += part[2 * (c * g.nseg + s)];
-                sdyx += part[2 * (c * g.nseg + s) + 1];
-            }
-            part[2 * c * g.nseg] = sdy;
-            part[2 * c * g.nseg + 1] = sdyx;
-        }
-        if (dx) {
-#pragma omp for schedule(static)
-            for (idx = 0; idx < total; idx++) {
-                int64_t c = idx / g.nseg, first = 2 * c * g.nseg;
-                FN(dcoef) d = FN(make_dcoef)(part[first], part[first + 1], m,
-                                             mean[c], var[c], eps, gamma,
-                                             batch_stats, c, NULL, NULL);
-                cold_dcoef cd;
-                if (FN(dcoef_cold)(d, part[first], part[first + 1], m, mean[c], var[c],
-                                   eps, gamma, batch_stats, c, &cd))
-                    FN(runs_segment_dx_cold)(dy, x, dx, &g, c, idx % g.nseg, &cd,
-                                             batch_stats);
-                else
-                    FN(runs_segment_dx)(dy, x, dx, &g, c, idx % g.nseg, d, batch_stats);
-            }
-        }
-    }
-    for (int64_t c = 0; c < C; c++)
-        FN(make_dcoef)(part[2 * c * g.nseg], part[2 * c * g.nseg + 1], m,
-                       mean[c], var[c], eps, gamma, batch_stats, c, dgamma, dbeta);
-    free(part);
+    for_ranges(nt, C, FN(runs_backward_features), &j);
 }
 
 /* ---------------------------------------------------------------- rows --- */
@@ -1554,7 +1602,7 @@ static void FN(rows_train_block)(const T *x, T *y, const rows_geom *g,
     }
     for (int j = 0; j < nb; j++)
         tm2[j] /= (double)g->outer;  /* now the variance */
-    columns_finite_or_rescued(x, T_IS_F32, g->outer, g->C, c0, nb, tmean, tm2);
+    columns_finite_or_rescued(x, T_IS_F32, g->outer, g->C, 1, c0, nb, tmean, tm2);
     for (int j = 0; j < nb; j++) {
         if (mean) mean[c0 + j] = tmean[j];
         if (var) var[c0 + j] = tm2[j];
@@ -1567,107 +1615,97 @@ static void FN(rows_train_block)(const T *x, T *y, const rows_geom *g,
     }
 }
 
+/* Column blocks [b0, b1): statistics, then output. */
+static void FN(rows_train_blocks)(void *ctx, int64_t b0, int64_t b1)
+{
+    const FN(job) *j = (const FN(job) *)ctx;
+    for (int64_t b = b0; b < b1; b++)
+        FN(rows_train_block)(j->x, j->out, j->rg, b, j->gamma, j->beta, j->eps,
+                             j->mean_out, j->var_out);
+}
+
+/* Pieces (column block, segment) [i0, i1) of a split batch: their moments. */
+static void FN(rows_train_partials)(void *ctx, int64_t i0, int64_t i1)
+{
+    FN(job) *j = (FN(job) *)ctx;
+    const rows_geom *g = j->rg;
+    const int64_t C = j->C;
+    for (int64_t idx = i0; idx < i1; idx++) {
+        const int64_t b = idx / g->nseg, s = idx % g->nseg, c0 = b * ROW_BLOCK;
+        int64_t r0, r1;
+        segment_rows(g, s, &r0, &r1);
+        double n = FN(rows_segment_moments)(j->x, g, c0, block_width(g, b), r0, r1,
+                                            j->sp.part + 2 * C * s + c0,
+                                            j->sp.part + 2 * C * s + C + c0);
+        if (b == 0)
+            j->sp.count[s] = n;
+    }
+}
+
+/* Pieces [i0, i1) of a split batch: their output, from the totals; a
+   block's coefficients are made once for its pieces in the range. */
+static void FN(rows_train_output)(void *ctx, int64_t i0, int64_t i1)
+{
+    const FN(job) *j = (const FN(job) *)ctx;
+    const rows_geom *g = j->rg;
+    const double *tmean = j->sp.part, *tvar = j->sp.part + j->C;
+    FN(bcoefs) k;
+    int64_t have = -1;
+    for (int64_t idx = i0; idx < i1; idx++) {
+        const int64_t b = idx / g->nseg, c0 = b * ROW_BLOCK;
+        const int nb = block_width(g, b);
+        int64_t r0, r1;
+        if (b != have)
+            FN(block_coefs)(&k, j->out, g, c0, nb, tmean + c0, tvar + c0, j->eps,
+                            j->gamma, j->beta);
+        have = b;
+        segment_rows(g, idx % g->nseg, &r0, &r1);
+        FN(block_normalize)(j->x, j->out, g, c0, nb, r0, r1, &k, g->stream, tmean + c0,
+                            tvar + c0, j->eps, j->gamma, j->beta);
+    }
+}
+
 static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *gamma, const double *beta,
                                    double eps, double *mean, double *var)
 {
     const rows_geom g = rows_geometry(outer, C, sizeof(T));
-    const double m = (double)outer;
     const int nt = threads_for(outer * C);
-    double *part = NULL;  /* per segment: mean[C], m2[C] */
-    if (split_batch(nt, g.nblocks, g.nseg))
-        part = malloc((size_t)(2 * C * g.nseg) * sizeof(double));
-    if (!part) {
-        int64_t b;
-        if (nt > 1) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-            for (b = 0; b < g.nblocks; b++)
-                FN(rows_train_block)(x, y, &g, b, gamma, beta, eps, mean, var);
-        } else {  /* no parallel region at all: it costs more than a tiny call */
-            for (b = 0; b < g.nblocks; b++)
-                FN(rows_train_block)(x, y, &g, b, gamma, beta, eps, mean, var);
-        }
+    FN(job) j = {0};
+    j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = 1, j.rg = &g;
+    j.gamma = gamma, j.beta = beta, j.eps = eps, j.m = (double)outer;
+    j.mean_out = mean, j.var_out = var;
+    j.sp.C = C, j.sp.nseg = g.nseg;
+    /* few column blocks: their segments shared out, then merged in order */
+    if (split_batch(nt, g.nblocks, g.nseg)
+        && run_split(nt, g.nblocks * g.nseg, &j.sp, 1, FN(rows_train_partials),
+                     FN(train_merged), y ? FN(rows_train_output) : NULL, &j)) {
+        split_free(&j.sp);
         return;
     }
-    /* few column blocks: segments in parallel, then the same merge order */
-    double *totals = part;  /* the first segment's slots receive the totals */
-    int64_t idx, total = g.nblocks * g.nseg;
-#pragma omp parallel num_threads(nt)
-    {
-#pragma omp for schedule(static)
-        for (idx = 0; idx < total; idx++) {
-            int64_t b = idx / g.nseg, s = idx % g.nseg, r0, r1;
-            const int64_t c0 = b * ROW_BLOCK;
-            segment_rows(&g, s, &r0, &r1);
-            FN(rows_segment_moments)(x, &g, c0, block_width(&g, b), r0, r1,
-                                     part + 2 * C * s + c0,
-                                     part + 2 * C * s + C + c0);
-        }
-#pragma omp single
-        {
-            /* totals start as segment 0's partials; merge the others in order */
-            double *tmean = totals, *tm2 = totals + C, tn;
-            int64_t r0, r1;
-            segment_rows(&g, 0, &r0, &r1);
-            tn = (double)(r1 - r0);
-            for (int64_t s = 1; s < g.nseg; s++) {
-                segment_rows(&g, s, &r0, &r1);
-                for (int64_t b = 0; b < g.nblocks; b++)
-                    merge_columns(block_width(&g, b), tn, (double)(r1 - r0),
-                                  part + 2 * C * s + b * ROW_BLOCK,
-                                  part + 2 * C * s + C + b * ROW_BLOCK,
-                                  tmean + b * ROW_BLOCK, tm2 + b * ROW_BLOCK);
-                tn += (double)(r1 - r0);
-            }
-            for (int64_t c = 0; c < C; c++)
-                tm2[c] /= m;  /* now the variance */
-            columns_finite_or_rescued(x, T_IS_F32, outer, C, 0, C, tmean, tm2);
-            for (int64_t c = 0; c < C; c++) {
-                if (mean) mean[c] = tmean[c];
-                if (var) var[c] = tm2[c];
-            }
-        }
-        if (y) {
-            FN(bcoefs) k;  /* a thread's, made once per block it meets */
-            int64_t have = -1;
-#pragma omp for schedule(static)
-            for (idx = 0; idx < total; idx++) {
-                int64_t b = idx / g.nseg, r0, r1;
-                const int64_t c0 = b * ROW_BLOCK;
-                const int nb = block_width(&g, b);
-                if (b != have)
-                    FN(block_coefs)(&k, y, &g, c0, nb, totals + c0, totals + C + c0,
-                                    eps, gamma, beta);
-                have = b;
-                segment_rows(&g, idx % g.nseg, &r0, &r1);
-                FN(block_normalize)(x, y, &g, c0, nb, r0, r1, &k, g.stream, totals + c0,
-                                    totals + C + c0, eps, gamma, beta);
-            }
-        }
-    }
-    free(part);
+    for_ranges(nt, g.nblocks, FN(rows_train_blocks), &j);
 }
 
 /* Pieces [i0, i1) of inference with given statistics, a piece being
    (column block, segment) in that order, so that a block's coefficients are
    made once for all its segments in the range. */
-static void FN(infer_pieces)(const T *x, T *y, const rows_geom *g, int64_t i0,
-                             int64_t i1, const double *mean, const double *var,
-                             const double *gamma, const double *beta,
-                             double eps, int stream)
+static void FN(rows_infer_pieces)(void *ctx, int64_t i0, int64_t i1)
 {
+    const FN(job) *j = (const FN(job) *)ctx;
+    const rows_geom *g = j->rg;
     FN(bcoefs) k;
     int64_t have = -1;
     for (int64_t idx = i0; idx < i1; idx++) {
-        int64_t b = idx / g->nseg, r0, r1;
-        const int64_t c0 = b * ROW_BLOCK;
+        const int64_t b = idx / g->nseg, c0 = b * ROW_BLOCK;
         const int nb = block_width(g, b);
+        int64_t r0, r1;
         if (b != have)
-            FN(block_coefs)(&k, y, g, c0, nb, mean + c0, var + c0, eps, gamma, beta);
+            FN(block_coefs)(&k, j->out, g, c0, nb, j->mean + c0, j->var + c0, j->eps,
+                            j->gamma, j->beta);
         have = b;
         segment_rows(g, idx % g->nseg, &r0, &r1);
-        FN(block_normalize)(x, y, g, c0, nb, r0, r1, &k, stream, mean + c0, var + c0,
-                            eps, gamma, beta);
+        FN(block_normalize)(j->x, j->out, g, c0, nb, r0, r1, &k, j->stream, j->mean + c0,
+                            j->var + c0, j->eps, j->gamma, j->beta);
     }
 }
 
@@ -1677,18 +1715,11 @@ static void FN(rows_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
                                    double eps)
 {
     const rows_geom g = rows_geometry(outer, C, sizeof(T));
-    const int nt = threads_for(outer * C);
-    const int stream = outer * C * (int64_t)sizeof(T) >= CBN_STREAM_MIN_BYTES_EVAL;
-    const int64_t total = g.nblocks * g.nseg;
-    int t;
-    if (nt > 1) {  /* a contiguous range of pieces per thread */
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (t = 0; t < nt; t++)
-            FN(infer_pieces)(x, y, &g, total * t / nt, total * (t + 1) / nt, mean,
-                             var, gamma, beta, eps, stream);
-    } else {
-        FN(infer_pieces)(x, y, &g, 0, total, mean, var, gamma, beta, eps, stream);
-    }
+    FN(job) j = {0};
+    j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = 1, j.rg = &g;
+    j.mean = mean, j.var = var, j.gamma = gamma, j.beta = beta, j.eps = eps;
+    j.stream = outer * C * (int64_t)sizeof(T) >= CBN_STREAM_MIN_BYTES_EVAL;
+    for_ranges(threads_for(outer * C), g.nblocks * g.nseg, FN(rows_infer_pieces), &j);
 }
 
 /* Gradient sums of columns [c0, c0+nb) over rows [r0, r1), into s1, s2. */
@@ -1727,20 +1758,77 @@ static void FN(rows_backward_block)(const T *dy, const T *x, T *dx,
         for (int j = 0; j < nb; j++)
             t1[j] += s1[j], t2[j] += s2[j];
     }
-    if (dx)
-        FN(bcoefs_start)(&k, dx, g);
-    for (int j = 0; j < nb; j++) {
-        FN(dcoef) d = FN(make_dcoef)(t1[j], t2[j], (double)g->outer, mean[c0 + j],
-                                     var[c0 + j], eps, gamma, batch_stats, c0 + j,
-                                     dgamma, dbeta);
-        if (dx)
-            FN(bcoefs_put_d)(&k, g, j, d);
+    if (!dx) {  /* the sums alone */
+        for (int j = 0; j < nb; j++)
+            FN(make_dcoef)(t1[j], t2[j], (double)g->outer, mean[c0 + j], var[c0 + j], eps,
+                           gamma, batch_stats, c0 + j, dgamma, dbeta);
+        return;
     }
-    if (dx) {
-        const dx_sources src = {t1, t2, mean + c0, var + c0, gamma, eps,
-                                (double)g->outer, 0};
-        FN(bcoefs_finish_d)(&k, g, c0, nb, batch_stats, &src);
-        FN(block_dx)(dy, x, dx, g, c0, nb, 0, g->outer, &k, batch_stats, g->stream, &src);
+    FN(bcoefs_start)(&k, dx, g);
+    for (int j = 0; j < nb; j++)
+        FN(bcoefs_put_d)(&k, g, j,
+                         FN(make_dcoef)(t1[j], t2[j], (double)g->outer, mean[c0 + j],
+                                        var[c0 + j], eps, gamma, batch_stats, c0 + j,
+                                        dgamma, dbeta));
+    const dx_sources src = {t1, t2, mean + c0, var + c0, gamma, eps, (double)g->outer, 0};
+    FN(bcoefs_finish_d)(&k, g, c0, nb, batch_stats, &src);
+    FN(block_dx)(dy, x, dx, g, c0, nb, 0, g->outer, &k, batch_stats, g->stream, &src);
+}
+
+/* Column blocks [b0, b1): gradient sums, then dx. */
+static void FN(rows_backward_blocks)(void *ctx, int64_t b0, int64_t b1)
+{
+    const FN(job) *j = (const FN(job) *)ctx;
+    for (int64_t b = b0; b < b1; b++)
+        FN(rows_backward_block)(j->dy, j->x, j->out, j->rg, b, j->mean, j->var,
+                                j->gamma, j->eps, j->batch_stats, j->dgamma, j->dbeta);
+}
+
+/* Pieces (column block, segment) [i0, i1) of a split batch: their gradient
+   sums. */
+static void FN(rows_backward_partials)(void *ctx, int64_t i0, int64_t i1)
+{
+    FN(job) *j = (FN(job) *)ctx;
+    const rows_geom *g = j->rg;
+    const int64_t C = j->C;
+    for (int64_t idx = i0; idx < i1; idx++) {
+        const int64_t b = idx / g->nseg, s = idx % g->nseg, c0 = b * ROW_BLOCK;
+        int64_t r0, r1;
+        segment_rows(g, s, &r0, &r1);
+        FN(rows_segment_grad)(j->dy, j->x, g, c0, block_width(g, b), r0, r1,
+                              j->mean + c0, j->sp.part + 2 * C * s + c0,
+                              j->sp.part + 2 * C * s + C + c0);
+    }
+}
+
+/* Pieces [i0, i1) of a split batch: their dx, from the total sums; a
+   block's coefficients are made once for its pieces in the range. */
+static void FN(rows_backward_output)(void *ctx, int64_t i0, int64_t i1)
+{
+    const FN(job) *j = (const FN(job) *)ctx;
+    const rows_geom *g = j->rg;
+    const double *t1 = j->sp.part, *t2 = j->sp.part + j->C;
+    FN(bcoefs) k;
+    int64_t have = -1;
+    for (int64_t idx = i0; idx < i1; idx++) {
+        const int64_t b = idx / g->nseg, c0 = b * ROW_BLOCK;
+        const int nb = block_width(g, b);
+        const dx_sources src = {t1 + c0, t2 + c0, j->mean + c0, j->var + c0,
+                                j->gamma, j->eps, j->m, 0};
+        int64_t r0, r1;
+        if (b != have) {
+            FN(bcoefs_start)(&k, j->out, g);
+            for (int c = 0; c < nb; c++)
+                FN(bcoefs_put_d)(&k, g, c,
+                                 FN(make_dcoef)(t1[c0 + c], t2[c0 + c], j->m, j->mean[c0 + c],
+                                                j->var[c0 + c], j->eps, j->gamma,
+                                                j->batch_stats, c0 + c, NULL, NULL));
+            FN(bcoefs_finish_d)(&k, g, c0, nb, j->batch_stats, &src);
+        }
+        have = b;
+        segment_rows(g, idx % g->nseg, &r0, &r1);
+        FN(block_dx)(j->dy, j->x, j->out, g, c0, nb, r0, r1, &k, j->batch_stats,
+                     g->stream, &src);
     }
 }
 
@@ -1750,80 +1838,21 @@ static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                               double *dgamma, double *dbeta)
 {
     const rows_geom g = rows_geometry(outer, C, sizeof(T));
-    const double m = (double)outer;
     const int nt = threads_for(outer * C);
-    double *part = NULL;  /* per segment: sum dy [C], sum dy*(x-mean) [C] */
-    if (split_batch(nt, g.nblocks, g.nseg))
-        part = malloc((size_t)(2 * C * g.nseg) * sizeof(double));
-    if (!part) {
-        int64_t b;
-        if (nt > 1) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-            for (b = 0; b < g.nblocks; b++)
-                FN(rows_backward_block)(dy, x, dx, &g, b, mean, var, gamma, eps,
-                                        batch_stats, dgamma, dbeta);
-        } else {
-            for (b = 0; b < g.nblocks; b++)
-                FN(rows_backward_block)(dy, x, dx, &g, b, mean, var, gamma, eps,
-                                        batch_stats, dgamma, dbeta);
-        }
+    FN(job) j = {0};
+    j.dy = dy, j.x = x, j.out = dx, j.outer = outer, j.C = C, j.inner = 1, j.rg = &g;
+    j.mean = mean, j.var = var, j.gamma = gamma, j.eps = eps;
+    j.m = (double)outer, j.batch_stats = batch_stats;
+    j.dgamma = dgamma, j.dbeta = dbeta;
+    j.sp.C = C, j.sp.nseg = g.nseg;
+    if (split_batch(nt, g.nblocks, g.nseg)
+        && run_split(nt, g.nblocks * g.nseg, &j.sp, 0, FN(rows_backward_partials), NULL,
+                     dx ? FN(rows_backward_output) : NULL, &j)) {
+        FN(backward_split_sums)(&j);
+        split_free(&j.sp);
         return;
     }
-    int64_t idx, total = g.nblocks * g.nseg;
-#pragma omp parallel num_threads(nt)
-    {
-#pragma omp for schedule(static)
-        for (idx = 0; idx < total; idx++) {
-            int64_t b = idx / g.nseg, s = idx % g.nseg, r0, r1;
-            const int64_t c0 = b * ROW_BLOCK;
-            segment_rows(&g, s, &r0, &r1);
-            FN(rows_segment_grad)(dy, x, &g, c0, block_width(&g, b), r0, r1,
-                                  mean + c0, part + 2 * C * s + c0,
-                                  part + 2 * C * s + C + c0);
-        }
-#pragma omp single
-        {
-            /* totals into segment 0's slots: 0 + s0 + s1 + ..., as above */
-            for (int64_t c = 0; c < C; c++) {
-                double t1 = 0.0, t2 = 0.0;
-                for (int64_t s = 0; s < g.nseg; s++) {
-                    t1 += part[2 * C * s + c];
-                    t2 += part[2 * C * s + C + c];
-                }
-                part[c] = t1;
-                part[C + c] = t2;
-            }
-        }
-        if (dx) {
-            FN(bcoefs) k;  /* a thread's, made once per block it meets */
-            int64_t have = -1;
-#pragma omp for schedule(static)
-            for (idx = 0; idx < total; idx++) {
-                int64_t b = idx / g.nseg, r0, r1;
-                const int64_t c0 = b * ROW_BLOCK;
-                const int nb = block_width(&g, b);
-                const dx_sources src = {part + c0, part + C + c0, mean + c0, var + c0,
-                                        gamma, eps, m, 0};
-                if (b != have) {
-                    FN(bcoefs_start)(&k, dx, &g);
-                    for (int j = 0; j < nb; j++)
-                        FN(bcoefs_put_d)(&k, &g, j,
-                                         FN(make_dcoef)(part[c0 + j], part[C + c0 + j], m,
-                                                        mean[c0 + j], var[c0 + j], eps,
-                                                        gamma, batch_stats, c0 + j,
-                                                        NULL, NULL));
-                    FN(bcoefs_finish_d)(&k, &g, c0, nb, batch_stats, &src);
-                }
-                have = b;
-                segment_rows(&g, idx % g.nseg, &r0, &r1);
-                FN(block_dx)(dy, x, dx, &g, c0, nb, r0, r1, &k, batch_stats, g.stream, &src);
-            }
-        }
-    }
-    for (int64_t c = 0; c < C; c++)
-        FN(make_dcoef)(part[c], part[C + c], m, mean[c], var[c], eps, gamma,
-                       batch_stats, c, dgamma, dbeta);
-    free(part);
+    for_ranges(nt, g.nblocks, FN(rows_backward_blocks), &j);
 }
 
 /* ------------------------------------------------------------ dispatch --- */
@@ -1880,52 +1909,59 @@ static FN(dcoef) FN(given_dcoef)(int64_t c, const double *mean,
                           var[c], eps, gamma, 1, c, NULL, NULL);
 }
 
-/* Pieces [i0, i1) of backward_dx, in order: a run layout's pieces are
-   (feature, segment), a rows layout's (column block, segment), so a block's
-   coefficients are made once for all its segments in the range. */
-static void FN(dx_pieces)(const T *dy, const T *x, T *dx, const runs_geom *rg,
-                          const rows_geom *wg, int64_t i0, int64_t i1,
-                          const double *mean, const double *var,
-                          const double *gamma, double eps, double m,
-                          const double *dgamma, const double *dbeta)
+/* Pieces (feature, segment) [i0, i1) of backward_dx, in order, so that a
+   feature's coefficients are made once for its segments in the range. */
+static void FN(runs_dx_pieces)(void *ctx, int64_t i0, int64_t i1)
 {
+    const FN(job) *j = (const FN(job) *)ctx;
+    const runs_geom *g = j->pg;
+    const double *dgamma = j->given_dgamma, *dbeta = j->given_dbeta;
     FN(dcoef) d;
-    FN(bcoefs) k;
     cold_dcoef cd;
     int cold = 0;
-    int64_t have = -1;  /* the feature or column block d (or k) holds */
+    int64_t have = -1;  /* the feature d holds */
     for (int64_t idx = i0; idx < i1; idx++) {
-        if (rg) {
-            int64_t c = idx / rg->nseg;
-            if (c != have) {
-                d = FN(given_dcoef)(c, mean, var, gamma, eps, m, dgamma, dbeta);
-                cold = T_IS_F32 && !FN(dcoef_ok)(d.a, d.b, d.k0, d.hi, 1)
-                       && cold_dcoef_of(dbeta[c], dgamma[c] * sqrt(var[c] + eps), m,
-                                        mean[c], var[c], eps, gamma, 1, c, &cd);
-            }
-            have = c;
-            if (cold)
-                FN(runs_segment_dx_cold)(dy, x, dx, rg, c, idx % rg->nseg, &cd, 1);
-            else
-                FN(runs_segment_dx)(dy, x, dx, rg, c, idx % rg->nseg, d, 1);
-        } else {
-            int64_t b = idx / wg->nseg, r0, r1;
-            const int64_t c0 = b * ROW_BLOCK;
-            const int nb = block_width(wg, b);
-            const dx_sources src = {dbeta + c0, dgamma + c0, mean + c0, var + c0, gamma,
-                                    eps, m, 1};
-            if (b != have) {
-                FN(bcoefs_start)(&k, dx, wg);
-                for (int j = 0; j < nb; j++)
-                    FN(bcoefs_put_d)(&k, wg, j,
-                                     FN(given_dcoef)(c0 + j, mean, var, gamma, eps, m,
-                                                     dgamma, dbeta));
-                FN(bcoefs_finish_d)(&k, wg, c0, nb, 1, &src);
-            }
-            have = b;
-            segment_rows(wg, idx % wg->nseg, &r0, &r1);
-            FN(block_dx)(dy, x, dx, wg, c0, nb, r0, r1, &k, 1, wg->stream, &src);
+        const int64_t c = idx / g->nseg;
+        if (c != have) {
+            d = FN(given_dcoef)(c, j->mean, j->var, j->gamma, j->eps, j->m, dgamma, dbeta);
+            cold = T_IS_F32 && !FN(dcoef_ok)(d.a, d.b, d.k0, d.hi, 1)
+                   && cold_dcoef_of(dbeta[c], dgamma[c] * sqrt(j->var[c] + j->eps), j->m,
+                                    j->mean[c], j->var[c], j->eps, j->gamma, 1, c, &cd);
         }
+        have = c;
+        if (cold)
+            FN(runs_segment_dx_cold)(j->dy, j->x, j->out, g, c, idx % g->nseg, &cd, 1);
+        else
+            FN(runs_segment_dx)(j->dy, j->x, j->out, g, c, idx % g->nseg, d, 1);
+    }
+}
+
+/* Pieces (column block, segment) [i0, i1) of backward_dx, in order, so that
+   a block's coefficients are made once for its segments in the range. */
+static void FN(rows_dx_pieces)(void *ctx, int64_t i0, int64_t i1)
+{
+    const FN(job) *j = (const FN(job) *)ctx;
+    const rows_geom *g = j->rg;
+    const double *dgamma = j->given_dgamma, *dbeta = j->given_dbeta;
+    FN(bcoefs) k;
+    int64_t have = -1;  /* the column block k holds */
+    for (int64_t idx = i0; idx < i1; idx++) {
+        const int64_t b = idx / g->nseg, c0 = b * ROW_BLOCK;
+        const int nb = block_width(g, b);
+        const dx_sources src = {dbeta + c0, dgamma + c0, j->mean + c0, j->var + c0,
+                                j->gamma, j->eps, j->m, 1};
+        int64_t r0, r1;
+        if (b != have) {
+            FN(bcoefs_start)(&k, j->out, g);
+            for (int c = 0; c < nb; c++)
+                FN(bcoefs_put_d)(&k, g, c,
+                                 FN(given_dcoef)(c0 + c, j->mean, j->var, j->gamma, j->eps,
+                                                 j->m, dgamma, dbeta));
+            FN(bcoefs_finish_d)(&k, g, c0, nb, 1, &src);
+        }
+        have = b;
+        segment_rows(g, idx % g->nseg, &r0, &r1);
+        FN(block_dx)(j->dy, j->x, j->out, g, c0, nb, r0, r1, &k, 1, g->stream, &src);
     }
 }
 
@@ -1935,20 +1971,20 @@ static void FN(backward_dx)(const T *dy, const T *x, T *dx, int64_t outer,
                             int64_t m, const double *dgamma,
                             const double *dbeta)
 {
-    const runs_geom rg = runs_geometry(outer, C, inner, sizeof(T));
-    const rows_geom wg = rows_geometry(outer, C, sizeof(T));
-    const runs_geom *r = inner != 1 ? &rg : NULL;
-    const int64_t total = r ? C * rg.nseg : wg.nblocks * wg.nseg;
     const int nt = threads_for(outer * C * inner);
-    int t;
-    if (nt > 1) {  /* a contiguous range of pieces per thread, in order */
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (t = 0; t < nt; t++)
-            FN(dx_pieces)(dy, x, dx, r, &wg, total * t / nt, total * (t + 1) / nt,
-                          mean, var, gamma, eps, (double)m, dgamma, dbeta);
+    FN(job) j = {0};
+    j.dy = dy, j.x = x, j.out = dx, j.outer = outer, j.C = C, j.inner = inner;
+    j.mean = mean, j.var = var, j.gamma = gamma, j.eps = eps, j.m = (double)m;
+    j.given_dgamma = dgamma, j.given_dbeta = dbeta;
+    /* the pieces are independent: a contiguous range of them per thread */
+    if (inner != 1) {
+        const runs_geom g = runs_geometry(outer, C, inner, sizeof(T));
+        j.pg = &g;
+        for_ranges(nt, C * g.nseg, FN(runs_dx_pieces), &j);
     } else {
-        FN(dx_pieces)(dy, x, dx, r, &wg, 0, total, mean, var, gamma, eps,
-                      (double)m, dgamma, dbeta);
+        const rows_geom g = rows_geometry(outer, C, sizeof(T));
+        j.rg = &g;
+        for_ranges(nt, g.nblocks * g.nseg, FN(rows_dx_pieces), &j);
     }
 }
 
