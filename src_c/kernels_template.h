@@ -231,6 +231,41 @@ static void FN(run_grad)(const T *dy, const T *x, int64_t n, double mu,
     *s2 += b;
 }
 
+/* The elementwise formulas, one element (T) or one vector (VT) at a time:
+   the scalar ones round exactly as the vector lanes (st_fmadd), so an
+   element's result does not depend on which loop it fell in. */
+static inline T FN(normalize1)(T x, T hi, T sc, T sh)
+{
+    return st_fmadd(x - hi, sc, sh);
+}
+
+static inline VT FN(normalize_v)(VT x, VT hi, VT sc, VT sh)
+{
+    return vt_fmadd(vt_sub(x, hi), sc, sh);
+}
+
+/* dx = a*dy + (b*(x - hi) + k0) */
+static inline T FN(dx1)(T dy, T x, T a, T b, T k0, T hi)
+{
+    return st_fmadd(a, dy, st_fmadd(b, x - hi, k0));
+}
+
+static inline VT FN(dx_v)(VT dy, VT x, VT a, VT b, VT k0, VT hi)
+{
+    return vt_fmadd(a, dy, vt_fmadd(b, vt_sub(x, hi), k0));
+}
+
+/* dx = a*dy, + 0 so that a zero is signed as the fused forms sign it */
+static inline T FN(scale1)(T dy, T a)
+{
+    return st_fmadd(a, dy, (T)0);
+}
+
+static inline VT FN(scale_v)(VT dy, VT a)
+{
+    return vt_fmadd(a, dy, vt_set1((T)0));
+}
+
 /* Output stores
    -------------
    Outputs much larger than the caches are written with streaming stores
@@ -256,19 +291,19 @@ static void FN(run_normalize)(const T *x, T *y, int64_t n, FN(coef) k,
     VT hi = vt_set1(k.hi), sc = vt_set1(k.scale), sh = vt_set1(k.shift);
     int64_t i = 0;
     for (int64_t p = FN(peel)(y, n); i < p; i++)
-        y[i] = st_fmadd(x[i] - k.hi, k.scale, k.shift);
+        y[i] = FN(normalize1)(x[i], k.hi, k.scale, k.shift);
     if (stream) {
         for (; i + VT_N <= n; i += VT_N) {
             prefetch_along(a, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
-            vt_stream(y + i, vt_fmadd(vt_sub(vt_loadu(x + i), hi), sc, sh));
+            vt_stream(y + i, FN(normalize_v)(vt_loadu(x + i), hi, sc, sh));
         }
     }
     for (; i + VT_N <= n; i += VT_N) {
         prefetch_along(a, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
-        vt_storeu(y + i, vt_fmadd(vt_sub(vt_loadu(x + i), hi), sc, sh));
+        vt_storeu(y + i, FN(normalize_v)(vt_loadu(x + i), hi, sc, sh));
     }
     for (; i < n; i++)
-        y[i] = st_fmadd(x[i] - k.hi, k.scale, k.shift);
+        y[i] = FN(normalize1)(x[i], k.hi, k.scale, k.shift);
 }
 
 /* dx = a*dy + (b*(x - hi) + k0), prefetching ady and ax along */
@@ -278,45 +313,43 @@ static void FN(run_dx)(const T *dy, const T *x, T *dx, int64_t n, T a, T b,
     VT va = vt_set1(a), vb = vt_set1(b), vk = vt_set1(k0), vhi = vt_set1(hi);
     int64_t i = 0;
     for (int64_t p = FN(peel)(dx, n); i < p; i++)
-        dx[i] = st_fmadd(a, dy[i], st_fmadd(b, x[i] - hi, k0));
+        dx[i] = FN(dx1)(dy[i], x[i], a, b, k0, hi);
     if (stream) {
         for (; i + VT_N <= n; i += VT_N) {
             prefetch_along(ady, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
             prefetch_along(ax, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
-            VT xc = vt_sub(vt_loadu(x + i), vhi);
-            vt_stream(dx + i, vt_fmadd(va, vt_loadu(dy + i), vt_fmadd(vb, xc, vk)));
+            vt_stream(dx + i, FN(dx_v)(vt_loadu(dy + i), vt_loadu(x + i), va, vb, vk, vhi));
         }
     }
     for (; i + VT_N <= n; i += VT_N) {
         prefetch_along(ady, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
         prefetch_along(ax, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
-        VT xc = vt_sub(vt_loadu(x + i), vhi);
-        vt_storeu(dx + i, vt_fmadd(va, vt_loadu(dy + i), vt_fmadd(vb, xc, vk)));
+        vt_storeu(dx + i, FN(dx_v)(vt_loadu(dy + i), vt_loadu(x + i), va, vb, vk, vhi));
     }
     for (; i < n; i++)
-        dx[i] = st_fmadd(a, dy[i], st_fmadd(b, x[i] - hi, k0));
+        dx[i] = FN(dx1)(dy[i], x[i], a, b, k0, hi);
 }
 
 /* dx = a*dy (frozen statistics: x plays no part), prefetching ady along */
 static void FN(run_scale)(const T *dy, T *dx, int64_t n, T a, int stream,
                           ahead ady)
 {
-    VT va = vt_set1(a), zero = vt_set1((T)0);
+    VT va = vt_set1(a);
     int64_t i = 0;
     for (int64_t p = FN(peel)(dx, n); i < p; i++)
-        dx[i] = st_fmadd(a, dy[i], (T)0);
+        dx[i] = FN(scale1)(dy[i], a);
     if (stream) {
         for (; i + VT_N <= n; i += VT_N) {
             prefetch_along(ady, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
-            vt_stream(dx + i, vt_fmadd(va, vt_loadu(dy + i), zero));
+            vt_stream(dx + i, FN(scale_v)(vt_loadu(dy + i), va));
         }
     }
     for (; i + VT_N <= n; i += VT_N) {
         prefetch_along(ady, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
-        vt_storeu(dx + i, vt_fmadd(va, vt_loadu(dy + i), zero));
+        vt_storeu(dx + i, FN(scale_v)(vt_loadu(dy + i), va));
     }
     for (; i < n; i++)
-        dx[i] = st_fmadd(a, dy[i], (T)0);
+        dx[i] = FN(scale1)(dy[i], a);
 }
 
 /* ---------------------------------------------------------------- runs --- */
@@ -1158,29 +1191,24 @@ static inline int64_t FN(flat_phase)(const FN(flat) *f, int64_t e)
     return q < 0 ? q + f->P : q;
 }
 
-/* The elements [e0, e1) of a flat pass: the vector loop LOOP(store) (which
-   reads the coefficients at phase q, steps e by VT_N and q with FLAT_STEP)
-   between single elements ONE(q) before the first aligned element and after
-   the last whole vector; streaming stores when `stream`. */
-#define FLAT_STEP(q) ((q) + VT_N < P ? (q) + VT_N : 0)
-#define FLAT_PASS(e0, e1, stream, ONE, LOOP)                                  \
-    do {                                                                      \
-        int64_t e = (e0), q;                                                  \
-        for (; e < (e1) && (e - f->a0) % VT_N; e++) {                         \
-            q = FN(flat_phase)(f, e);                                         \
-            ONE;                                                              \
-        }                                                                     \
-        q = FN(flat_phase)(f, e);                                             \
-        if (stream) {                                                         \
-            LOOP(vt_stream);                                                  \
-            stream_fence();                                                   \
-        }                                                                     \
-        LOOP(vt_storeu);                                                      \
-        for (; e < (e1); e++) {                                               \
-            q = FN(flat_phase)(f, e);                                         \
-            ONE;                                                              \
-        }                                                                     \
-    } while (0)
+/* The phase one vector after phase q. */
+static inline int64_t FN(flat_next)(const FN(flat) *f, int64_t q)
+{
+    return q + VT_N < f->P ? q + VT_N : 0;
+}
+
+/* How a flat pass over the elements [e0, e1) is cut: single elements up to
+   v0, the first one a whole number of vectors from a0 (so the output's
+   vectors are aligned); whole vectors up to v1; single elements after. */
+static inline void FN(flat_cut)(const FN(flat) *f, int64_t e0, int64_t e1,
+                                int64_t *v0, int64_t *v1)
+{
+    int64_t e = e0;
+    while (e < e1 && (e - f->a0) % VT_N)
+        e++;
+    *v0 = e;
+    *v1 = e + (e1 - e) / VT_N * VT_N;
+}
 
 /* y = (x - hi)*sc + sh over the elements [e0, e1); f holds hi, sc, sh */
 static void FN(flat_normalize)(const T *x, T *y, int64_t e0, int64_t e1,
@@ -1189,15 +1217,65 @@ static void FN(flat_normalize)(const T *x, T *y, int64_t e0, int64_t e1,
     const int64_t P = f->P;
     const T *hi = f->k, *sc = hi + P, *sh = sc + P;
     const ahead ax = stream_ahead(x, e0, e1 - e0, f->n, sizeof(T), f->along);
-#define NORMALIZE_LOOP(store)                                                 \
-    for (; e + VT_N <= e1; e += VT_N, q = FLAT_STEP(q)) {                     \
-        prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), VT_N * (int)sizeof(T)); \
-        store(y + e, vt_fmadd(vt_sub(vt_loadu(x + e), vt_loadu(hi + q)),      \
-                              vt_loadu(sc + q), vt_loadu(sh + q)));           \
+    const int span = VT_N * (int)sizeof(T);
+    int64_t v0, v1, e, q;
+    FN(flat_cut)(f, e0, e1, &v0, &v1);
+    for (e = e0; e < v0; e++) {
+        q = FN(flat_phase)(f, e);
+        y[e] = FN(normalize1)(x[e], hi[q], sc[q], sh[q]);
     }
-    FLAT_PASS(e0, e1, stream, y[e] = st_fmadd(x[e] - hi[q], sc[q], sh[q]),
-              NORMALIZE_LOOP);
-#undef NORMALIZE_LOOP
+    q = FN(flat_phase)(f, v0);
+    if (stream) {
+        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(f, q)) {
+            prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), span);
+            vt_stream(y + e, FN(normalize_v)(vt_loadu(x + e), vt_loadu(hi + q),
+                                             vt_loadu(sc + q), vt_loadu(sh + q)));
+        }
+        stream_fence();
+    } else {
+        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(f, q)) {
+            prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), span);
+            vt_storeu(y + e, FN(normalize_v)(vt_loadu(x + e), vt_loadu(hi + q),
+                                             vt_loadu(sc + q), vt_loadu(sh + q)));
+        }
+    }
+    for (e = v1; e < e1; e++) {
+        q = FN(flat_phase)(f, e);
+        y[e] = FN(normalize1)(x[e], hi[q], sc[q], sh[q]);
+    }
+}
+
+/* dx = a*dy over the elements [e0, e1): x plays no part (a NaN there stays
+   out); f holds a */
+static void FN(flat_scale)(const T *dy, T *dx, int64_t e0, int64_t e1,
+                           const FN(flat) *f, int stream)
+{
+    const T *a = f->k;
+    const ahead ady = stream_ahead(dy, e0, e1 - e0, f->n, sizeof(T), f->along);
+    const int span = VT_N * (int)sizeof(T);
+    int64_t v0, v1, e, q;
+    FN(flat_cut)(f, e0, e1, &v0, &v1);
+    for (e = e0; e < v0; e++) {
+        q = FN(flat_phase)(f, e);
+        dx[e] = FN(scale1)(dy[e], a[q]);
+    }
+    q = FN(flat_phase)(f, v0);
+    if (stream) {
+        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(f, q)) {
+            prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), span);
+            vt_stream(dx + e, FN(scale_v)(vt_loadu(dy + e), vt_loadu(a + q)));
+        }
+        stream_fence();
+    } else {
+        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(f, q)) {
+            prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), span);
+            vt_storeu(dx + e, FN(scale_v)(vt_loadu(dy + e), vt_loadu(a + q)));
+        }
+    }
+    for (e = v1; e < e1; e++) {
+        q = FN(flat_phase)(f, e);
+        dx[e] = FN(scale1)(dy[e], a[q]);
+    }
 }
 
 /* dx = a*dy + (b*(x - hi) + k0) over the elements [e0, e1), or a*dy alone
@@ -1205,41 +1283,43 @@ static void FN(flat_normalize)(const T *x, T *y, int64_t e0, int64_t e1,
 static void FN(flat_dx)(const T *dy, const T *x, T *dx, int64_t e0, int64_t e1,
                         const FN(flat) *f, int batch_stats, int stream)
 {
+    if (!batch_stats) {
+        FN(flat_scale)(dy, dx, e0, e1, f, stream);
+        return;
+    }
     const int64_t P = f->P;
     const T *a = f->k, *b = a + P, *k0 = b + P, *hi = k0 + P;
     const ahead ady = stream_ahead(dy, e0, e1 - e0, f->n, sizeof(T), f->along);
     const ahead ax = stream_ahead(x, e0, e1 - e0, f->n, sizeof(T), f->along);
-#define PREFETCH_DY_X                                                         \
-    prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), VT_N * (int)sizeof(T)); \
-    prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), VT_N * (int)sizeof(T))
-    if (batch_stats) {
-#define DX_LOOP(store)                                                        \
-        for (; e + VT_N <= e1; e += VT_N, q = FLAT_STEP(q)) {                 \
-            PREFETCH_DY_X;                                                    \
-            store(dx + e, vt_fmadd(vt_loadu(a + q), vt_loadu(dy + e),         \
-                                   vt_fmadd(vt_loadu(b + q),                  \
-                                            vt_sub(vt_loadu(x + e),           \
-                                                   vt_loadu(hi + q)),         \
-                                            vt_loadu(k0 + q))));              \
-        }
-        FLAT_PASS(e0, e1, stream,
-                  dx[e] = st_fmadd(a[q], dy[e], st_fmadd(b[q], x[e] - hi[q], k0[q])),
-                  DX_LOOP);
-#undef DX_LOOP
-    } else {  /* x plays no part (a NaN there stays out) */
-        const VT zero = vt_set1((T)0);
-#define SCALE_LOOP(store)                                                     \
-        for (; e + VT_N <= e1; e += VT_N, q = FLAT_STEP(q)) {                 \
-            prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), VT_N * (int)sizeof(T)); \
-            store(dx + e, vt_fmadd(vt_loadu(a + q), vt_loadu(dy + e), zero)); \
-        }
-        FLAT_PASS(e0, e1, stream, dx[e] = st_fmadd(a[q], dy[e], (T)0), SCALE_LOOP);
-#undef SCALE_LOOP
+    const int span = VT_N * (int)sizeof(T);
+    int64_t v0, v1, e, q;
+    FN(flat_cut)(f, e0, e1, &v0, &v1);
+    for (e = e0; e < v0; e++) {
+        q = FN(flat_phase)(f, e);
+        dx[e] = FN(dx1)(dy[e], x[e], a[q], b[q], k0[q], hi[q]);
     }
-#undef PREFETCH_DY_X
+    q = FN(flat_phase)(f, v0);
+    if (stream) {
+        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(f, q)) {
+            prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), span);
+            prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), span);
+            vt_stream(dx + e, FN(dx_v)(vt_loadu(dy + e), vt_loadu(x + e), vt_loadu(a + q),
+                                       vt_loadu(b + q), vt_loadu(k0 + q), vt_loadu(hi + q)));
+        }
+        stream_fence();
+    } else {
+        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(f, q)) {
+            prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), span);
+            prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), span);
+            vt_storeu(dx + e, FN(dx_v)(vt_loadu(dy + e), vt_loadu(x + e), vt_loadu(a + q),
+                                       vt_loadu(b + q), vt_loadu(k0 + q), vt_loadu(hi + q)));
+        }
+    }
+    for (e = v1; e < e1; e++) {
+        q = FN(flat_phase)(f, e);
+        dx[e] = FN(dx1)(dy[e], x[e], a[q], b[q], k0[q], hi[q]);
+    }
 }
-#undef FLAT_PASS
-#undef FLAT_STEP
 
 /* ------------------------------------------------- rows: output passes --- */
 
@@ -1441,11 +1521,11 @@ static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
         for (; j + VT_N <= nb; j += VT_N) {
             if (pf)
                 CBN_PREFETCH(xr + pf * g->C + j);
-            vt_storeu(yr + j, vt_fmadd(vt_sub(vt_loadu(xr + j), vt_loadu(hi + j)),
-                                       vt_loadu(sc + j), vt_loadu(sh + j)));
+            vt_storeu(yr + j, FN(normalize_v)(vt_loadu(xr + j), vt_loadu(hi + j),
+                                              vt_loadu(sc + j), vt_loadu(sh + j)));
         }
         for (; j < nb; j++)
-            yr[j] = st_fmadd(xr[j] - hi[j], sc[j], sh[j]);
+            yr[j] = FN(normalize1)(xr[j], hi[j], sc[j], sh[j]);
     }
 }
 
@@ -1472,18 +1552,16 @@ static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
                     CBN_PREFETCH(gr + pf * g->C + j);
                     CBN_PREFETCH(xr + pf * g->C + j);
                 }
-                VT t = vt_fmadd(vt_loadu(b + j), vt_sub(vt_loadu(xr + j), vt_loadu(hi + j)),
-                                vt_loadu(k0 + j));
-                vt_storeu(dr + j, vt_fmadd(vt_loadu(a + j), vt_loadu(gr + j), t));
+                vt_storeu(dr + j, FN(dx_v)(vt_loadu(gr + j), vt_loadu(xr + j), vt_loadu(a + j),
+                                           vt_loadu(b + j), vt_loadu(k0 + j), vt_loadu(hi + j)));
             }
             for (; j < nb; j++)
-                dr[j] = st_fmadd(a[j], gr[j], st_fmadd(b[j], xr[j] - hi[j], k0[j]));
+                dr[j] = FN(dx1)(gr[j], xr[j], a[j], b[j], k0[j], hi[j]);
         } else {  /* dx = a*dy: x plays no part (a NaN there stays out) */
-            VT zero = vt_set1((T)0);
             for (; j + VT_N <= nb; j += VT_N)
-                vt_storeu(dr + j, vt_fmadd(vt_loadu(a + j), vt_loadu(gr + j), zero));
+                vt_storeu(dr + j, FN(scale_v)(vt_loadu(gr + j), vt_loadu(a + j)));
             for (; j < nb; j++)
-                dr[j] = st_fmadd(a[j], gr[j], (T)0);
+                dr[j] = FN(scale1)(gr[j], a[j]);
         }
     }
 }
@@ -1520,7 +1598,7 @@ static CBN_COLD void FN(rows_normalize_cold)(const T *x, T *y, const rows_geom *
             const T hi = FN(bcoefs_get)(k, g, 0, j), sc = FN(bcoefs_get)(k, g, 1, j),
                     sh = FN(bcoefs_get)(k, g, 2, j);
             for (int64_t r = 0; r < n; r++)
-                yc[r * ld] = st_fmadd(xc[r * ld] - hi, sc, sh);
+                yc[r * ld] = FN(normalize1)(xc[r * ld], hi, sc, sh);
         }
     }
 }
@@ -1562,10 +1640,10 @@ static CBN_COLD void FN(rows_dx_cold)(const T *dy, const T *x, T *dx,
                     ck0 = FN(bcoefs_get)(k, g, 2, j), chi = FN(bcoefs_get)(k, g, 3, j);
             if (batch_stats)
                 for (int64_t r = 0; r < n; r++)
-                    dc[r * ld] = st_fmadd(ca, gc[r * ld], st_fmadd(cb, xc[r * ld] - chi, ck0));
+                    dc[r * ld] = FN(dx1)(gc[r * ld], xc[r * ld], ca, cb, ck0, chi);
             else
                 for (int64_t r = 0; r < n; r++)
-                    dc[r * ld] = st_fmadd(ca, gc[r * ld], (T)0);
+                    dc[r * ld] = FN(scale1)(gc[r * ld], ca);
         }
     }
 }
