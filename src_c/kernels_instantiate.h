@@ -19,13 +19,6 @@
 #include "core/parallel.h"
 #include "core/prefetch.h"
 
-/* Two double vectors from 2*VD_N doubles (vd_load2_f32 widens floats). */
-static inline void vd_load2_f64(const double *p, vd *lo, vd *hi)
-{
-    *lo = vd_loadu(p);
-    *hi = vd_loadu(p + VD_N);
-}
-
 /* p[0 : 2*VD_N] += (lo, hi): per-column accumulators kept in memory. */
 static inline void add_into(double *p, vd lo, vd hi)
 {
@@ -68,21 +61,13 @@ static inline void sum4(const vd *d, vd *s, vd *q)
                 vd_fmadd(d[2], d[2], vd_mul(d[3], d[3])));
 }
 
-#define T float
-#define SFX f32
-#define T_IS_F32 1
+#include "simd/dtype_f32.h"
 #include "kernels_template.h"
-#undef T
-#undef SFX
-#undef T_IS_F32
+#include "simd/dtype_end.h"
 
-#define T double
-#define SFX f64
-#define T_IS_F32 0
+#include "simd/dtype_f64.h"
 #include "kernels_template.h"
-#undef T
-#undef SFX
-#undef T_IS_F32
+#include "simd/dtype_end.h"
 
 const cbn_kernel_table CBN_TABLE = {
     CBN_ISA_NAME,

@@ -41,31 +41,6 @@
 #define CBN_CAT(a, b) CBN_CAT_(a, b)
 #define FN(name) CBN_CAT(name, SFX)
 
-/* The vector of T and its operations, from the vector layer. */
-#if T_IS_F32
-#define VT vf
-#define VT_N VF_N
-#define vt_set1 vf_set1
-#define vt_sub vf_sub
-#define vt_fmadd vf_fmadd
-#define vt_loadu vf_loadu
-#define vt_storeu vf_storeu
-#define vt_stream vf_stream
-#define st_fmadd sf_fmadd
-#define load2 vd_load2_f32
-#else
-#define VT vd
-#define VT_N VD_N
-#define vt_set1 vd_set1
-#define vt_sub vd_sub
-#define vt_fmadd vd_fmadd
-#define vt_loadu vd_loadu
-#define vt_storeu vd_storeu
-#define vt_stream vd_stream
-#define st_fmadd sd_fmadd
-#define load2 vd_load2_f64
-#endif
-
 #define STEP (2 * VD_N) /* values per widened load */
 
 /* Per-feature coefficients of the normalize pass: y = (x - hi)*scale + shift. */
@@ -124,15 +99,15 @@ static double FN(run_sum)(const T *p, int64_t n)
     vd a0 = vd_zero(), a1 = vd_zero(), a2 = vd_zero(), a3 = vd_zero(), l, h;
     int64_t i = 0;
     for (; i + 2 * STEP <= n; i += 2 * STEP) {
-        load2(p + i, &l, &h);
+        vt_load2(p + i, &l, &h);
         a0 = vd_add(a0, l);
         a1 = vd_add(a1, h);
-        load2(p + i + STEP, &l, &h);
+        vt_load2(p + i + STEP, &l, &h);
         a2 = vd_add(a2, l);
         a3 = vd_add(a3, h);
     }
     for (; i + STEP <= n; i += STEP) {
-        load2(p + i, &l, &h);
+        vt_load2(p + i, &l, &h);
         a0 = vd_add(a0, l);
         a1 = vd_add(a1, h);
     }
@@ -152,14 +127,14 @@ static void FN(run_dev)(const T *p, int64_t n, double mu, double *s1, double *s2
     int64_t i = 0;
     for (; i + 2 * STEP <= n; i += 2 * STEP) {
         prefetch_along(pa, i * (int64_t)sizeof(T), 2 * STEP * (int)sizeof(T));
-        load2(p + i, &l, &h);
+        vt_load2(p + i, &l, &h);
         l = vd_sub(l, m);
         h = vd_sub(h, m);
         d0 = vd_add(d0, l);
         d1 = vd_add(d1, h);
         q0 = vd_fmadd(l, l, q0);
         q1 = vd_fmadd(h, h, q1);
-        load2(p + i + STEP, &l, &h);
+        vt_load2(p + i + STEP, &l, &h);
         l = vd_sub(l, m);
         h = vd_sub(h, m);
         d2 = vd_add(d2, l);
@@ -168,7 +143,7 @@ static void FN(run_dev)(const T *p, int64_t n, double mu, double *s1, double *s2
         q3 = vd_fmadd(h, h, q3);
     }
     for (; i + STEP <= n; i += STEP) {
-        load2(p + i, &l, &h);
+        vt_load2(p + i, &l, &h);
         l = vd_sub(l, m);
         h = vd_sub(h, m);
         d0 = vd_add(d0, l);
@@ -199,22 +174,22 @@ static void FN(run_grad)(const T *dy, const T *x, int64_t n, double mu,
     for (; i + 2 * STEP <= n; i += 2 * STEP) {
         prefetch_along(ady, i * (int64_t)sizeof(T), 2 * STEP * (int)sizeof(T));
         prefetch_along(ax, i * (int64_t)sizeof(T), 2 * STEP * (int)sizeof(T));
-        load2(dy + i, &gl, &gh);
-        load2(x + i, &xl, &xh);
+        vt_load2(dy + i, &gl, &gh);
+        vt_load2(x + i, &xl, &xh);
         g0 = vd_add(g0, gl);
         g1 = vd_add(g1, gh);
         q0 = vd_fmadd(gl, vd_sub(xl, m), q0);
         q1 = vd_fmadd(gh, vd_sub(xh, m), q1);
-        load2(dy + i + STEP, &gl, &gh);
-        load2(x + i + STEP, &xl, &xh);
+        vt_load2(dy + i + STEP, &gl, &gh);
+        vt_load2(x + i + STEP, &xl, &xh);
         g2 = vd_add(g2, gl);
         g3 = vd_add(g3, gh);
         q2 = vd_fmadd(gl, vd_sub(xl, m), q2);
         q3 = vd_fmadd(gh, vd_sub(xh, m), q3);
     }
     for (; i + STEP <= n; i += STEP) {
-        load2(dy + i, &gl, &gh);
-        load2(x + i, &xl, &xh);
+        vt_load2(dy + i, &gl, &gh);
+        vt_load2(x + i, &xl, &xh);
         g0 = vd_add(g0, gl);
         g1 = vd_add(g1, gh);
         q0 = vd_fmadd(gl, vd_sub(xl, m), q0);
@@ -352,15 +327,15 @@ static void FN(run_scale)(const T *dy, T *dx, int64_t n, T a, int stream,
         dx[i] = FN(scale1)(dy[i], a);
 }
 
-/* ---------------------------------------------------------------- runs --- */
+/* -------------------------------------------------------------- planes --- */
 
 /* Moments of chunk j of feature c, in one pass around the shift K when that
    is accurate, else in two (see "One pass or two" in kernels_common.h). */
-static moments FN(runs_chunk_moments)(const T *x, const runs_geom *g,
+static moments FN(planes_chunk_moments)(const T *x, const planes_geom *g,
                                       int64_t c, int64_t j, double K)
 {
     int64_t o0, o1, i0, i1, o;
-    runs_chunk(g, j, &o0, &o1, &i0, &i1);
+    planes_chunk(g, j, &o0, &o1, &i0, &i1);
     const double n = (double)(o1 - o0) * (double)(i1 - i0);
     double s1 = 0.0, s2 = 0.0;
     for (o = o0; o < o1; o++) {
@@ -381,32 +356,32 @@ static moments FN(runs_chunk_moments)(const T *x, const runs_geom *g,
     return moments_from_dev(n, K, s1, s2);
 }
 
-static moments FN(runs_segment_moments)(const T *x, const runs_geom *g,
+static moments FN(planes_segment_moments)(const T *x, const planes_geom *g,
                                         int64_t c, int64_t s)
 {
     moments acc = {0.0, 0.0, 0.0};
     int64_t j0 = s * SEG_CHUNKS, j1 = j0 + SEG_CHUNKS < g->nchunks ? j0 + SEG_CHUNKS : g->nchunks;
     int64_t o0, o1, i0, i1;
-    runs_chunk(g, j0, &o0, &o1, &i0, &i1);
+    planes_chunk(g, j0, &o0, &o1, &i0, &i1);
     /* the segment's first value shifts its first chunk, its running mean the rest */
     double K = (double)x[(o0 * g->C + c) * g->inner + i0];
     for (int64_t j = j0; j < j1; j++) {
-        moments_merge(&acc, FN(runs_chunk_moments)(x, g, c, j, K));
+        moments_merge(&acc, FN(planes_chunk_moments)(x, g, c, j, K));
         K = acc.mean;
     }
     return acc;
 }
 
-static moments FN(runs_feature_moments)(const T *x, const runs_geom *g, int64_t c)
+static moments FN(planes_feature_moments)(const T *x, const planes_geom *g, int64_t c)
 {
     moments acc = {0.0, 0.0, 0.0};
     for (int64_t s = 0; s < g->nseg; s++)
-        moments_merge(&acc, FN(runs_segment_moments)(x, g, c, s));
+        moments_merge(&acc, FN(planes_segment_moments)(x, g, c, s));
     return acc;
 }
 
 /* sums of dy and dy*(x - mean) over one segment, chunk by chunk */
-static void FN(runs_segment_grad)(const T *dy, const T *x, const runs_geom *g,
+static void FN(planes_segment_grad)(const T *dy, const T *x, const planes_geom *g,
                                   int64_t c, int64_t s, double mean,
                                   double *sdy, double *sdyx)
 {
@@ -414,7 +389,7 @@ static void FN(runs_segment_grad)(const T *dy, const T *x, const runs_geom *g,
     double a = 0.0, b = 0.0;
     for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
         int64_t o0, o1, i0, i1;
-        runs_chunk(g, j, &o0, &o1, &i0, &i1);
+        planes_chunk(g, j, &o0, &o1, &i0, &i1);
         for (int64_t o = o0; o < o1; o++) {
             int64_t off = (o * g->C + c) * g->inner + i0;
             prefetch_run(g, dy, sizeof(T), o, c, 0);
@@ -429,13 +404,13 @@ static void FN(runs_segment_grad)(const T *dy, const T *x, const runs_geom *g,
 }
 
 /* Apply per-feature coefficients to the runs of one segment of feature c. */
-static void FN(runs_segment_normalize)(const T *x, T *y, const runs_geom *g,
+static void FN(planes_segment_normalize)(const T *x, T *y, const planes_geom *g,
                                        int64_t c, int64_t s, FN(coef) k)
 {
     int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
     for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
         int64_t o0, o1, i0, i1;
-        runs_chunk(g, j, &o0, &o1, &i0, &i1);
+        planes_chunk(g, j, &o0, &o1, &i0, &i1);
         for (int64_t o = o0; o < o1; o++) {
             int64_t off = (o * g->C + c) * g->inner + i0;
             if (!g->stream)  /* streaming stores read no lines */
@@ -448,15 +423,15 @@ static void FN(runs_segment_normalize)(const T *x, T *y, const runs_geom *g,
         stream_fence();
 }
 
-/* runs_segment_normalize for a cold feature. */
-static CBN_COLD void FN(runs_segment_normalize_cold)(const T *x, T *y,
-                                                     const runs_geom *g, int64_t c,
+/* planes_segment_normalize for a cold feature. */
+static CBN_COLD void FN(planes_segment_normalize_cold)(const T *x, T *y,
+                                                     const planes_geom *g, int64_t c,
                                                      int64_t s, const cold_coef *k)
 {
     int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
     for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
         int64_t o0, o1, i0, i1;
-        runs_chunk(g, j, &o0, &o1, &i0, &i1);
+        planes_chunk(g, j, &o0, &o1, &i0, &i1);
         for (int64_t o = o0; o < o1; o++) {
             int64_t off = (o * g->C + c) * g->inner + i0;
             FN(cold_normalize)(x + off, y + off, i1 - i0, 1, k);
@@ -530,16 +505,16 @@ static CBN_COLD void FN(cold_dx)(const T *dy, const T *x, T *dx, int64_t n,
     }
 }
 
-/* runs_segment_dx for a cold feature. */
-static CBN_COLD void FN(runs_segment_dx_cold)(const T *dy, const T *x, T *dx,
-                                              const runs_geom *g, int64_t c,
+/* planes_segment_dx for a cold feature. */
+static CBN_COLD void FN(planes_segment_dx_cold)(const T *dy, const T *x, T *dx,
+                                              const planes_geom *g, int64_t c,
                                               int64_t s, const cold_dcoef *d,
                                               int batch_stats)
 {
     int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
     for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
         int64_t o0, o1, i0, i1;
-        runs_chunk(g, j, &o0, &o1, &i0, &i1);
+        planes_chunk(g, j, &o0, &o1, &i0, &i1);
         for (int64_t o = o0; o < o1; o++) {
             int64_t off = (o * g->C + c) * g->inner + i0;
             FN(cold_dx)(dy + off, x + off, dx + off, i1 - i0, 1, d, batch_stats);
@@ -547,14 +522,14 @@ static CBN_COLD void FN(runs_segment_dx_cold)(const T *dy, const T *x, T *dx,
     }
 }
 
-static void FN(runs_segment_dx)(const T *dy, const T *x, T *dx,
-                                const runs_geom *g, int64_t c, int64_t s,
+static void FN(planes_segment_dx)(const T *dy, const T *x, T *dx,
+                                const planes_geom *g, int64_t c, int64_t s,
                                 FN(dcoef) d, int batch_stats)
 {
     int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
     for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
         int64_t o0, o1, i0, i1;
-        runs_chunk(g, j, &o0, &o1, &i0, &i1);
+        planes_chunk(g, j, &o0, &o1, &i0, &i1);
         for (int64_t o = o0; o < o1; o++) {
             int64_t off = (o * g->C + c) * g->inner + i0;
             if (!g->stream)
@@ -573,13 +548,13 @@ static void FN(runs_segment_dx)(const T *dy, const T *x, T *dx,
 }
 
 /* Statistics of feature c, then its normalized output (when y). */
-static void FN(runs_train_feature)(const T *x, T *y, const runs_geom *g,
+static void FN(planes_train_feature)(const T *x, T *y, const planes_geom *g,
                                    int64_t c, const double *gamma,
                                    const double *beta, double eps,
                                    double *mean, double *var)
 {
     const double m = (double)g->outer * (double)g->inner;
-    moments mo = FN(runs_feature_moments)(x, g, c);
+    moments mo = FN(planes_feature_moments)(x, g, c);
     double mu = mo.mean, v = mo.m2 / m;
     finite_or_rescued(x, T_IS_F32, g->outer, g->C, g->inner, c, &mu, &v);
     FN(coef) k = FN(make_coef)(mu, v, eps, gamma, beta, c);
@@ -587,10 +562,10 @@ static void FN(runs_train_feature)(const T *x, T *y, const runs_geom *g,
         cold_coef ck;
         if (FN(coef_cold)(k, mu, v, eps, gamma, beta, c, &ck))
             for (int64_t s = 0; s < g->nseg; s++)
-                FN(runs_segment_normalize_cold)(x, y, g, c, s, &ck);
+                FN(planes_segment_normalize_cold)(x, y, g, c, s, &ck);
         else
             for (int64_t s = 0; s < g->nseg; s++)
-                FN(runs_segment_normalize)(x, y, g, c, s, k);
+                FN(planes_segment_normalize)(x, y, g, c, s, k);
     }
     if (mean) mean[c] = mu;
     if (var) var[c] = v;
@@ -603,7 +578,7 @@ typedef struct {
     const T *x, *dy;
     T *out;                     /* y or dx, or NULL */
     int64_t outer, C, inner;
-    const runs_geom *pg;        /* the geometry of inner > 1 ... */
+    const planes_geom *pg;        /* the geometry of inner > 1 ... */
     const rows_geom *rg;        /* ... or of inner == 1 */
     const double *mean, *var;   /* given statistics */
     const double *gamma, *beta;
@@ -640,22 +615,22 @@ static void FN(backward_split_sums)(const FN(job) *j)
 }
 
 /* Features [c0, c1): statistics, then output. */
-static void FN(runs_train_features)(void *ctx, int64_t c0, int64_t c1)
+static void FN(planes_train_features)(void *ctx, int64_t c0, int64_t c1)
 {
     const FN(job) *j = (const FN(job) *)ctx;
     for (int64_t c = c0; c < c1; c++)
-        FN(runs_train_feature)(j->x, j->out, j->pg, c, j->gamma, j->beta, j->eps,
+        FN(planes_train_feature)(j->x, j->out, j->pg, c, j->gamma, j->beta, j->eps,
                                j->mean_out, j->var_out);
 }
 
 /* Pieces (feature, segment) [i0, i1) of a split batch: their moments. */
-static void FN(runs_train_partials)(void *ctx, int64_t i0, int64_t i1)
+static void FN(planes_train_partials)(void *ctx, int64_t i0, int64_t i1)
 {
     FN(job) *j = (FN(job) *)ctx;
     const int64_t C = j->C, nseg = j->pg->nseg;
     for (int64_t idx = i0; idx < i1; idx++) {
         const int64_t c = idx / nseg, s = idx % nseg;
-        moments mo = FN(runs_segment_moments)(j->x, j->pg, c, s);
+        moments mo = FN(planes_segment_moments)(j->x, j->pg, c, s);
         j->sp.part[2 * C * s + c] = mo.mean;
         j->sp.part[2 * C * s + C + c] = mo.m2;
         if (c == 0)
@@ -664,7 +639,7 @@ static void FN(runs_train_partials)(void *ctx, int64_t i0, int64_t i1)
 }
 
 /* Pieces [i0, i1) of a split batch: their output, from the totals. */
-static void FN(runs_train_output)(void *ctx, int64_t i0, int64_t i1)
+static void FN(planes_train_output)(void *ctx, int64_t i0, int64_t i1)
 {
     const FN(job) *j = (const FN(job) *)ctx;
     const int64_t nseg = j->pg->nseg;
@@ -674,18 +649,18 @@ static void FN(runs_train_output)(void *ctx, int64_t i0, int64_t i1)
         FN(coef) k = FN(make_coef)(mu, v, j->eps, j->gamma, j->beta, c);
         cold_coef ck;
         if (FN(coef_cold)(k, mu, v, j->eps, j->gamma, j->beta, c, &ck))
-            FN(runs_segment_normalize_cold)(j->x, j->out, j->pg, c, s, &ck);
+            FN(planes_segment_normalize_cold)(j->x, j->out, j->pg, c, s, &ck);
         else
-            FN(runs_segment_normalize)(j->x, j->out, j->pg, c, s, k);
+            FN(planes_segment_normalize)(j->x, j->out, j->pg, c, s, k);
     }
 }
 
-static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
+static void FN(planes_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                    int64_t inner, const double *gamma,
                                    const double *beta, double eps,
                                    double *mean, double *var)
 {
-    const runs_geom g = runs_geometry(outer, C, inner, sizeof(T));
+    const planes_geom g = planes_geometry(outer, C, inner, sizeof(T));
     const int nt = threads_for(outer * C * inner);
     FN(job) j = {0};
     j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = inner, j.pg = &g;
@@ -694,16 +669,16 @@ static void FN(runs_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
     j.sp.C = C, j.sp.nseg = g.nseg;
     /* few features: their segments shared out, then merged in order */
     if (split_batch(nt, C, g.nseg)
-        && run_split(nt, C * g.nseg, &j.sp, 1, FN(runs_train_partials), FN(train_merged),
-                     y ? FN(runs_train_output) : NULL, &j)) {
+        && run_split(nt, C * g.nseg, &j.sp, 1, FN(planes_train_partials), FN(train_merged),
+                     y ? FN(planes_train_output) : NULL, &j)) {
         split_free(&j.sp);
         return;
     }
-    for_ranges(nt, C, FN(runs_train_features), &j);
+    for_ranges(nt, C, FN(planes_train_features), &j);
 }
 
 /* Run r (feature r % C) with the given statistics. */
-static void FN(infer_run)(const T *x, T *y, int64_t outer, int64_t C,
+static void FN(planes_infer_run)(const T *x, T *y, int64_t outer, int64_t C,
                           int64_t inner, int64_t r, const double *mean,
                           const double *var, const double *gamma,
                           const double *beta, double eps, int stream)
@@ -724,15 +699,15 @@ static void FN(infer_run)(const T *x, T *y, int64_t outer, int64_t C,
 }
 
 /* Runs [r0, r1) with the given statistics. */
-static void FN(runs_infer_runs)(void *ctx, int64_t r0, int64_t r1)
+static void FN(planes_infer_runs)(void *ctx, int64_t r0, int64_t r1)
 {
     const FN(job) *j = (const FN(job) *)ctx;
     for (int64_t r = r0; r < r1; r++)
-        FN(infer_run)(j->x, j->out, j->outer, j->C, j->inner, r, j->mean, j->var,
+        FN(planes_infer_run)(j->x, j->out, j->outer, j->C, j->inner, r, j->mean, j->var,
                       j->gamma, j->beta, j->eps, j->stream);
 }
 
-static void FN(runs_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
+static void FN(planes_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
                                    int64_t inner, const double *mean,
                                    const double *var, const double *gamma,
                                    const double *beta, double eps)
@@ -742,12 +717,12 @@ static void FN(runs_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
     j.mean = mean, j.var = var, j.gamma = gamma, j.beta = beta, j.eps = eps;
     j.stream = outer * C * inner * (int64_t)sizeof(T) >= CBN_STREAM_MIN_BYTES_EVAL;
     /* every run is independent: share them out in order */
-    for_ranges(threads_for(outer * C * inner), outer * C, FN(runs_infer_runs), &j);
+    for_ranges(threads_for(outer * C * inner), outer * C, FN(planes_infer_runs), &j);
 }
 
 /* Gradient sums of feature c, then its dx (when dx). */
-static void FN(runs_backward_feature)(const T *dy, const T *x, T *dx,
-                                      const runs_geom *g, int64_t c,
+static void FN(planes_backward_feature)(const T *dy, const T *x, T *dx,
+                                      const planes_geom *g, int64_t c,
                                       const double *mean, const double *var,
                                       const double *gamma, double eps,
                                       int batch_stats, double *dgamma,
@@ -757,7 +732,7 @@ static void FN(runs_backward_feature)(const T *dy, const T *x, T *dx,
     double sdy = 0.0, sdyx = 0.0;
     for (int64_t s = 0; s < g->nseg; s++) {
         double a, b;
-        FN(runs_segment_grad)(dy, x, g, c, s, mean[c], &a, &b);
+        FN(planes_segment_grad)(dy, x, g, c, s, mean[c], &a, &b);
         sdy += a;
         sdyx += b;
     }
@@ -768,37 +743,37 @@ static void FN(runs_backward_feature)(const T *dy, const T *x, T *dx,
         if (FN(dcoef_cold)(d, sdy, sdyx, m, mean[c], var[c], eps, gamma, batch_stats,
                            c, &cd))
             for (int64_t s = 0; s < g->nseg; s++)
-                FN(runs_segment_dx_cold)(dy, x, dx, g, c, s, &cd, batch_stats);
+                FN(planes_segment_dx_cold)(dy, x, dx, g, c, s, &cd, batch_stats);
         else
             for (int64_t s = 0; s < g->nseg; s++)
-                FN(runs_segment_dx)(dy, x, dx, g, c, s, d, batch_stats);
+                FN(planes_segment_dx)(dy, x, dx, g, c, s, d, batch_stats);
     }
 }
 
 /* Features [c0, c1): gradient sums, then dx. */
-static void FN(runs_backward_features)(void *ctx, int64_t c0, int64_t c1)
+static void FN(planes_backward_features)(void *ctx, int64_t c0, int64_t c1)
 {
     const FN(job) *j = (const FN(job) *)ctx;
     for (int64_t c = c0; c < c1; c++)
-        FN(runs_backward_feature)(j->dy, j->x, j->out, j->pg, c, j->mean, j->var,
+        FN(planes_backward_feature)(j->dy, j->x, j->out, j->pg, c, j->mean, j->var,
                                   j->gamma, j->eps, j->batch_stats, j->dgamma,
                                   j->dbeta);
 }
 
 /* Pieces (feature, segment) [i0, i1) of a split batch: their gradient sums. */
-static void FN(runs_backward_partials)(void *ctx, int64_t i0, int64_t i1)
+static void FN(planes_backward_partials)(void *ctx, int64_t i0, int64_t i1)
 {
     FN(job) *j = (FN(job) *)ctx;
     const int64_t C = j->C, nseg = j->pg->nseg;
     for (int64_t idx = i0; idx < i1; idx++) {
         const int64_t c = idx / nseg, s = idx % nseg;
-        FN(runs_segment_grad)(j->dy, j->x, j->pg, c, s, j->mean[c],
+        FN(planes_segment_grad)(j->dy, j->x, j->pg, c, s, j->mean[c],
                               &j->sp.part[2 * C * s + c], &j->sp.part[2 * C * s + C + c]);
     }
 }
 
 /* Pieces [i0, i1) of a split batch: their dx, from the total sums. */
-static void FN(runs_backward_output)(void *ctx, int64_t i0, int64_t i1)
+static void FN(planes_backward_output)(void *ctx, int64_t i0, int64_t i1)
 {
     const FN(job) *j = (const FN(job) *)ctx;
     const int64_t nseg = j->pg->nseg;
@@ -810,19 +785,19 @@ static void FN(runs_backward_output)(void *ctx, int64_t i0, int64_t i1)
         cold_dcoef cd;
         if (FN(dcoef_cold)(d, sdy, sdyx, j->m, j->mean[c], j->var[c], j->eps, j->gamma,
                            j->batch_stats, c, &cd))
-            FN(runs_segment_dx_cold)(j->dy, j->x, j->out, j->pg, c, s, &cd, j->batch_stats);
+            FN(planes_segment_dx_cold)(j->dy, j->x, j->out, j->pg, c, s, &cd, j->batch_stats);
         else
-            FN(runs_segment_dx)(j->dy, j->x, j->out, j->pg, c, s, d, j->batch_stats);
+            FN(planes_segment_dx)(j->dy, j->x, j->out, j->pg, c, s, d, j->batch_stats);
     }
 }
 
-static void FN(runs_backward)(const T *dy, const T *x, T *dx, int64_t outer,
+static void FN(planes_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                               int64_t C, int64_t inner, const double *mean,
                               const double *var, const double *gamma,
                               double eps, int batch_stats, double *dgamma,
                               double *dbeta)
 {
-    const runs_geom g = runs_geometry(outer, C, inner, sizeof(T));
+    const planes_geom g = planes_geometry(outer, C, inner, sizeof(T));
     const int nt = threads_for(outer * C * inner);
     FN(job) j = {0};
     j.dy = dy, j.x = x, j.out = dx, j.outer = outer, j.C = C, j.inner = inner, j.pg = &g;
@@ -831,13 +806,13 @@ static void FN(runs_backward)(const T *dy, const T *x, T *dx, int64_t outer,
     j.dgamma = dgamma, j.dbeta = dbeta;
     j.sp.C = C, j.sp.nseg = g.nseg;
     if (split_batch(nt, C, g.nseg)
-        && run_split(nt, C * g.nseg, &j.sp, 0, FN(runs_backward_partials), NULL,
-                     dx ? FN(runs_backward_output) : NULL, &j)) {
+        && run_split(nt, C * g.nseg, &j.sp, 0, FN(planes_backward_partials), NULL,
+                     dx ? FN(planes_backward_output) : NULL, &j)) {
         FN(backward_split_sums)(&j);
         split_free(&j.sp);
         return;
     }
-    for_ranges(nt, C, FN(runs_backward_features), &j);
+    for_ranges(nt, C, FN(planes_backward_features), &j);
 }
 
 /* ---------------------------------------------------------------- rows --- */
@@ -855,17 +830,17 @@ static void FN(rows_add)(const T *row, int64_t ld, int k, int nb, double *acc)
     int j = 0;
     for (; j + STEP <= nb; j += STEP) {
         vd sl, sh, l, h;
-        load2(row + j, &sl, &sh);
+        vt_load2(row + j, &sl, &sh);
         if (k == 4) {
             vd l1, h1, l2, h2, l3, h3;
-            load2(row + ld + j, &l1, &h1);
-            load2(row + 2 * ld + j, &l2, &h2);
-            load2(row + 3 * ld + j, &l3, &h3);
+            vt_load2(row + ld + j, &l1, &h1);
+            vt_load2(row + 2 * ld + j, &l2, &h2);
+            vt_load2(row + 3 * ld + j, &l3, &h3);
             sl = vd_add(vd_add(sl, l1), vd_add(l2, l3));
             sh = vd_add(vd_add(sh, h1), vd_add(h2, h3));
         } else {
             for (int r = 1; r < k; r++) {
-                load2(row + r * ld + j, &l, &h);
+                vt_load2(row + r * ld + j, &l, &h);
                 sl = vd_add(sl, l);
                 sh = vd_add(sh, h);
             }
@@ -893,7 +868,7 @@ static void FN(rows_dev)(const T *row, int64_t ld, int k, int nb,
             for (int r = 0; r < 4; r++) {
                 if (pf)
                     CBN_PREFETCH(row + (r + pf) * ld + j);
-                load2(row + r * ld + j, &l[r], &h[r]);
+                vt_load2(row + r * ld + j, &l[r], &h[r]);
                 l[r] = vd_sub(l[r], ml);
                 h[r] = vd_sub(h[r], mh);
             }
@@ -903,7 +878,7 @@ static void FN(rows_dev)(const T *row, int64_t ld, int k, int nb,
             al = ah = ql = qh = vd_zero();
             for (int r = 0; r < k; r++) {
                 vd l, h;
-                load2(row + r * ld + j, &l, &h);
+                vt_load2(row + r * ld + j, &l, &h);
                 l = vd_sub(l, ml);
                 h = vd_sub(h, mh);
                 al = vd_add(al, l);
@@ -942,8 +917,8 @@ static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
                     CBN_PREFETCH(dyr + (r + pf) * ld + j);
                     CBN_PREFETCH(xr + (r + pf) * ld + j);
                 }
-                load2(dyr + r * ld + j, &gl[r], &gh[r]);
-                load2(xr + r * ld + j, &xl, &xh);
+                vt_load2(dyr + r * ld + j, &gl[r], &gh[r]);
+                vt_load2(xr + r * ld + j, &xl, &xh);
                 pl[r] = vd_mul(gl[r], vd_sub(xl, ml));
                 ph[r] = vd_mul(gh[r], vd_sub(xh, mh));
             }
@@ -955,8 +930,8 @@ static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
             al = ah = ql = qh = vd_zero();
             for (int r = 0; r < k; r++) {
                 vd gl, gh, xl, xh;
-                load2(dyr + r * ld + j, &gl, &gh);
-                load2(xr + r * ld + j, &xl, &xh);
+                vt_load2(dyr + r * ld + j, &gl, &gh);
+                vt_load2(xr + r * ld + j, &xl, &xh);
                 al = vd_add(al, gl);
                 ah = vd_add(ah, gh);
                 ql = vd_fmadd(gl, vd_sub(xl, ml), ql);
@@ -999,7 +974,7 @@ static void FN(rows_chunk_dev)(const T *x, const rows_geom *g, int64_t c0,
                 vd l, h;
                 if (pf)
                     CBN_PREFETCH(row + pf * ld + u * STEP);
-                load2(row + u * STEP, &l, &h);
+                vt_load2(row + u * STEP, &l, &h);
                 l = vd_sub(l, m[2 * u]);
                 h = vd_sub(h, m[2 * u + 1]);
                 s[2 * u] = vd_add(s[2 * u], l);
@@ -1055,8 +1030,8 @@ static void FN(rows_chunk_grad)(const T *dy, const T *x, const rows_geom *g,
                     CBN_PREFETCH(dy + off + pf * ld + u * STEP);
                     CBN_PREFETCH(x + off + pf * ld + u * STEP);
                 }
-                load2(dy + off + u * STEP, &gl, &gh);
-                load2(x + off + u * STEP, &xl, &xh);
+                vt_load2(dy + off + u * STEP, &gl, &gh);
+                vt_load2(x + off + u * STEP, &xl, &xh);
                 s[2 * u] = vd_add(s[2 * u], gl);
                 s[2 * u + 1] = vd_add(s[2 * u + 1], gh);
                 q[2 * u] = vd_fmadd(gl, vd_sub(xl, m[2 * u]), q[2 * u]);
@@ -1945,7 +1920,7 @@ static void FN(forward_train)(const T *x, T *y, int64_t outer, int64_t C,
     if (inner == 1)
         FN(rows_forward_train)(x, y, outer, C, gamma, beta, eps, mean, var);
     else
-        FN(runs_forward_train)(x, y, outer, C, inner, gamma, beta, eps, mean, var);
+        FN(planes_forward_train)(x, y, outer, C, inner, gamma, beta, eps, mean, var);
 }
 
 static void FN(forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
@@ -1956,7 +1931,7 @@ static void FN(forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
     if (inner == 1)
         FN(rows_forward_infer)(x, y, outer, C, mean, var, gamma, beta, eps);
     else
-        FN(runs_forward_infer)(x, y, outer, C, inner, mean, var, gamma, beta, eps);
+        FN(planes_forward_infer)(x, y, outer, C, inner, mean, var, gamma, beta, eps);
 }
 
 static void FN(backward)(const T *dy, const T *x, T *dx, int64_t outer,
@@ -1968,7 +1943,7 @@ static void FN(backward)(const T *dy, const T *x, T *dx, int64_t outer,
         FN(rows_backward)(dy, x, dx, outer, C, mean, var, gamma, eps,
                           batch_stats, dgamma, dbeta);
     else
-        FN(runs_backward)(dy, x, dx, outer, C, inner, mean, var, gamma, eps,
+        FN(planes_backward)(dy, x, dx, outer, C, inner, mean, var, gamma, eps,
                           batch_stats, dgamma, dbeta);
 }
 
@@ -1989,10 +1964,10 @@ static FN(dcoef) FN(given_dcoef)(int64_t c, const double *mean,
 
 /* Pieces (feature, segment) [i0, i1) of backward_dx, in order, so that a
    feature's coefficients are made once for its segments in the range. */
-static void FN(runs_dx_pieces)(void *ctx, int64_t i0, int64_t i1)
+static void FN(planes_dx_pieces)(void *ctx, int64_t i0, int64_t i1)
 {
     const FN(job) *j = (const FN(job) *)ctx;
-    const runs_geom *g = j->pg;
+    const planes_geom *g = j->pg;
     const double *dgamma = j->given_dgamma, *dbeta = j->given_dbeta;
     FN(dcoef) d;
     cold_dcoef cd;
@@ -2008,9 +1983,9 @@ static void FN(runs_dx_pieces)(void *ctx, int64_t i0, int64_t i1)
         }
         have = c;
         if (cold)
-            FN(runs_segment_dx_cold)(j->dy, j->x, j->out, g, c, idx % g->nseg, &cd, 1);
+            FN(planes_segment_dx_cold)(j->dy, j->x, j->out, g, c, idx % g->nseg, &cd, 1);
         else
-            FN(runs_segment_dx)(j->dy, j->x, j->out, g, c, idx % g->nseg, d, 1);
+            FN(planes_segment_dx)(j->dy, j->x, j->out, g, c, idx % g->nseg, d, 1);
     }
 }
 
@@ -2056,9 +2031,9 @@ static void FN(backward_dx)(const T *dy, const T *x, T *dx, int64_t outer,
     j.given_dgamma = dgamma, j.given_dbeta = dbeta;
     /* the pieces are independent: a contiguous range of them per thread */
     if (inner != 1) {
-        const runs_geom g = runs_geometry(outer, C, inner, sizeof(T));
+        const planes_geom g = planes_geometry(outer, C, inner, sizeof(T));
         j.pg = &g;
-        for_ranges(nt, C * g.nseg, FN(runs_dx_pieces), &j);
+        for_ranges(nt, C * g.nseg, FN(planes_dx_pieces), &j);
     } else {
         const rows_geom g = rows_geometry(outer, C, sizeof(T));
         j.rg = &g;
@@ -2066,16 +2041,6 @@ static void FN(backward_dx)(const T *dy, const T *x, T *dx, int64_t outer,
     }
 }
 
-#undef VT
-#undef VT_N
-#undef vt_set1
-#undef vt_sub
-#undef vt_fmadd
-#undef vt_loadu
-#undef vt_storeu
-#undef vt_stream
-#undef st_fmadd
-#undef load2
 #undef STEP
 #undef ROWS_AT_ONCE
 #undef FN

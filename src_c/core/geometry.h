@@ -6,7 +6,7 @@
  * ------------------
  * A feature's m values are cut into chunks of about CHUNK elements, small
  * enough to stay in L1 between two passes; consecutive chunks are grouped
- * into segments (SEG_CHUNKS chunks of a run layout, two chunks of rows in a
+ * into segments (SEG_CHUNKS chunks of a planes layout, two chunks of rows in a
  * rows layout, see rows_geom). Statistics are computed per chunk
  * (see "One pass or two" below), merged chunk by chunk within a segment and
  * segment by segment within the feature, always left to right (Chan et al.'s
@@ -31,7 +31,7 @@ static inline int streams_output(int64_t bytes)
     return bytes >= CBN_STREAM_MIN_BYTES;
 }
 
-/* ---------------------------------------------------- runs (inner > 1) --- */
+/* -------------------------------------------------- planes (inner > 1) --- */
 
 /* How one feature's runs are cut. A chunk is the rectangle of rows
    [o0, o1) and columns [i0, i1) of the feature's (outer, inner) slab. */
@@ -44,12 +44,12 @@ typedef struct {
     int stream;       /* write the output with streaming stores */
     int prefetch;     /* runs to prefetch ahead (short runs), 0 for none */
     int along;        /* prefetch the next piece along (long runs, big data) */
-} runs_geom;
+} planes_geom;
 
-static inline runs_geom runs_geometry(int64_t outer, int64_t C, int64_t inner,
+static inline planes_geom planes_geometry(int64_t outer, int64_t C, int64_t inner,
                                       size_t elsize)
 {
-    runs_geom g;
+    planes_geom g;
     g.outer = outer;
     g.C = C;
     g.inner = inner;
@@ -69,7 +69,7 @@ static inline runs_geom runs_geometry(int64_t outer, int64_t C, int64_t inner,
     return g;
 }
 
-static inline void runs_chunk(const runs_geom *g, int64_t j, int64_t *o0,
+static inline void planes_chunk(const planes_geom *g, int64_t j, int64_t *o0,
                               int64_t *o1, int64_t *i0, int64_t *i1)
 {
     if (g->pieces) {

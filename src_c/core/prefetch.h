@@ -42,7 +42,7 @@ typedef struct {
 /* The piece after the one of run o of feature c that starts at i0, in the
    array at base (elsize bytes a value), when g prefetches along; bytes == 0
    at the feature's end, so no address beyond the array is formed. */
-static inline ahead next_piece(const runs_geom *g, const void *base,
+static inline ahead next_piece(const planes_geom *g, const void *base,
                                size_t elsize, int64_t o, int64_t c, int64_t i0)
 {
     ahead a = {(const char *)base, 0};
@@ -93,7 +93,7 @@ static inline void prefetch_along(ahead a, int64_t at, int span)
 
 /* Prefetch run o + g->prefetch of feature c of `a` (elsize bytes a value),
    when there is one and short runs are prefetched. */
-static inline void prefetch_run(const runs_geom *g, const void *a, size_t elsize,
+static inline void prefetch_run(const planes_geom *g, const void *a, size_t elsize,
                                 int64_t o, int64_t c, int write)
 {
     if (g->prefetch && o + g->prefetch < g->outer)

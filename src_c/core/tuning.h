@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define CHUNK 2048      /* elements per chunk (runs layout) */
+#define CHUNK 2048      /* elements per chunk (planes layout) */
 #define SEG_CHUNKS 16   /* chunks per segment */
 #define ROW_BLOCK 1024  /* features per column block (rows layout) */
 
