@@ -24,7 +24,7 @@
 #include "core/tuning.h"
 
 /* Whether an output of `bytes` bytes is written with streaming stores (see
-   "Output stores" in kernels_template.h): when it is far larger than what
+   "Output stores" in kernels/contiguous.h): when it is far larger than what
    the caches could keep anyway. */
 static inline int streams_output(int64_t bytes)
 {

@@ -1,23 +1,11 @@
 /*
- * kernels_instantiate.h -- stamp out one level's kernel table.
- *
- * Included by kernels_<level>.c after its vector layer simd/<level>.h, with
- * CBN_TABLE naming the table to define. Instantiates kernels_template.h for
- * float and double and collects the entry points.
+ * kernels/strips.h -- helpers of the rows sums over double vectors: per-column
+ * accumulators kept in memory, and the column strips whose accumulators stay
+ * in registers down a chunk's rows. Type-independent (double vectors of the
+ * level's layer), so defined once per translation unit, from kernels/rows.h.
  */
-#include <float.h>
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "kernels.h"
-#include "core/cold.h"
-#include "core/geometry.h"
-#include "core/hints.h"
-#include "core/moments.h"
-#include "core/parallel.h"
-#include "core/prefetch.h"
+#ifndef CBN_KERNELS_STRIPS_H
+#define CBN_KERNELS_STRIPS_H
 
 /* p[0 : 2*VD_N] += (lo, hi): per-column accumulators kept in memory. */
 static inline void add_into(double *p, vd lo, vd hi)
@@ -61,16 +49,4 @@ static inline void sum4(const vd *d, vd *s, vd *q)
                 vd_fmadd(d[2], d[2], vd_mul(d[3], d[3])));
 }
 
-#include "simd/dtype_f32.h"
-#include "kernels_template.h"
-#include "simd/dtype_end.h"
-
-#include "simd/dtype_f64.h"
-#include "kernels_template.h"
-#include "simd/dtype_end.h"
-
-const cbn_kernel_table CBN_TABLE = {
-    CBN_ISA_NAME,
-    forward_train_f32, forward_infer_f32, backward_f32, backward_dx_f32,
-    forward_train_f64, forward_infer_f64, backward_f64, backward_dx_f64,
-};
+#endif /* CBN_KERNELS_STRIPS_H */
