@@ -132,4 +132,12 @@ typedef struct {
     int given;
 } dx_sources;
 
+/* The sum dy*(x - mean) that make_dcoef wants, from a dx pass's second
+   source value s2: the sum itself, or, `given` (cbn_backward_dx, where s2 is
+   dgamma), dgamma*sqrt(var + eps). */
+static inline double dx_source_sdyx(double s2, double var, double eps, int given)
+{
+    return given ? s2 * sqrt(var + eps) : s2;
+}
+
 #endif /* CBN_CORE_COLD_H */

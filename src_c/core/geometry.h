@@ -70,7 +70,7 @@ static inline planes_geom planes_geometry(int64_t outer, int64_t C, int64_t inne
 }
 
 static inline void planes_chunk(const planes_geom *g, int64_t j, int64_t *o0,
-                              int64_t *o1, int64_t *i0, int64_t *i1)
+                                int64_t *o1, int64_t *i0, int64_t *i1)
 {
     if (g->pieces) {
         int64_t p = j % g->pieces;
@@ -84,6 +84,41 @@ static inline void planes_chunk(const planes_geom *g, int64_t j, int64_t *o0,
         *i0 = 0;
         *i1 = g->inner;
     }
+}
+
+/* Walking the pieces of one segment of feature c, in order: a piece is run
+   o's columns [i0, i1) of one of the segment's chunks, starting at element
+   `off` of the block.
+       planes_piece p = planes_pieces(g, s);
+       while (planes_next_piece(g, c, &p))
+           ... p.off, p.i1 - p.i0 elements ... */
+typedef struct {
+    int64_t j, j1;         /* the segment's next chunk, and its end */
+    int64_t o, o1, i0, i1; /* the current chunk's runs [o, o1) ... */
+    int64_t off;
+} planes_piece;
+
+static inline planes_piece planes_pieces(const planes_geom *g, int64_t s)
+{
+    planes_piece p;
+    p.j = s * SEG_CHUNKS;
+    p.j1 = p.j + SEG_CHUNKS < g->nchunks ? p.j + SEG_CHUNKS : g->nchunks;
+    p.o = p.o1 = p.i0 = p.i1 = p.off = 0;
+    return p;
+}
+
+/* Move p to the next piece of feature c; 0 past the segment's last. */
+static inline int planes_next_piece(const planes_geom *g, int64_t c, planes_piece *p)
+{
+    if (p->o + 1 < p->o1) {
+        p->o++;
+    } else {
+        if (p->j >= p->j1)
+            return 0;
+        planes_chunk(g, p->j++, &p->o, &p->o1, &p->i0, &p->i1);
+    }
+    p->off = (p->o * g->C + c) * g->inner + p->i0;
+    return 1;
 }
 
 /* ------------------------------------------------------ rows (inner == 1) */

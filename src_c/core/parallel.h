@@ -40,14 +40,17 @@ static inline int threads_for(int64_t work)
    OpenMP region of nt takes [n*t/nt, n*(t+1)/nt). */
 static inline void for_ranges(int nt, int64_t n, range_fn fn, void *ctx)
 {
-    if (nt <= 1) {
-        fn(ctx, 0, n);
+#ifdef _OPENMP
+    if (nt > 1) {
+        int t;
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (t = 0; t < nt; t++)
+            fn(ctx, n * t / nt, n * (t + 1) / nt);
         return;
     }
-    int t;
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (t = 0; t < nt; t++)
-        fn(ctx, n * t / nt, n * (t + 1) / nt);
+#endif
+    (void)nt;  /* a build without OpenMP is serial (cbn_threads() is 1) */
+    fn(ctx, 0, n);
 }
 
 /* Whether to share features' segments among threads rather than features:

@@ -1,6 +1,8 @@
 /*
- * kernels/backward_dx.h -- the pieces of backward_dx, backward's second
- * pass from given gradient sums: one range function per loop shape.
+ * kernels/backward_dx.h -- backward_dx, backward's second pass from given
+ * gradient sums: its range function per loop shape (over the dx pieces of
+ * kernels/planes_drivers.h and rows_drivers.h, which backward's split batch
+ * uses too) and its table entry.
  *
  * Part of the kernel template (see kernels/template.h): included once per
  * data type, so it has no include guard, and every name it defines goes
@@ -11,69 +13,37 @@
    size (cbn_backward_dx): backward's second pass alone, for a block that is
    one part of a larger batch whose sums were added up elsewhere. Its pieces
    -- (feature, segment) for planes, (column block, segment) for rows --
-   are independent, so they are shared out in order. */
-static FN(dcoef) FN(given_dcoef)(int64_t c, const double *mean,
-                                 const double *var, const double *gamma,
-                                 double eps, double m, const double *dgamma,
-                                 const double *dbeta)
-{
-    /* make_dcoef wants sum dy*(x - mean) = dgamma*sqrt(var + eps) */
-    return FN(make_dcoef)(dbeta[c], dgamma[c] * sqrt(var[c] + eps), m, mean[c],
-                          var[c], eps, gamma, 1, c, NULL, NULL);
-}
-
-/* Pieces (feature, segment) [i0, i1) of backward_dx, in order, so that a
-   feature's coefficients are made once for its segments in the range. */
-static void FN(planes_dx_pieces)(void *ctx, int64_t i0, int64_t i1)
+   are independent, so each thread takes a contiguous range of them. */
+static void FN(planes_backward_dx_pieces)(void *ctx, int64_t i0, int64_t i1)
 {
     const FN(job) *j = (const FN(job) *)ctx;
-    const planes_geom *g = j->pg;
-    const double *dgamma = j->given_dgamma, *dbeta = j->given_dbeta;
-    FN(dcoef) d;
-    cold_dcoef cd;
-    int cold = 0;
-    int64_t have = -1;  /* the feature d holds */
-    for (int64_t idx = i0; idx < i1; idx++) {
-        const int64_t c = idx / g->nseg;
-        if (c != have) {
-            d = FN(given_dcoef)(c, j->mean, j->var, j->gamma, j->eps, j->m, dgamma, dbeta);
-            cold = T_IS_F32 && !FN(dcoef_ok)(d.a, d.b, d.k0, d.hi, 1)
-                   && cold_dcoef_of(dbeta[c], dgamma[c] * sqrt(j->var[c] + j->eps), j->m,
-                                    j->mean[c], j->var[c], j->eps, j->gamma, 1, c, &cd);
-        }
-        have = c;
-        if (cold)
-            FN(planes_segment_dx_cold)(j->dy, j->x, j->out, g, c, idx % g->nseg, &cd, 1);
-        else
-            FN(planes_segment_dx)(j->dy, j->x, j->out, g, c, idx % g->nseg, d, 1);
-    }
+    FN(planes_dx_pieces)(j, j->given_dbeta, j->given_dgamma, 1, i0, i1);
 }
 
-/* Pieces (column block, segment) [i0, i1) of backward_dx, in order, so that
-   a block's coefficients are made once for its segments in the range. */
-static void FN(rows_dx_pieces)(void *ctx, int64_t i0, int64_t i1)
+static void FN(rows_backward_dx_pieces)(void *ctx, int64_t i0, int64_t i1)
 {
     const FN(job) *j = (const FN(job) *)ctx;
-    const rows_geom *g = j->rg;
-    const double *dgamma = j->given_dgamma, *dbeta = j->given_dbeta;
-    FN(bcoefs) k;
-    int64_t have = -1;  /* the column block k holds */
-    for (int64_t idx = i0; idx < i1; idx++) {
-        const int64_t b = idx / g->nseg, c0 = b * ROW_BLOCK;
-        const int nb = block_width(g, b);
-        const dx_sources src = {dbeta + c0, dgamma + c0, j->mean + c0, j->var + c0,
-                                j->gamma, j->eps, j->m, 1};
-        int64_t r0, r1;
-        if (b != have) {
-            FN(bcoefs_start)(&k, j->out, g);
-            for (int c = 0; c < nb; c++)
-                FN(bcoefs_put_d)(&k, g, c,
-                                 FN(given_dcoef)(c0 + c, j->mean, j->var, j->gamma, j->eps,
-                                                 j->m, dgamma, dbeta));
-            FN(bcoefs_finish_d)(&k, g, c0, nb, 1, &src);
-        }
-        have = b;
-        segment_rows(g, idx % g->nseg, &r0, &r1);
-        FN(block_dx)(j->dy, j->x, j->out, g, c0, nb, r0, r1, &k, 1, g->stream, &src);
+    FN(rows_dx_pieces)(j, j->given_dbeta, j->given_dgamma, 1, i0, i1);
+}
+
+static void FN(backward_dx)(const T *dy, const T *x, T *dx, int64_t outer,
+                            int64_t C, int64_t inner, const double *mean,
+                            const double *var, const double *gamma, double eps,
+                            int64_t m, const double *dgamma,
+                            const double *dbeta)
+{
+    const int nt = threads_for(outer * C * inner);
+    FN(job) j = {0};
+    j.dy = dy, j.x = x, j.out = dx, j.outer = outer, j.C = C, j.inner = inner;
+    j.mean = mean, j.var = var, j.gamma = gamma, j.eps = eps, j.m = (double)m;
+    j.given_dgamma = dgamma, j.given_dbeta = dbeta, j.batch_stats = 1;
+    if (inner != 1) {
+        const planes_geom g = planes_geometry(outer, C, inner, sizeof(T));
+        j.pg = &g;
+        for_ranges(nt, C * g.nseg, FN(planes_backward_dx_pieces), &j);
+    } else {
+        const rows_geom g = rows_geometry(outer, C, sizeof(T));
+        j.rg = &g;
+        for_ranges(nt, g.nblocks * g.nseg, FN(rows_backward_dx_pieces), &j);
     }
 }

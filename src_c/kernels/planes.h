@@ -13,7 +13,7 @@
 /* Moments of chunk j of feature c, in one pass around the shift K when that
    is accurate, else in two (see "One pass or two" in core/moments.h). */
 static moments FN(planes_chunk_moments)(const T *x, const planes_geom *g,
-                                      int64_t c, int64_t j, double K)
+                                        int64_t c, int64_t j, double K)
 {
     int64_t o0, o1, i0, i1, o;
     planes_chunk(g, j, &o0, &o1, &i0, &i1);
@@ -38,7 +38,7 @@ static moments FN(planes_chunk_moments)(const T *x, const planes_geom *g,
 }
 
 static moments FN(planes_segment_moments)(const T *x, const planes_geom *g,
-                                        int64_t c, int64_t s)
+                                          int64_t c, int64_t s)
 {
     moments acc = {0.0, 0.0, 0.0};
     int64_t j0 = s * SEG_CHUNKS, j1 = j0 + SEG_CHUNKS < g->nchunks ? j0 + SEG_CHUNKS : g->nchunks;
@@ -63,22 +63,17 @@ static moments FN(planes_feature_moments)(const T *x, const planes_geom *g, int6
 
 /* sums of dy and dy*(x - mean) over one segment, chunk by chunk */
 static void FN(planes_segment_grad)(const T *dy, const T *x, const planes_geom *g,
-                                  int64_t c, int64_t s, double mean,
-                                  double *sdy, double *sdyx)
+                                    int64_t c, int64_t s, double mean,
+                                    double *sdy, double *sdyx)
 {
-    int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
+    planes_piece p = planes_pieces(g, s);
     double a = 0.0, b = 0.0;
-    for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
-        int64_t o0, o1, i0, i1;
-        planes_chunk(g, j, &o0, &o1, &i0, &i1);
-        for (int64_t o = o0; o < o1; o++) {
-            int64_t off = (o * g->C + c) * g->inner + i0;
-            prefetch_run(g, dy, sizeof(T), o, c, 0);
-            prefetch_run(g, x, sizeof(T), o, c, 0);
-            FN(run_grad)(dy + off, x + off, i1 - i0, mean, &a, &b,
-                         next_piece(g, dy, sizeof(T), o, c, i0),
-                         next_piece(g, x, sizeof(T), o, c, i0));
-        }
+    while (planes_next_piece(g, c, &p)) {
+        prefetch_run(g, dy, sizeof(T), p.o, c, 0);
+        prefetch_run(g, x, sizeof(T), p.o, c, 0);
+        FN(run_grad)(dy + p.off, x + p.off, p.i1 - p.i0, mean, &a, &b,
+                     next_piece(g, dy, sizeof(T), p.o, c, p.i0),
+                     next_piece(g, x, sizeof(T), p.o, c, p.i0));
     }
     *sdy = a;
     *sdyx = b;
@@ -86,19 +81,14 @@ static void FN(planes_segment_grad)(const T *dy, const T *x, const planes_geom *
 
 /* Apply per-feature coefficients to the runs of one segment of feature c. */
 static void FN(planes_segment_normalize)(const T *x, T *y, const planes_geom *g,
-                                       int64_t c, int64_t s, FN(coef) k)
+                                         int64_t c, int64_t s, FN(coef) k)
 {
-    int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
-    for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
-        int64_t o0, o1, i0, i1;
-        planes_chunk(g, j, &o0, &o1, &i0, &i1);
-        for (int64_t o = o0; o < o1; o++) {
-            int64_t off = (o * g->C + c) * g->inner + i0;
-            if (!g->stream)  /* streaming stores read no lines */
-                prefetch_run(g, y, sizeof(T), o, c, 1);
-            FN(run_normalize)(x + off, y + off, i1 - i0, k, g->stream,
-                              next_piece(g, x, sizeof(T), o, c, i0));
-        }
+    planes_piece p = planes_pieces(g, s);
+    while (planes_next_piece(g, c, &p)) {
+        if (!g->stream)  /* streaming stores read no lines */
+            prefetch_run(g, y, sizeof(T), p.o, c, 1);
+        FN(run_normalize)(x + p.off, y + p.off, p.i1 - p.i0, k, g->stream,
+                          next_piece(g, x, sizeof(T), p.o, c, p.i0));
     }
     if (g->stream)
         stream_fence();
@@ -106,57 +96,40 @@ static void FN(planes_segment_normalize)(const T *x, T *y, const planes_geom *g,
 
 /* planes_segment_normalize for a cold feature. */
 static CBN_COLD void FN(planes_segment_normalize_cold)(const T *x, T *y,
-                                                     const planes_geom *g, int64_t c,
-                                                     int64_t s, const cold_coef *k)
+                                                       const planes_geom *g, int64_t c,
+                                                       int64_t s, const cold_coef *k)
 {
-    int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
-    for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
-        int64_t o0, o1, i0, i1;
-        planes_chunk(g, j, &o0, &o1, &i0, &i1);
-        for (int64_t o = o0; o < o1; o++) {
-            int64_t off = (o * g->C + c) * g->inner + i0;
-            FN(cold_normalize)(x + off, y + off, i1 - i0, 1, k);
-        }
-    }
+    planes_piece p = planes_pieces(g, s);
+    while (planes_next_piece(g, c, &p))
+        FN(cold_normalize)(x + p.off, y + p.off, p.i1 - p.i0, 1, k);
 }
 
 /* planes_segment_dx for a cold feature. */
 static CBN_COLD void FN(planes_segment_dx_cold)(const T *dy, const T *x, T *dx,
-                                              const planes_geom *g, int64_t c,
-                                              int64_t s, const cold_dcoef *d,
-                                              int batch_stats)
+                                                const planes_geom *g, int64_t c,
+                                                int64_t s, const cold_dcoef *d,
+                                                int batch_stats)
 {
-    int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
-    for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
-        int64_t o0, o1, i0, i1;
-        planes_chunk(g, j, &o0, &o1, &i0, &i1);
-        for (int64_t o = o0; o < o1; o++) {
-            int64_t off = (o * g->C + c) * g->inner + i0;
-            FN(cold_dx)(dy + off, x + off, dx + off, i1 - i0, 1, d, batch_stats);
-        }
-    }
+    planes_piece p = planes_pieces(g, s);
+    while (planes_next_piece(g, c, &p))
+        FN(cold_dx)(dy + p.off, x + p.off, dx + p.off, p.i1 - p.i0, 1, d, batch_stats);
 }
 
 static void FN(planes_segment_dx)(const T *dy, const T *x, T *dx,
-                                const planes_geom *g, int64_t c, int64_t s,
-                                FN(dcoef) d, int batch_stats)
+                                  const planes_geom *g, int64_t c, int64_t s,
+                                  FN(dcoef) d, int batch_stats)
 {
-    int64_t j1 = (s + 1) * SEG_CHUNKS < g->nchunks ? (s + 1) * SEG_CHUNKS : g->nchunks;
-    for (int64_t j = s * SEG_CHUNKS; j < j1; j++) {
-        int64_t o0, o1, i0, i1;
-        planes_chunk(g, j, &o0, &o1, &i0, &i1);
-        for (int64_t o = o0; o < o1; o++) {
-            int64_t off = (o * g->C + c) * g->inner + i0;
-            if (!g->stream)
-                prefetch_run(g, dx, sizeof(T), o, c, 1);
-            ahead ady = next_piece(g, dy, sizeof(T), o, c, i0);
-            if (batch_stats)
-                FN(run_dx)(dy + off, x + off, dx + off, i1 - i0, d.a, d.b,
-                           d.k0, d.hi, g->stream, ady,
-                           next_piece(g, x, sizeof(T), o, c, i0));
-            else
-                FN(run_scale)(dy + off, dx + off, i1 - i0, d.a, g->stream, ady);
-        }
+    planes_piece p = planes_pieces(g, s);
+    while (planes_next_piece(g, c, &p)) {
+        const int64_t n = p.i1 - p.i0;
+        const ahead ady = next_piece(g, dy, sizeof(T), p.o, c, p.i0);
+        if (!g->stream)
+            prefetch_run(g, dx, sizeof(T), p.o, c, 1);
+        if (batch_stats)
+            FN(run_dx)(dy + p.off, x + p.off, dx + p.off, n, d.a, d.b, d.k0, d.hi,
+                       g->stream, ady, next_piece(g, x, sizeof(T), p.o, c, p.i0));
+        else
+            FN(run_scale)(dy + p.off, dx + p.off, n, d.a, g->stream, ady);
     }
     if (g->stream)
         stream_fence();
@@ -164,9 +137,9 @@ static void FN(planes_segment_dx)(const T *dy, const T *x, T *dx,
 
 /* Statistics of feature c, then its normalized output (when y). */
 static void FN(planes_train_feature)(const T *x, T *y, const planes_geom *g,
-                                   int64_t c, const double *gamma,
-                                   const double *beta, double eps,
-                                   double *mean, double *var)
+                                     int64_t c, const double *gamma,
+                                     const double *beta, double eps,
+                                     double *mean, double *var)
 {
     const double m = (double)g->outer * (double)g->inner;
     moments mo = FN(planes_feature_moments)(x, g, c);
@@ -188,11 +161,11 @@ static void FN(planes_train_feature)(const T *x, T *y, const planes_geom *g,
 
 /* Gradient sums of feature c, then its dx (when dx). */
 static void FN(planes_backward_feature)(const T *dy, const T *x, T *dx,
-                                      const planes_geom *g, int64_t c,
-                                      const double *mean, const double *var,
-                                      const double *gamma, double eps,
-                                      int batch_stats, double *dgamma,
-                                      double *dbeta)
+                                        const planes_geom *g, int64_t c,
+                                        const double *mean, const double *var,
+                                        const double *gamma, double eps,
+                                        int batch_stats, double *dgamma,
+                                        double *dbeta)
 {
     const double m = (double)g->outer * (double)g->inner;
     double sdy = 0.0, sdyx = 0.0;

@@ -14,7 +14,7 @@ static void FN(planes_train_features)(void *ctx, int64_t c0, int64_t c1)
     const FN(job) *j = (const FN(job) *)ctx;
     for (int64_t c = c0; c < c1; c++)
         FN(planes_train_feature)(j->x, j->out, j->pg, c, j->gamma, j->beta, j->eps,
-                               j->mean_out, j->var_out);
+                                 j->mean_out, j->var_out);
 }
 
 /* Pieces (feature, segment) [i0, i1) of a split batch: their moments. */
@@ -50,9 +50,9 @@ static void FN(planes_train_output)(void *ctx, int64_t i0, int64_t i1)
 }
 
 static void FN(planes_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
-                                   int64_t inner, const double *gamma,
-                                   const double *beta, double eps,
-                                   double *mean, double *var)
+                                     int64_t inner, const double *gamma,
+                                     const double *beta, double eps,
+                                     double *mean, double *var)
 {
     const planes_geom g = planes_geometry(outer, C, inner, sizeof(T));
     const int nt = threads_for(outer * C * inner);
@@ -102,9 +102,9 @@ static void FN(planes_infer_runs)(void *ctx, int64_t r0, int64_t r1)
 }
 
 static void FN(planes_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
-                                   int64_t inner, const double *mean,
-                                   const double *var, const double *gamma,
-                                   const double *beta, double eps)
+                                     int64_t inner, const double *mean,
+                                     const double *var, const double *gamma,
+                                     const double *beta, double eps)
 {
     FN(job) j = {0};
     j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = inner;
@@ -120,8 +120,8 @@ static void FN(planes_backward_features)(void *ctx, int64_t c0, int64_t c1)
     const FN(job) *j = (const FN(job) *)ctx;
     for (int64_t c = c0; c < c1; c++)
         FN(planes_backward_feature)(j->dy, j->x, j->out, j->pg, c, j->mean, j->var,
-                                  j->gamma, j->eps, j->batch_stats, j->dgamma,
-                                  j->dbeta);
+                                    j->gamma, j->eps, j->batch_stats, j->dgamma,
+                                    j->dbeta);
 }
 
 /* Pieces (feature, segment) [i0, i1) of a split batch: their gradient sums. */
@@ -132,7 +132,36 @@ static void FN(planes_backward_partials)(void *ctx, int64_t i0, int64_t i1)
     for (int64_t idx = i0; idx < i1; idx++) {
         const int64_t c = idx / nseg, s = idx % nseg;
         FN(planes_segment_grad)(j->dy, j->x, j->pg, c, s, j->mean[c],
-                              &j->sp.part[2 * C * s + c], &j->sp.part[2 * C * s + C + c]);
+                                &j->sp.part[2 * C * s + c], &j->sp.part[2 * C * s + C + c]);
+    }
+}
+
+/* Pieces (feature, segment) [i0, i1) of a dx pass, in order, with the
+   sources of their coefficients: per feature c, s1[c] = sum dy and s2[c] =
+   sum dy*(x - mean), or, `given` (backward_dx), dbeta and dgamma. A
+   feature's coefficients are made once for its pieces in the range. */
+static void FN(planes_dx_pieces)(const FN(job) *j, const double *s1, const double *s2,
+                                 int given, int64_t i0, int64_t i1)
+{
+    const planes_geom *g = j->pg;
+    FN(dcoef) d = {0};
+    cold_dcoef cd;
+    int cold = 0;
+    int64_t have = -1;  /* the feature d holds */
+    for (int64_t idx = i0; idx < i1; idx++) {
+        const int64_t c = idx / g->nseg, s = idx % g->nseg;
+        if (c != have) {
+            const double sdyx = dx_source_sdyx(s2[c], j->var[c], j->eps, given);
+            d = FN(make_dcoef)(s1[c], sdyx, j->m, j->mean[c], j->var[c], j->eps, j->gamma,
+                               j->batch_stats, c, NULL, NULL);
+            cold = FN(dcoef_cold)(d, s1[c], sdyx, j->m, j->mean[c], j->var[c], j->eps,
+                                  j->gamma, j->batch_stats, c, &cd);
+        }
+        have = c;
+        if (cold)
+            FN(planes_segment_dx_cold)(j->dy, j->x, j->out, g, c, s, &cd, j->batch_stats);
+        else
+            FN(planes_segment_dx)(j->dy, j->x, j->out, g, c, s, d, j->batch_stats);
     }
 }
 
@@ -140,26 +169,14 @@ static void FN(planes_backward_partials)(void *ctx, int64_t i0, int64_t i1)
 static void FN(planes_backward_output)(void *ctx, int64_t i0, int64_t i1)
 {
     const FN(job) *j = (const FN(job) *)ctx;
-    const int64_t nseg = j->pg->nseg;
-    for (int64_t idx = i0; idx < i1; idx++) {
-        const int64_t c = idx / nseg, s = idx % nseg;
-        const double sdy = j->sp.part[c], sdyx = j->sp.part[j->C + c];
-        FN(dcoef) d = FN(make_dcoef)(sdy, sdyx, j->m, j->mean[c], j->var[c], j->eps,
-                                     j->gamma, j->batch_stats, c, NULL, NULL);
-        cold_dcoef cd;
-        if (FN(dcoef_cold)(d, sdy, sdyx, j->m, j->mean[c], j->var[c], j->eps, j->gamma,
-                           j->batch_stats, c, &cd))
-            FN(planes_segment_dx_cold)(j->dy, j->x, j->out, j->pg, c, s, &cd, j->batch_stats);
-        else
-            FN(planes_segment_dx)(j->dy, j->x, j->out, j->pg, c, s, d, j->batch_stats);
-    }
+    FN(planes_dx_pieces)(j, j->sp.part, j->sp.part + j->C, 0, i0, i1);
 }
 
 static void FN(planes_backward)(const T *dy, const T *x, T *dx, int64_t outer,
-                              int64_t C, int64_t inner, const double *mean,
-                              const double *var, const double *gamma,
-                              double eps, int batch_stats, double *dgamma,
-                              double *dbeta)
+                                int64_t C, int64_t inner, const double *mean,
+                                const double *var, const double *gamma,
+                                double eps, int batch_stats, double *dgamma,
+                                double *dbeta)
 {
     const planes_geom g = planes_geometry(outer, C, inner, sizeof(T));
     const int nt = threads_for(outer * C * inner);

@@ -68,27 +68,35 @@ static void FN(rows_train_partials)(void *ctx, int64_t i0, int64_t i1)
     }
 }
 
-/* Pieces [i0, i1) of a split batch: their output, from the totals; a
-   block's coefficients are made once for its pieces in the range. */
-static void FN(rows_train_output)(void *ctx, int64_t i0, int64_t i1)
+/* Pieces (column block, segment) [i0, i1) of a normalize pass with the
+   statistics mean, var (C entries each), in order, so that a block's
+   coefficients are made once for its pieces in the range. */
+static void FN(rows_normalize_pieces)(const FN(job) *j, const double *mean,
+                                      const double *var, int stream, int64_t i0,
+                                      int64_t i1)
 {
-    const FN(job) *j = (const FN(job) *)ctx;
     const rows_geom *g = j->rg;
-    const double *tmean = j->sp.part, *tvar = j->sp.part + j->C;
     FN(bcoefs) k;
-    int64_t have = -1;
+    int64_t have = -1;  /* the column block k holds */
     for (int64_t idx = i0; idx < i1; idx++) {
         const int64_t b = idx / g->nseg, c0 = b * ROW_BLOCK;
         const int nb = block_width(g, b);
         int64_t r0, r1;
         if (b != have)
-            FN(block_coefs)(&k, j->out, g, c0, nb, tmean + c0, tvar + c0, j->eps,
-                            j->gamma, j->beta);
+            FN(block_coefs)(&k, j->out, g, c0, nb, mean + c0, var + c0, j->eps, j->gamma,
+                            j->beta);
         have = b;
         segment_rows(g, idx % g->nseg, &r0, &r1);
-        FN(block_normalize)(j->x, j->out, g, c0, nb, r0, r1, &k, g->stream, tmean + c0,
-                            tvar + c0, j->eps, j->gamma, j->beta);
+        FN(block_normalize)(j->x, j->out, g, c0, nb, r0, r1, &k, stream, mean + c0,
+                            var + c0, j->eps, j->gamma, j->beta);
     }
+}
+
+/* Pieces [i0, i1) of a split batch: their output, from the totals. */
+static void FN(rows_train_output)(void *ctx, int64_t i0, int64_t i1)
+{
+    const FN(job) *j = (const FN(job) *)ctx;
+    FN(rows_normalize_pieces)(j, j->sp.part, j->sp.part + j->C, j->rg->stream, i0, i1);
 }
 
 static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
@@ -112,27 +120,11 @@ static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
     for_ranges(nt, g.nblocks, FN(rows_train_blocks), &j);
 }
 
-/* Pieces [i0, i1) of inference with given statistics, a piece being
-   (column block, segment) in that order, so that a block's coefficients are
-   made once for all its segments in the range. */
+/* Pieces [i0, i1) of inference with given statistics. */
 static void FN(rows_infer_pieces)(void *ctx, int64_t i0, int64_t i1)
 {
     const FN(job) *j = (const FN(job) *)ctx;
-    const rows_geom *g = j->rg;
-    FN(bcoefs) k;
-    int64_t have = -1;
-    for (int64_t idx = i0; idx < i1; idx++) {
-        const int64_t b = idx / g->nseg, c0 = b * ROW_BLOCK;
-        const int nb = block_width(g, b);
-        int64_t r0, r1;
-        if (b != have)
-            FN(block_coefs)(&k, j->out, g, c0, nb, j->mean + c0, j->var + c0, j->eps,
-                            j->gamma, j->beta);
-        have = b;
-        segment_rows(g, idx % g->nseg, &r0, &r1);
-        FN(block_normalize)(j->x, j->out, g, c0, nb, r0, r1, &k, j->stream, j->mean + c0,
-                            j->var + c0, j->eps, j->gamma, j->beta);
-    }
+    FN(rows_normalize_pieces)(j, j->mean, j->var, j->stream, i0, i1);
 }
 
 static void FN(rows_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
@@ -210,28 +202,31 @@ static void FN(rows_backward_partials)(void *ctx, int64_t i0, int64_t i1)
     }
 }
 
-/* Pieces [i0, i1) of a split batch: their dx, from the total sums; a
-   block's coefficients are made once for its pieces in the range. */
-static void FN(rows_backward_output)(void *ctx, int64_t i0, int64_t i1)
+/* Pieces (column block, segment) [i0, i1) of a dx pass, in order, with the
+   sources of their coefficients: per feature c, s1[c] = sum dy and s2[c] =
+   sum dy*(x - mean), or, `given` (backward_dx), dbeta and dgamma. A block's
+   coefficients are made once for its pieces in the range. */
+static void FN(rows_dx_pieces)(const FN(job) *j, const double *s1, const double *s2,
+                               int given, int64_t i0, int64_t i1)
 {
-    const FN(job) *j = (const FN(job) *)ctx;
     const rows_geom *g = j->rg;
-    const double *t1 = j->sp.part, *t2 = j->sp.part + j->C;
     FN(bcoefs) k;
-    int64_t have = -1;
+    int64_t have = -1;  /* the column block k holds */
     for (int64_t idx = i0; idx < i1; idx++) {
         const int64_t b = idx / g->nseg, c0 = b * ROW_BLOCK;
         const int nb = block_width(g, b);
-        const dx_sources src = {t1 + c0, t2 + c0, j->mean + c0, j->var + c0,
-                                j->gamma, j->eps, j->m, 0};
+        const dx_sources src = {s1 + c0, s2 + c0, j->mean + c0, j->var + c0,
+                                j->gamma, j->eps, j->m, given};
         int64_t r0, r1;
         if (b != have) {
             FN(bcoefs_start)(&k, j->out, g);
-            for (int c = 0; c < nb; c++)
+            for (int c = 0; c < nb; c++) {
+                const double sdyx = dx_source_sdyx(s2[c0 + c], j->var[c0 + c], j->eps, given);
                 FN(bcoefs_put_d)(&k, g, c,
-                                 FN(make_dcoef)(t1[c0 + c], t2[c0 + c], j->m, j->mean[c0 + c],
+                                 FN(make_dcoef)(s1[c0 + c], sdyx, j->m, j->mean[c0 + c],
                                                 j->var[c0 + c], j->eps, j->gamma,
                                                 j->batch_stats, c0 + c, NULL, NULL));
+            }
             FN(bcoefs_finish_d)(&k, g, c0, nb, j->batch_stats, &src);
         }
         have = b;
@@ -239,6 +234,13 @@ static void FN(rows_backward_output)(void *ctx, int64_t i0, int64_t i1)
         FN(block_dx)(j->dy, j->x, j->out, g, c0, nb, r0, r1, &k, j->batch_stats,
                      g->stream, &src);
     }
+}
+
+/* Pieces [i0, i1) of a split batch: their dx, from the total sums. */
+static void FN(rows_backward_output)(void *ctx, int64_t i0, int64_t i1)
+{
+    const FN(job) *j = (const FN(job) *)ctx;
+    FN(rows_dx_pieces)(j, j->sp.part, j->sp.part + j->C, 0, i0, i1);
 }
 
 static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,

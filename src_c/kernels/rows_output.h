@@ -111,8 +111,7 @@ static inline int FN(column_cold_d)(const FN(bcoefs) *k, const rows_geom *g,
     if (FN(dcoef_ok)(FN(bcoefs_get)(k, g, 0, j), FN(bcoefs_get)(k, g, 1, j),
                      FN(bcoefs_get)(k, g, 2, j), FN(bcoefs_get)(k, g, 3, j), batch_stats))
         return 0;
-    /* as given_dcoef: sum dy*(x - mean) = dgamma*sqrt(var + eps) */
-    const double sdyx = src->given ? src->s2[j] * sqrt(src->var[j] + src->eps) : src->s2[j];
+    const double sdyx = dx_source_sdyx(src->s2[j], src->var[j], src->eps, src->given);
     return cold_dcoef_of(src->s1[j], sdyx, src->m, src->mean[j], src->var[j], src->eps,
                          src->gamma, batch_stats, c0 + j, cd);
 }
