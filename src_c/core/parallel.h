@@ -36,6 +36,13 @@ static inline int threads_for(int64_t work)
     return work < CBN_PARALLEL_MIN_WORK ? 1 : nt;
 }
 
+/* Thread t of nth's share of the items [0, n). */
+static inline void range_of(int64_t n, int t, int nth, int64_t *i0, int64_t *i1)
+{
+    *i0 = n * t / nth;
+    *i1 = n * (t + 1) / nth;
+}
+
 /* fn over the items [0, n): in one call when nt == 1, else thread t of an
    OpenMP region of nt takes [n*t/nt, n*(t+1)/nt). */
 static inline void for_ranges(int nt, int64_t n, range_fn fn, void *ctx)
@@ -44,8 +51,11 @@ static inline void for_ranges(int nt, int64_t n, range_fn fn, void *ctx)
     if (nt > 1) {
         int t;
 #pragma omp parallel for schedule(static) num_threads(nt)
-        for (t = 0; t < nt; t++)
-            fn(ctx, n * t / nt, n * (t + 1) / nt);
+        for (t = 0; t < nt; t++) {
+            int64_t i0, i1;
+            range_of(n, t, nt, &i0, &i1);
+            fn(ctx, i0, i1);
+        }
         return;
     }
 #endif
@@ -102,9 +112,11 @@ static inline void split_merge(split_sums *sp)
 /* The split-batch pass over `pieces` (feature or column block, segment)
    pieces, in order: `partials` fills sp's partials (in parallel),
    split_merge merges them, `merged` (serial, may be NULL) finishes the
-   totals, `output` (may be NULL) writes the output (in parallel). Returns
-   0, having done nothing, when the partials' memory cannot be had: the
-   caller then takes the features one by one, which gives the same result. */
+   totals, `output` (may be NULL) writes the output (in parallel). All in
+   one OpenMP region, whose barriers are the only waits: a region opened per
+   step would add a fork and a join each. Returns 0, having done nothing,
+   when the partials' memory cannot be had: the caller then takes the
+   features one by one, which gives the same result. */
 static inline int run_split(int nt, int64_t pieces, split_sums *sp,
                             int with_count, range_fn partials,
                             void (*merged)(void *ctx), range_fn output,
@@ -116,12 +128,32 @@ static inline int run_split(int nt, int64_t pieces, split_sums *sp,
         free(sp->part);
         return 0;
     }
-    for_ranges(nt, pieces, partials, ctx);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        int64_t i0, i1;
+        range_of(pieces, t, nth, &i0, &i1);
+        partials(ctx, i0, i1);
+#pragma omp barrier
+#pragma omp single
+        {
+            split_merge(sp);
+            if (merged)
+                merged(ctx);
+        }
+        if (output)
+            output(ctx, i0, i1);
+    }
+#else
+    (void)nt;
+    partials(ctx, 0, pieces);
     split_merge(sp);
     if (merged)
         merged(ctx);
     if (output)
-        for_ranges(nt, pieces, output, ctx);
+        output(ctx, 0, pieces);
+#endif
     return 1;
 }
 

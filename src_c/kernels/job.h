@@ -14,16 +14,17 @@ typedef struct {
     const T *x, *dy;
     T *out;                     /* y or dx, or NULL */
     int64_t outer, C, inner;
-    const planes_geom *pg;        /* the geometry of inner > 1 ... */
+    const planes_geom *pg;      /* the geometry of inner > 1 ... */
     const rows_geom *rg;        /* ... or of inner == 1 */
     const double *mean, *var;   /* given statistics */
     const double *gamma, *beta;
     double eps, m;
-    int batch_stats, stream;
+    int batch_stats;
+    int stream;                 /* inference: streaming stores */
     double *mean_out, *var_out; /* forward_train's statistics */
     double *dgamma, *dbeta;     /* backward's sums */
     const double *given_dgamma, *given_dbeta; /* backward_dx's */
-    split_sums sp;
+    split_sums sp;              /* a split batch's partials */
 } FN(job);
 
 /* The merged moments of a split-batch pass become the mean and variance
