@@ -75,10 +75,11 @@ static inline int64_t FN(flat_phase)(const FN(flat) *f, int64_t e)
     return q < 0 ? q + f->P : q;
 }
 
-/* The phase one vector after phase q. */
-static inline int64_t FN(flat_next)(const FN(flat) *f, int64_t q)
+/* The phase one vector after phase q, in a period of P (a local copy of
+   f->P: the vector stores may alias f, which would reload it per vector). */
+static inline int64_t FN(flat_next)(int64_t q, int64_t P)
 {
-    return q + VT_N < f->P ? q + VT_N : 0;
+    return q + VT_N < P ? q + VT_N : 0;
 }
 
 /* How a flat pass over the elements [e0, e1) is cut: single elements up to
@@ -110,14 +111,14 @@ static void FN(flat_normalize)(const T *x, T *y, int64_t e0, int64_t e1,
     }
     q = FN(flat_phase)(f, v0);
     if (stream) {
-        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(f, q)) {
+        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(q, P)) {
             prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), span);
             vt_stream(y + e, FN(normalize_v)(vt_loadu(x + e), vt_loadu(hi + q),
                                              vt_loadu(sc + q), vt_loadu(sh + q)));
         }
         stream_fence();
     } else {
-        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(f, q)) {
+        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(q, P)) {
             prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), span);
             vt_storeu(y + e, FN(normalize_v)(vt_loadu(x + e), vt_loadu(hi + q),
                                              vt_loadu(sc + q), vt_loadu(sh + q)));
@@ -134,6 +135,7 @@ static void FN(flat_normalize)(const T *x, T *y, int64_t e0, int64_t e1,
 static void FN(flat_scale)(const T *dy, T *dx, int64_t e0, int64_t e1,
                            const FN(flat) *f, int stream)
 {
+    const int64_t P = f->P;
     const T *a = f->k;
     const ahead ady = stream_ahead(dy, e0, e1 - e0, f->n, sizeof(T), f->along);
     const int span = VT_N * (int)sizeof(T);
@@ -145,13 +147,13 @@ static void FN(flat_scale)(const T *dy, T *dx, int64_t e0, int64_t e1,
     }
     q = FN(flat_phase)(f, v0);
     if (stream) {
-        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(f, q)) {
+        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(q, P)) {
             prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), span);
             vt_stream(dx + e, FN(scale_v)(vt_loadu(dy + e), vt_loadu(a + q)));
         }
         stream_fence();
     } else {
-        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(f, q)) {
+        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(q, P)) {
             prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), span);
             vt_storeu(dx + e, FN(scale_v)(vt_loadu(dy + e), vt_loadu(a + q)));
         }
@@ -184,7 +186,7 @@ static void FN(flat_dx)(const T *dy, const T *x, T *dx, int64_t e0, int64_t e1,
     }
     q = FN(flat_phase)(f, v0);
     if (stream) {
-        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(f, q)) {
+        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(q, P)) {
             prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), span);
             prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), span);
             vt_stream(dx + e, FN(dx_v)(vt_loadu(dy + e), vt_loadu(x + e), vt_loadu(a + q),
@@ -192,7 +194,7 @@ static void FN(flat_dx)(const T *dy, const T *x, T *dx, int64_t e0, int64_t e1,
         }
         stream_fence();
     } else {
-        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(f, q)) {
+        for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(q, P)) {
             prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), span);
             prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), span);
             vt_storeu(dx + e, FN(dx_v)(vt_loadu(dy + e), vt_loadu(x + e), vt_loadu(a + q),
