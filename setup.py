@@ -35,9 +35,11 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
-C_SOURCES = ["src_c/dispatch.c", "src_c/cpu.c", "src_c/kernels_scalar.c",
-             "src_c/kernels_baseline.c", "src_c/kernels_avx2.c",
-             "src_c/kernels_avx512.c"]
+# One kernels_<level>.c per SIMD level; each compiles itself for its target
+# with a pragma (no per-file flags), see src_c/simd/README.md.
+C_SOURCES = ["src_c/dispatch.c", "src_c/cpu.c",
+             "src_c/targets/kernels_scalar.c", "src_c/targets/kernels_baseline.c",
+             "src_c/targets/kernels_avx2.c", "src_c/targets/kernels_avx512.c"]
 HEADERS = glob.glob("src_c/**/*.h", recursive=True)
 # What downstream builds get under cbn.get_include(): the public contract only.
 PUBLIC_HEADERS = ["src_c/cbn.h"]

@@ -484,7 +484,7 @@ def _serial_after_fork():
     parallel region inherits a thread pool whose threads do not exist in it,
     and its next parallel region waits for them forever. With one thread the
     kernels open no parallel region at all (see threads_for in
-    src_c/kernels_common.h), so the child never touches that pool. The
+    src_c/core/parallel.h), so the child never touches that pool. The
     child may call set_num_threads again if it knows its OpenMP runtime is
     fork-safe (LLVM's libomp) or that the parent never used threads.
     """

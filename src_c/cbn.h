@@ -31,8 +31,11 @@
  * Errors
  * ------
  * Every function returns CBN_OK (0) or a negative cbn_status; on error no
- * output has been written. Kernels never print, abort or allocate more than
- * O(1) memory, and never touch Python; they are safe to call without the GIL.
+ * output has been written. Kernels never print or abort, and never touch
+ * Python; they are safe to call without the GIL. They allocate memory only
+ * when threads share the batch of a few features (two doubles per feature
+ * and segment, for the partial sums), and if that fails they compute the
+ * same result without it.
  *
  * Threads
  * -------
@@ -115,8 +118,11 @@ int cbn_openmp_version(void);
  * Batch statistics.
  *
  * mean[c] = (1/m) sum x,  var[c] = (1/m) sum (x - mean[c])^2  (biased),
- * computed in double with two passes over the data (the second pass also
- * corrects the rounding of the first). Needs m >= 1.
+ * computed in double, reading the data once: each chunk of a feature's
+ * batch is summed around a shift near its mean (the corrected two-pass
+ * formula), and summed again exactly, while still in cache, when the shift
+ * was too far off to be accurate; the chunks' moments are merged in a fixed
+ * order (Chan et al.). Needs m >= 1.
  * Errors: CBN_ERR_ARG (x, mean or var NULL with data, bad sizes),
  * CBN_ERR_EMPTY (m == 0 while C > 0). C == 0 is OK and writes nothing.
  */
@@ -167,7 +173,13 @@ int cbn_forward_infer_f64(const double *x, double *y,
  * or, when batch_stats is zero (mean, var were fixed):
  *   dx = gamma*invstd*dy.
  * dx may be NULL (only the parameter gradients are computed); dgamma and
- * dbeta may be NULL if not wanted. Sums are accumulated in double.
+ * dbeta may be NULL if not wanted. One pass over dy and x accumulates the
+ * sums in double (dgamma as invstd * sum dy*(x - mean)); a second one, when
+ * dx is wanted, writes dx = a*dy + b*(x - mean) + k0 with each feature's
+ * a = gamma*invstd, b = -gamma*invstd^2*dgamma/m, k0 = -gamma*invstd*dbeta/m
+ * (b = k0 = 0 without batch_stats): the formula above rearranged, in the
+ * data type with the mean split as in the forward pass (in double for a
+ * float32 feature whose coefficients float cannot hold).
  * mean and var (required when C > 0) and eps must be those of the forward
  * pass; gamma == NULL means 1. With m == 0 and batch_stats zero, dgamma and
  * dbeta are set to 0 and dx is not touched.

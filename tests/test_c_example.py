@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SOURCES = sorted((ROOT / "src_c").glob("*.c"))
+SOURCES = sorted((ROOT / "src_c").glob("**/*.c"))
 EXAMPLE = ROOT / "examples" / "c" / "normalize.c"
 
 

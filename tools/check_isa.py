@@ -3,7 +3,7 @@
 Usage: python tools/check_isa.py EXTENSION.so...
 
 A portable wheel is built for the x86-64 baseline (SSE2): only
-src_c/kernels_avx2.c and src_c/kernels_avx512.c are compiled for AVX, and the
+src_c/targets/kernels_avx2.c and kernels_avx512.c are compiled for AVX, and the
 dispatcher calls them only on CPUs that have it. An AVX instruction anywhere
 else (from ``-march=native``, a stray ``-mavx2``, or an AVX helper inlined
 into common code) would crash older CPUs with SIGILL at import or first call.

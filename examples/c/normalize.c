@@ -7,8 +7,8 @@
  * statistics and "OK" and exits 0, or says what failed and exits 1.
  *
  * Build from the repository root with the core's sources, every .c file of
- * src_c/ (add -fopenmp for threads):
- *   cc -O2 -std=c99 -Isrc_c examples/c/normalize.c src_c/[a-z]*.c -lm
+ * src_c/ and src_c/targets/ (add -fopenmp for threads):
+ *   cc -O2 -std=c99 -Isrc_c examples/c/normalize.c src_c/*.c src_c/targets/*.c -lm
  * The only header it includes is cbn.h, also found under cbn.get_include().
  */
 #include <math.h>

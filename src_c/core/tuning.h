@@ -5,7 +5,7 @@
  * each path from the same numbers the kernels use.
  *
  * The first three fix the reduction tree (see "The reduction tree" in
- * kernels_common.h): changing them changes results in the last bits. The
+ * core/geometry.h): changing them changes results in the last bits. The
  * others only choose how a result is computed (threads, stores, prefetches,
  * strips); the tests hold the paths they select to the same results.
  */
@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define CHUNK 2048      /* elements per chunk (runs layout) */
+#define CHUNK 2048      /* elements per chunk (planes layout) */
 #define SEG_CHUNKS 16   /* chunks per segment */
 #define ROW_BLOCK 1024  /* features per column block (rows layout) */
 
@@ -23,7 +23,7 @@
 #define CBN_PARALLEL_MIN_WORK 65536
 
 /* Output size from which kernels use streaming stores (see "Output stores"
-   in kernels_template.h): for training and backward, whose outputs are
+   in kernels/contiguous.h): for training and backward, whose outputs are
    written from data just read into L2, and for inference with given
    statistics, a pure stream that only gains once the data are well beyond
    what the last-level cache holds. Measured, not derived: on the
@@ -73,7 +73,7 @@
 #define CBN_PREFETCH_RUNS 2
 
 /* How far ahead a pass that reads one contiguous stream from memory asks
-   for it (see "Prefetching along a feature" in kernels_common.h). */
+   for it (see "Prefetching along a feature" in core/prefetch.h). */
 #ifndef CBN_PREFETCH_ALONG_BYTES
 #define CBN_PREFETCH_ALONG_BYTES ((int64_t)8192)
 #endif

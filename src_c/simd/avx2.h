@@ -1,6 +1,6 @@
 /*
  * simd/avx2.h -- AVX2 with FMA: 4 doubles or 8 floats a vector. The including
- * file compiles its functions for this target (see kernels_avx2.c); the
+ * file compiles its functions for this target (see targets/kernels_avx2.c); the
  * dispatcher only selects it when the CPU and OS support AVX2 and FMA.
  */
 #include <math.h>

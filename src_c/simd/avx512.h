@@ -1,6 +1,6 @@
 /*
  * simd/avx512.h -- AVX-512 (F): 8 doubles or 16 floats a vector. The including
- * file compiles its functions for this target (see kernels_avx512.c); the
+ * file compiles its functions for this target (see targets/kernels_avx512.c); the
  * dispatcher only selects it when the CPU and OS support AVX-512F.
  */
 #include <math.h>

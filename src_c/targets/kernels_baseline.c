@@ -1,7 +1,7 @@
 /*
- * kernels_baseline.c -- kernels for the instruction set every CPU of the
- * target architecture has: SSE2 on x86-64, NEON on arm64. Elsewhere this
- * level is the scalar code.
+ * targets/kernels_baseline.c -- kernels for the instruction set every CPU
+ * of the target architecture has: SSE2 on x86-64, NEON on arm64. Elsewhere
+ * this level is the scalar code.
  */
 #if defined(__x86_64__) || defined(_M_X64)
 #include "simd/sse2.h"
@@ -11,4 +11,4 @@
 #include "simd/scalar.h"
 #endif
 #define CBN_TABLE cbn_kernels_baseline
-#include "kernels_instantiate.h"
+#include "targets/instantiate.h"

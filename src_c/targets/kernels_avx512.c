@@ -1,5 +1,5 @@
 /*
- * kernels_avx512.c -- kernels for CPUs with AVX-512F (x86-64 only).
+ * targets/kernels_avx512.c -- kernels for CPUs with AVX-512F (x86-64 only).
  *
  * The whole file is compiled for that target with a pragma rather than a
  * command-line flag, so the build needs no per-file flags and nothing else
@@ -23,7 +23,7 @@
 
 #include "simd/avx512.h"
 #define CBN_TABLE cbn_kernels_avx512
-#include "kernels_instantiate.h"
+#include "targets/instantiate.h"
 
 #if defined(__clang__)
 #pragma clang attribute pop
