@@ -1,7 +1,7 @@
 """The C core without Python: examples/c/normalize.c, built and run.
 
 The example includes only cbn.h; it is compiled with the system C compiler
-together with the core's sources (src_c/*.c, present in a source checkout,
+together with the core's sources (src_c/**/*.c, present in a source checkout,
 not in an installed wheel), with OpenMP when the compiler has it. It checks
 its own results against naive loops and exits nonzero on any failure.
 """
