@@ -115,24 +115,32 @@ FINITE_DIFFERENCE_TOLERANCE = (1e-6, 1e-7)
 W = 2.0**-46
 
 
-def assert_close(actual, expected, dtype=None, scale=1.0):
+def assert_within(actual, expected, tolerance, dtype=None, scale=1.0, err_msg=""):
+    """Assert ``actual`` matches the float64 ``expected`` to ``tolerance[dtype]``.
+
+    ``tolerance`` maps a dtype to (rtol, atol), as ``TOLERANCE`` does;
+    ``dtype`` defaults to ``actual.dtype``; ``scale`` multiplies the absolute
+    tolerance for outputs whose natural magnitude is not one (e.g. sums;
+    ``scale=0`` leaves the bound relative alone).
+    """
+    actual = np.asarray(actual)
+    rtol, atol = tolerance[np.dtype(dtype if dtype is not None else actual.dtype)]
+    np.testing.assert_allclose(actual.astype(np.float64), expected,
+                               rtol=rtol, atol=atol * scale, err_msg=err_msg)
+
+
+def assert_close(actual, expected, dtype=None, scale=1.0, err_msg=""):
     """Assert ``actual`` matches the float64 ``expected`` to ``dtype``'s tolerance.
 
     ``dtype`` defaults to ``actual.dtype``; ``scale`` multiplies the absolute
     tolerance for outputs whose natural magnitude is not one (e.g. sums).
     """
-    actual = np.asarray(actual)
-    rtol, atol = TOLERANCE[np.dtype(dtype if dtype is not None else actual.dtype)]
-    np.testing.assert_allclose(actual.astype(np.float64), expected,
-                               rtol=rtol, atol=atol * scale)
+    assert_within(actual, expected, TOLERANCE, dtype, scale, err_msg)
 
 
-def assert_rounding_close(actual, expected, scale=1.0):
+def assert_rounding_close(actual, expected, dtype=None, scale=1.0, err_msg=""):
     """``assert_close`` to ``ROUNDING_TOLERANCE`` instead of ``TOLERANCE``."""
-    actual = np.asarray(actual)
-    rtol, atol = ROUNDING_TOLERANCE[actual.dtype]
-    np.testing.assert_allclose(actual.astype(np.float64), expected,
-                               rtol=rtol, atol=atol * scale)
+    assert_within(actual, expected, ROUNDING_TOLERANCE, dtype, scale, err_msg)
 
 
 def assert_backward_close(result, expected, dy, x, mean, var, axis, gamma=None,
@@ -164,12 +172,17 @@ def assert_backward_close(result, expected, dy, x, mean, var, axis, gamma=None,
                  scale=max(1.0, np.abs(dy64).sum(axis=b).max(initial=0)))
 
 
-def assert_stats_close(mean, var, mean_ref, var_ref, exact=False):
+def assert_stats_close(mean, var, mean_ref, var_ref, exact=False, bounds=None):
     """The batch statistics against the oracle's, to ``STATS_RTOL`` (or
-    ``EXACT_STATS_RTOL``); NaN and Inf must be in the same places."""
-    rtol = EXACT_STATS_RTOL if exact else STATS_RTOL
-    np.testing.assert_allclose(mean, mean_ref, rtol=rtol["mean"], atol=0, err_msg="mean")
-    np.testing.assert_allclose(var, var_ref, rtol=rtol["var"], atol=0, err_msg="var")
+    ``EXACT_STATS_RTOL``, or ``bounds``: "mean" and "var" to an rtol or an
+    (rtol, atol)); NaN and Inf must be in the same places. ``mean`` or
+    ``var`` may be None: that statistic is not compared."""
+    if bounds is None:
+        bounds = EXACT_STATS_RTOL if exact else STATS_RTOL
+    for what, got, ref in (("mean", mean, mean_ref), ("var", var, var_ref)):
+        if got is not None:
+            rtol, atol = bounds[what] if isinstance(bounds[what], tuple) else (bounds[what], 0)
+            np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol, err_msg=what)
 
 
 #: The float32 accuracy contract (see the module docstring); never loosen it.
