@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import cbn.kernels
-from checks import assert_stats_close
+from checks import assert_rounding_close, assert_stats_close
 from oracle import normalize_ref
 
 LIB = ctypes.CDLL(cbn.kernels.__file__)
@@ -65,7 +65,7 @@ def test_forward_train_with_null_stats_outputs_and_in_place():
     rc = LIB.cbn_forward_train_f64(ptr(x), ptr(x), 6, 4, 5, None, None, 1e-5,
                                    None, None)
     assert rc == CBN_OK
-    np.testing.assert_allclose(x, yref, rtol=1e-12, atol=1e-14)
+    assert_rounding_close(x, yref, scale=1e-2)  # atol 1e-14: y of order one, in double
 
 
 def test_backward_without_dx_gives_parameter_gradients():
@@ -78,8 +78,8 @@ def test_backward_without_dx_gives_parameter_gradients():
     assert rc == CBN_OK
     from oracle import backward_ref
     _, dgr, dbr = backward_ref(dy, x, m, v, axis=(0, 2))
-    np.testing.assert_allclose(dg, dgr, rtol=1e-12)
-    np.testing.assert_allclose(db, dbr, rtol=1e-12)
+    assert_rounding_close(dg, dgr, scale=0)
+    assert_rounding_close(db, dbr, scale=0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

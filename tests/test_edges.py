@@ -17,8 +17,10 @@ import pytest
 
 import cbn
 from cbn.kernels import PARALLEL_MIN_WORK, ROW_BLOCK
-from checks import (assert_backward_close, assert_close, assert_float32_dx_close,
-                    assert_stats_close)
+from checks import (HUGE_FEW_FEATURES_STATS_TOLERANCE, HUGE_MANY_FEATURES_STATS_TOLERANCE,
+                    SPREAD_TOLERANCE, SUBNORMAL_STATS_TOLERANCE, assert_backward_close,
+                    assert_close, assert_float32_dx_close, assert_rounding_close,
+                    assert_stats_close, assert_within)
 from oracle import BatchNormRef, backward_ref, feature_shape, normalize_ref
 
 # name: (shape, axis, threads). With 2 threads and at least PARALLEL_MIN_WORK
@@ -112,12 +114,11 @@ def test_backward_is_accurate_for_tiny_and_huge_spreads(simd_level, threads, pat
                                                      eps=0)
     dx_ref, dgamma_ref, dbeta_ref = backward_ref(dy, x, mean, var, 2.0, axis=axis, eps=0)
     # dx is of order 1/std: compare it in units of its largest value.
-    rtol = 1e-5 if dtype == np.float32 else 1e-12
     top = np.abs(dx_ref).max()
-    np.testing.assert_allclose(dx / top, dx_ref / top, rtol=rtol, atol=rtol)
+    assert_within(dx / top, dx_ref / top, SPREAD_TOLERANCE, dtype=dtype)
     m = dy.size // dbeta.size
-    np.testing.assert_allclose(dgamma, dgamma_ref, rtol=rtol, atol=rtol * m)
-    np.testing.assert_allclose(dbeta, dbeta_ref, rtol=rtol, atol=rtol * m)
+    assert_within(dgamma, dgamma_ref, SPREAD_TOLERANCE, dtype=dtype, scale=m)
+    assert_within(dbeta, dbeta_ref, SPREAD_TOLERANCE, dtype=dtype, scale=m)
 
 
 # float64 near 1e150 .. 1e300: squares overflow, the kernels rescale -------
@@ -141,12 +142,12 @@ def test_huge_float64_data_gives_rescaled_statistics(simd_level, threads, path, 
     S = 2.0 ** np.ceil(np.log2(scale))
     y, mean, var = cbn.normalize_batch(x, 1.5, 0.25, axis=axis, return_stats=True)
     y_ref, mean_ref, var_ref = scaled_reference(x, axis, 1e-5, S)
-    np.testing.assert_allclose(mean, mean_ref, rtol=1e-12)
+    assert_stats_close(mean, None, mean_ref, None)
     assert np.isfinite(mean).all()
     if np.isfinite(var_ref).all():
         # The documented promise: a variance that fits in a double is
         # returned, and y is the float64 result, whatever the sums did.
-        np.testing.assert_allclose(var, var_ref, rtol=1e-10)
+        assert_stats_close(None, var, None, var_ref)
         assert_close(y, y_ref, scale=4.0)
     else:
         # Beyond the double range (std above ~1.3e154): var is +inf and y
@@ -173,7 +174,7 @@ def test_huge_float64_feature_with_nan_stays_nan_alone(simd_level, rng):
     assert np.isnan(y[:, 1]).all() and np.isnan(var[1])
     assert np.isfinite(y[:, 0]).all() and var[2] == np.inf
     y_ref, mean_ref, var_ref = normalize_ref(x[:, :1])
-    np.testing.assert_allclose(var[:1], var_ref, rtol=1e-10)
+    assert_stats_close(None, var[:1], None, var_ref)
     assert_close(y[:, :1], y_ref)
 
 
@@ -190,8 +191,7 @@ def test_subnormal_input_matches_oracle(simd_level, threads, path, dtype, tiny, 
     y_ref, mean_ref, var_ref = normalize_ref(x, 2.0, 0.5, axis=axis)
     # y = 0.5 + (x - mean)*2/sqrt(eps): the subnormal part is far below an ulp.
     assert_close(y, y_ref)
-    np.testing.assert_allclose(mean, mean_ref, rtol=1e-12, atol=1e-320)
-    np.testing.assert_allclose(var, var_ref, rtol=1e-6, atol=1e-320)
+    assert_stats_close(mean, var, mean_ref, var_ref, bounds=SUBNORMAL_STATS_TOLERANCE)
 
 
 # float32 coefficients beyond float32 ----------------------------------------
@@ -398,7 +398,7 @@ def test_subnormal_values_beside_normal_ones_with_eps_zero(simd_level, threads, 
     y, mean, var = cbn.normalize_batch(x, axis=axis, eps=0.0, return_stats=True)
     y_ref, mean_ref, var_ref = normalize_ref(x, axis=axis, eps=0.0)
     assert_close(y, y_ref, scale=4.0)
-    np.testing.assert_allclose(var, var_ref, rtol=1e-10)
+    assert_stats_close(None, var, None, var_ref)
 
 
 # eps = 0 and a zero variance: NaN for that feature, as scipy.stats.zscore ----
@@ -431,7 +431,7 @@ def test_eps_zero_with_zero_variance_backward_is_nan_but_dbeta(rng):
     _, mean, var = cbn.normalize_batch(x, eps=0, return_stats=True)
     dx, dgamma, dbeta = cbn.normalize_batch_backward(dy, x, mean, var, eps=0)
     assert np.isnan(dx[:, 1]).all() and np.isnan(dgamma[1])
-    np.testing.assert_allclose(dbeta, dy.sum(0), rtol=1e-12)
+    assert_rounding_close(dbeta, dy.sum(0), scale=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         dx_ref, dgamma_ref, _ = backward_ref(dy, x, mean, var, eps=0)
     assert_close(dx[:, [0, 2]], dx_ref[:, [0, 2]], scale=4.0)
@@ -529,18 +529,14 @@ def test_more_than_2_to_the_31_elements_normalized_in_place():
               "last": a[-4:].astype(np.float64)}
     y, mean, var = cbn.normalize_batch(a, out=a, return_stats=True)
     assert y is a
-    np.testing.assert_allclose(mean, mean_ref, rtol=1e-11)
-    np.testing.assert_allclose(var, var_ref, rtol=1e-11)
+    assert_stats_close(mean, var, mean_ref, var_ref, bounds=HUGE_FEW_FEATURES_STATS_TOLERANCE)
     invstd = 1 / np.sqrt(var_ref + 1e-5)
     for name, rows in zip(before, (a[:4], a[around], a[-4:])):
-        np.testing.assert_allclose(rows, (before[name] - mean_ref) * invstd,
-                                   rtol=1e-5, atol=1e-5, err_msg=name)
+        assert_close(rows, (before[name] - mean_ref) * invstd, err_msg=name)
     # Many features (839845 columns of 2557 values): the other loop shape.
     b = x.reshape(2557, BIG // 2557)
     mean_ref, var_ref = chunked_stats(b, rows=64)
     last = b[-2:].astype(np.float64)
     _, mean, var = cbn.normalize_batch(b, out=b, return_stats=True)
-    np.testing.assert_allclose(mean, mean_ref, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(var, var_ref, rtol=1e-9)
-    np.testing.assert_allclose(b[-2:], (last - mean_ref) / np.sqrt(var_ref + 1e-5),
-                               rtol=1e-5, atol=1e-5)
+    assert_stats_close(mean, var, mean_ref, var_ref, bounds=HUGE_MANY_FEATURES_STATS_TOLERANCE)
+    assert_close(b[-2:], (last - mean_ref) / np.sqrt(var_ref + 1e-5))
