@@ -56,7 +56,7 @@ def dx_of_part(dy, x, mean, var, gamma, eps, m, dg, db):
     return dx
 
 
-# (outer, C, inner) blocks reaching runs (short, longer than a chunk, short
+# (outer, C, inner) blocks reaching planes (runs short, longer than a chunk, short
 # runs over several segments) and rows (narrow, one column block, several
 # with a tail), split along outer.
 SEGMENT = SEG_CHUNKS * CHUNK

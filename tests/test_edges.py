@@ -28,11 +28,11 @@ from oracle import BatchNormRef, backward_ref, feature_shape, normalize_ref
 # parallel loop over features; test_paths_reach_what_they_name checks it.
 PATHS = {
     "rows": ((300, 7), 0, 1),
-    "runs": ((4, 3, 37), (0, 2), 1),
+    "planes": ((4, 3, 37), (0, 2), 1),
     "rows-split": ((PARALLEL_MIN_WORK // 2 + 7, 3), 0, 2),
-    "runs-split": ((8, 2, PARALLEL_MIN_WORK // 8), (0, 2), 2),
+    "planes-split": ((8, 2, PARALLEL_MIN_WORK // 8), (0, 2), 2),
     "rows-many": ((50, ROW_BLOCK + 476), 0, 2),         # two column blocks, split
-    "runs-parallel": ((4, 16, PARALLEL_MIN_WORK // 64 + 77), (0, 2), 2),
+    "planes-parallel": ((4, 16, PARALLEL_MIN_WORK // 64 + 77), (0, 2), 2),
 }
 
 
@@ -368,7 +368,7 @@ def test_layers_with_float32_coefficients_beyond_float32(simd_level, cls, shape,
     assert_close(layer.dbeta, ref.dbeta.reshape(-1), scale=m)
 
 
-@pytest.mark.parametrize("path", ["rows", "runs", "rows-split", "runs-split"])
+@pytest.mark.parametrize("path", ["rows", "planes", "rows-split", "planes-split"])
 def test_given_statistics_beyond_float32_with_float32_data(simd_level, threads, path, rng):
     # A mean beyond float32 (and a variance to match) cannot be rounded to
     # float32 coefficients; the feature is computed in double instead.

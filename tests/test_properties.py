@@ -42,8 +42,8 @@ DTYPES = [np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32,
 
 LARGE_SHAPES = [
     ((70000, 3), 0),                # rows, batch shared by threads
-    ((3, 2, 12000), (0, 2)),        # runs, batch shared by threads
-    ((4, 70, 300), (0, 2)),         # runs, one feature per thread
+    ((3, 2, 12000), (0, 2)),        # planes, batch shared by threads
+    ((4, 70, 300), (0, 2)),         # planes, one feature per thread
     ((900, 80), 0),                 # rows, one column block
     ((40, 2100), 0),                # rows, three column blocks
     ((2, 3, 4, 4000), (0, 2, 3)),   # NCHW

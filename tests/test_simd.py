@@ -27,14 +27,14 @@ SEGMENT = SEG_CHUNKS * CHUNK   # values of one feature in one segment
 
 # name -> (shape, batch axes), derived from the core's tuning constants so
 # that each case keeps reaching its path when they change (checked by
-# test_cases_reach_every_path): runs (inner > 1) shorter and longer than a
+# test_cases_reach_every_path): planes (inner > 1) shorter and longer than a
 # chunk, features of several segments; rows (inner == 1) with C below, at
 # and above the column block, with a tail; odd sizes for vector tails.
 CASES = {
-    "runs-short": ((7, 5, 33), (0, 2)),
-    "runs-long": ((3, 2, 2 * CHUNK + 904), (0, 2)),
-    "runs-short-segments": ((SEGMENT // 700 + 18, 3, 700), (0, 2)),
-    "runs-long-segments": ((9, 3, SEGMENT + 4232), (0, 2)),
+    "planes-short": ((7, 5, 33), (0, 2)),
+    "planes-long": ((3, 2, 2 * CHUNK + 904), (0, 2)),
+    "planes-short-segments": ((SEGMENT // 700 + 18, 3, 700), (0, 2)),
+    "planes-long-segments": ((9, 3, SEGMENT + 4232), (0, 2)),
     "rows-narrow": ((37, 19), 0),
     "rows-one-block": ((300, 300), 0),
     "rows-block-edge": ((40, ROW_BLOCK), 0),
@@ -57,11 +57,11 @@ def layout(shape, axis):
 
 def test_cases_reach_every_path():
     # The table must keep reaching every path when a tuning constant changes.
-    runs = [layout(*c) for c in CASES.values() if layout(*c)[1] > 1]
+    planes = [layout(*c) for c in CASES.values() if layout(*c)[1] > 1]
     rows = [layout(*c) for c in CASES.values() if layout(*c)[1] == 1]
-    assert any(inner < CHUNK and m > SEGMENT for _, inner, m in runs)
-    assert any(CHUNK < inner < SEGMENT for _, inner, _ in runs)
-    assert any(inner > SEGMENT for _, inner, _ in runs)
+    assert any(inner < CHUNK and m > SEGMENT for _, inner, m in planes)
+    assert any(CHUNK < inner < SEGMENT for _, inner, _ in planes)
+    assert any(inner > SEGMENT for _, inner, _ in planes)
     assert any(1 < C < ROW_BLOCK for C, _, _ in rows)
     assert any(C == ROW_BLOCK for C, _, _ in rows)
     assert any(C > 2 * ROW_BLOCK and C % ROW_BLOCK for C, _, _ in rows)
@@ -105,7 +105,7 @@ def test_level_results_do_not_depend_on_threads(simd_level):
     # share each feature's segments between threads, with 1 they do not.
     rng = np.random.default_rng(3)
     outs = []
-    for shape, axis in (CASES["runs-long-segments"], CASES["rows-segments"]):
+    for shape, axis in (CASES["planes-long-segments"], CASES["rows-segments"]):
         x = rng.normal(5, 2, size=shape).astype(np.float32)
         for n in (1, 2):
             cbn.set_num_threads(n)
