@@ -70,12 +70,17 @@ class BatchStats:
         if mean.shape != m2.shape:
             raise ValueError(f"mean and m2 must have one shape, got {mean.shape} "
                              f"and {m2.shape}")
-        if n == 0:
+        self._hold(n, mean, m2)
+
+    def _hold(self, count, mean, m2):
+        """Keep count and the arrays mean, m2 (float64, of one shape, owned
+        by this object alone), zeroed for an empty batch and made read-only."""
+        if count == 0:
             mean[...] = 0.0
             m2[...] = 0.0
         mean.flags.writeable = False
         m2.flags.writeable = False
-        self._count, self._mean, self._m2 = n, mean, m2
+        self._count, self._mean, self._m2 = count, mean, m2
 
     @classmethod
     def _own(cls, count, mean, m2):
@@ -84,12 +89,7 @@ class BatchStats:
         of the constructor: they cost several times the kernel on a small
         batch."""
         self = cls.__new__(cls)
-        if count == 0:
-            mean[...] = 0.0
-            m2[...] = 0.0
-        mean.flags.writeable = False
-        m2.flags.writeable = False
-        self._count, self._mean, self._m2 = count, mean, m2
+        self._hold(count, mean, m2)
         return self
 
     @property

@@ -255,7 +255,9 @@ CONTRACT = {"mean": 1e-6, "var": 1e-6, "y": 1e-5, "dx": 1e-4, "dgamma": 1e-4,
 def _assert_at_most(error, bound, what):
     bad = ~(error <= bound)     # NaN is a failure too
     if bad.any():
-        worst = np.nanargmax(np.where(bad, error / np.maximum(bound, 1e-300), 0))
+        # the worst failure, NaN counting as the worst of all
+        ratio = np.nan_to_num(error / np.maximum(bound, 1e-300), nan=np.inf)
+        worst = np.argmax(np.where(bad, ratio, -1.0))
         raise AssertionError(
             f"{what}: {int(bad.sum())} of {bad.size} beyond the contract; worst "
             f"error {error.flat[worst]:.3g} against a bound of {bound.flat[worst]:.3g}")
