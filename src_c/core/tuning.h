@@ -29,7 +29,13 @@
    what the last-level cache holds. Measured, not derived: on the
    development VM (Xeon, AVX-512), NCHW eval of 25.7 MB (float32) took
    1.02x the copy with ordinary stores and 1.20x with streaming ones, of
-   51 MB (float64) 1.07x and 0.74x. See the benchmark (python -m cbn bench). */
+   51 MB (float64) 1.07x and 0.74x. See the benchmark (python -m cbn bench).
+   That eval threshold is the planes' (NCHW) alone. The rows layouts' eval is
+   the flat pass of their training forward, and streams from the training
+   threshold: on an AMD EPYC Zen 4, NHWC (32,56,56,64) float32 eval took
+   1.25-1.29x the copy with ordinary stores and 0.81-0.89x with streaming
+   ones, where NCHW of the same size was no faster streamed (0.62-0.73x
+   against 0.78-0.80x). Not yet measured on the Xeon. */
 #ifndef CBN_STREAM_MIN_BYTES  /* -D for experiments */
 #define CBN_STREAM_MIN_BYTES ((int64_t)16 << 20)
 #endif

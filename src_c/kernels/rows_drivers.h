@@ -136,7 +136,7 @@ static void FN(rows_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
     FN(job) j = {0};
     j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = 1, j.rg = &g;
     j.mean = mean, j.var = var, j.gamma = gamma, j.beta = beta, j.eps = eps;
-    j.stream = outer * C * (int64_t)sizeof(T) >= CBN_STREAM_MIN_BYTES_EVAL;
+    j.stream = g.stream;  /* as training's flat pass (see core/tuning.h) */
     for_ranges(threads_for(outer * C), g.nblocks * g.nseg, FN(rows_infer_pieces), &j);
 }
 
