@@ -108,4 +108,42 @@ static inline int prefetch_ahead(const rows_geom *g, int64_t r, int k)
     return r + k + g->prefetch <= g->outer ? g->prefetch : 0;
 }
 
+/* Prefetching the next chunk of rows
+   ----------------------------------
+   The rows statistics sweep a chunk strip by strip: each strip reads a few
+   lines of every row, rows C values apart, so read from memory a chunk is
+   as many strided streams as it has strips. When a column block is the
+   whole row, the chunk that follows is one contiguous range instead, and
+   while a chunk is summed (from L2) the next one is prefetched in memory
+   order, an equal share of its lines at each step of the sweep. */
+typedef struct {
+    const char *p;  /* NULL: none (the strips prefetch rows ahead instead) */
+    int64_t share, total;  /* bytes per step, in all */
+} chunk_ahead;
+
+/* The `rows` rows from row b (the chunk after a sweep ending there), shared
+   over `steps` steps, when inputs are prefetched and the column block of nb
+   columns is the whole row. */
+static inline chunk_ahead next_chunk_ahead(const rows_geom *g, const void *x,
+                                           size_t elsize, int64_t nb, int64_t b,
+                                           int64_t rows, int64_t steps)
+{
+    chunk_ahead a = {NULL, 0, 0};
+    const int64_t end = b + rows < g->outer ? b + rows : g->outer;
+    if (g->prefetch && nb == g->C && steps > 0 && end > b) {
+        a.p = (const char *)x + b * g->C * (int64_t)elsize;
+        a.total = (end - b) * g->C * (int64_t)elsize;
+        a.share = ((a.total + steps - 1) / steps + 63) / 64 * 64;
+    }
+    return a;
+}
+
+/* Step t's share of the next chunk's lines. */
+static inline void prefetch_share(chunk_ahead a, int64_t t)
+{
+    const int64_t e = (t + 1) * a.share < a.total ? (t + 1) * a.share : a.total;
+    for (int64_t o = t * a.share; o < e; o += 64)
+        CBN_PREFETCH(a.p + o);
+}
+
 #endif /* CBN_CORE_PREFETCH_H */

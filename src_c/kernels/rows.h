@@ -158,13 +158,17 @@ static void FN(rows_chunk_dev)(const T *x, const rows_geom *g, int64_t c0,
                                double *s1, double *s2)
 {
     const int64_t ld = g->C;
+    const int nstrips = nb / (STRIP_STEPS * STEP);
+    const chunk_ahead next = next_chunk_ahead(g, x, sizeof(T), nb, b, g->R, nstrips * (b - a));
     int j = 0;
     for (; j + STRIP_STEPS * STEP <= nb; j += STRIP_STEPS * STEP) {
         vd m[STRIP_VECS], s[STRIP_VECS], q[STRIP_VECS];
         strip_load(mu, s1, s2, j, m, s, q);
         for (int64_t r = a; r < b; r++) {
             const T *row = x + r * ld + c0 + j;
-            const int pf = prefetch_ahead(g, r, 1);
+            const int pf = next.p ? 0 : prefetch_ahead(g, r, 1);
+            if (next.p)
+                prefetch_share(next, (j / (STRIP_STEPS * STEP)) * (b - a) + (r - a));
             for (int u = 0; u < STRIP_STEPS; u++) {
                 vd l, h;
                 if (pf)
@@ -212,13 +216,22 @@ static void FN(rows_chunk_grad)(const T *dy, const T *x, const rows_geom *g,
                                 const double *mean, double *s1, double *s2)
 {
     const int64_t ld = g->C;
+    const int nstrips = nb / (STRIP_STEPS * STEP);
+    /* the next sweep's rows, as rows_chunk_dev */
+    const chunk_ahead ndy = next_chunk_ahead(g, dy, sizeof(T), nb, b, b - a, nstrips * (b - a));
+    const chunk_ahead nx = next_chunk_ahead(g, x, sizeof(T), nb, b, b - a, nstrips * (b - a));
     int j = 0;
     for (; j + STRIP_STEPS * STEP <= nb; j += STRIP_STEPS * STEP) {
         vd m[STRIP_VECS], s[STRIP_VECS], q[STRIP_VECS];
         strip_load(mean, s1, s2, j, m, s, q);
         for (int64_t r = a; r < b; r++) {
             const int64_t off = r * ld + c0 + j;
-            const int pf = prefetch_ahead(g, r, 1);
+            const int pf = ndy.p ? 0 : prefetch_ahead(g, r, 1);
+            if (ndy.p) {
+                const int64_t t = (j / (STRIP_STEPS * STEP)) * (b - a) + (r - a);
+                prefetch_share(ndy, t);
+                prefetch_share(nx, t);
+            }
             for (int u = 0; u < STRIP_STEPS; u++) {
                 vd gl, gh, xl, xh;
                 if (pf) {
