@@ -307,17 +307,20 @@ def test_streaming_stores_for_large_outputs_are_correct():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("C", [20, 200])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_prefetching_rows_loops_are_correct(dtype):
+def test_prefetching_rows_loops_are_correct(dtype, C):
     # Rows layouts (features last) of 16 MiB and more prefetch rows ahead
-    # (CBN_PREFETCH_MIN_BYTES); the prefetch stops short of the last rows.
-    # Check such a size, with a row count that is not a multiple of the
-    # chunking, against float64 per feature.
+    # (CBN_PREFETCH_MIN_BYTES), or, with several register strips a row (200
+    # columns: several strips at every level), the next chunk in memory
+    # order; either stops short of the last rows. Check such a size, with a
+    # row count that is not a multiple of the chunking, against float64 per
+    # feature.
     rng = np.random.default_rng(3)
-    n = (16 << 20) // (20 * np.dtype(dtype).itemsize) + 37
-    x = rng.standard_normal((n, 20)).astype(dtype)
+    n = (16 << 20) // (C * np.dtype(dtype).itemsize) + 37
+    x = rng.standard_normal((n, C)).astype(dtype)
     x[:, 5] += 1e3
-    dy = rng.standard_normal((n, 20)).astype(dtype)
+    dy = rng.standard_normal((n, C)).astype(dtype)
     y, m, v = cbn.normalize_batch(x, axis=0, return_stats=True)
     ye = cbn.normalize_batch(x, axis=0, mean=m, var=v)
     dx, dg, db = cbn.normalize_batch_backward(dy, x, m, v, axis=0)
