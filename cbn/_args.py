@@ -50,6 +50,18 @@ def asarray(value, name):
     return np.asarray(value)
 
 
+def refuse_masked_out(out):
+    """TypeError when ``out`` is a ``numpy.ma.MaskedArray``: the kernels
+    would write its data under the mask and leave the mask as it was, so
+    the result would show old values as masked and hide new ones."""
+    masked = _masked_array_type()
+    if masked is not None and isinstance(out, masked):
+        raise TypeError(
+            "out is a numpy.ma.MaskedArray, which cbn does not support: its "
+            "mask would be left as it was over the new values. Pass its data "
+            "(out.data) to write through it, or let cbn allocate the result")
+
+
 def _type_name(value):
     """How an error message names the type of ``value``."""
     if value is None:

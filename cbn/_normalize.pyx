@@ -32,7 +32,7 @@ from cbn._block cimport (Block, make_block, empty_like_block, from_doubles,
                          int_tuple, dptr, check_status, run_forward_train,
                          run_forward_infer, run_backward, run_stats,
                          run_backward_dx)
-from cbn._args import asarray as _asarray, real as _real
+from cbn._args import asarray as _asarray, real as _real, refuse_masked_out as _refuse_masked_out
 
 try:
     from numpy.exceptions import AxisError
@@ -205,6 +205,7 @@ def _check_out(out, shape, rdt):
         return
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, not {type(out).__name__}")
+    _refuse_masked_out(out)
     if out.shape != shape:
         raise ValueError(f"out has shape {out.shape}, expected x's shape {shape}")
     if out.dtype.newbyteorder("=") != rdt:
@@ -429,7 +430,9 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         otherwise compute over the masked values and drop the mask: pass
         ``np.asarray(x)`` to ignore the mask, or ``x.filled(np.nan)`` to mark
         the masked values missing (their feature's results are then NaN).
-        Also if ``eps`` is not a real number (a str, bytes, complex, None).
+        Also if ``out`` is a ``numpy.ma.MaskedArray`` (its mask would be
+        left over the new values), or ``eps`` is not a real number (a str,
+        bytes, complex, None).
     ValueError
         For parameters of the wrong shape, a negative or NaN ``eps``, only one
         of ``mean`` and ``var``, a bad ``out``, or an empty batch in training.
@@ -568,7 +571,8 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
         or ``var`` is missing, or ``dy``, ``x``, ``mean``, ``var`` or
         ``gamma`` is a ``numpy.ma.MaskedArray`` (as in
         :func:`normalize_batch`; ``numpy.matrix`` and ``numpy.memmap`` are
-        read as plain ndarrays), or ``eps`` is not a real number.
+        read as plain ndarrays), ``out`` is one, or ``eps`` is not a real
+        number.
     ValueError
         For arguments of the wrong shape, a negative or NaN ``eps``, a bad
         ``out``, or an empty batch with ``batch_stats``.

@@ -457,6 +457,21 @@ def test_masked_x_raises_type_error_and_writes_nothing(x, out, hide):
     assert_raises_unchanged(TypeError, cbn.batch_stats, mx, match=match)
 
 
+@pytest.mark.parametrize("hide", [True, False], ids=["masked", "nothing-masked"])
+def test_masked_out_raises_type_error_and_writes_nothing(x, grads, hide):
+    # The kernels would write out's data under its mask and leave the mask,
+    # showing old values as masked and hiding new ones.
+    match = r"^out is a numpy\.ma\.MaskedArray.*out\.data"
+    for call, args, kwargs in (
+            (cbn.normalize_batch, (x,), {}),
+            (cbn.normalize_batch, (x,), {"mean": np.zeros(4), "var": np.ones(4)}),
+            (cbn.normalize_batch_backward, backward_args(grads), {})):
+        out = masked(np.full((6, 4), 7.0), hide)
+        data, mask = out.data.copy(), out.mask.copy()
+        assert_raises_unchanged(TypeError, call, *args, out=out, match=match, **kwargs)
+        assert out.data.tobytes() == data.tobytes() and (out.mask == mask).all()
+
+
 def test_masked_dy_raises_type_error_and_writes_nothing(grads):
     out = np.full((6, 4), 7.0)
     assert_raises_unchanged(TypeError, cbn.normalize_batch_backward,
