@@ -159,7 +159,7 @@ static void FN(rows_chunk_dev)(const T *x, const rows_geom *g, int64_t c0,
 {
     const int64_t ld = g->C;
     const int nstrips = nb / (STRIP_STEPS * STEP);
-    const chunk_ahead next = next_chunk_ahead(g, x, sizeof(T), nb, b, g->R, nstrips * (b - a));
+    const chunk_ahead next = next_chunk_ahead(g, x, sizeof(T), nb, b, g->R, nstrips, b - a);
     int j = 0;
     for (; j + STRIP_STEPS * STEP <= nb; j += STRIP_STEPS * STEP) {
         vd m[STRIP_VECS], s[STRIP_VECS], q[STRIP_VECS];
@@ -218,8 +218,8 @@ static void FN(rows_chunk_grad)(const T *dy, const T *x, const rows_geom *g,
     const int64_t ld = g->C;
     const int nstrips = nb / (STRIP_STEPS * STEP);
     /* the next sweep's rows, as rows_chunk_dev */
-    const chunk_ahead ndy = next_chunk_ahead(g, dy, sizeof(T), nb, b, b - a, nstrips * (b - a));
-    const chunk_ahead nx = next_chunk_ahead(g, x, sizeof(T), nb, b, b - a, nstrips * (b - a));
+    const chunk_ahead ndy = next_chunk_ahead(g, dy, sizeof(T), nb, b, b - a, nstrips, b - a);
+    const chunk_ahead nx = next_chunk_ahead(g, x, sizeof(T), nb, b, b - a, nstrips, b - a);
     int j = 0;
     for (; j + STRIP_STEPS * STEP <= nb; j += STRIP_STEPS * STEP) {
         vd m[STRIP_VECS], s[STRIP_VECS], q[STRIP_VECS];
