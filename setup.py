@@ -37,7 +37,7 @@ from setuptools.command.build_py import build_py
 
 # One kernels_<level>.c per SIMD level; each compiles itself for its target
 # with a pragma (no per-file flags), see src_c/simd/README.md.
-C_SOURCES = ["src_c/dispatch.c", "src_c/cpu.c",
+C_SOURCES = ["src_c/dispatch.c", "src_c/cpu.c", "src_c/profiles.c",
              "src_c/targets/kernels_scalar.c", "src_c/targets/kernels_baseline.c",
              "src_c/targets/kernels_avx2.c", "src_c/targets/kernels_avx512.c"]
 HEADERS = glob.glob("src_c/**/*.h", recursive=True)

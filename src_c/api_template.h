@@ -18,7 +18,7 @@ int API(cbn_stats)(const T *x, int64_t outer, int64_t C, int64_t inner,
     if (C > 0 && (!mean || !var))
         return CBN_ERR_ARG;
     if (C > 0)
-        kernels()->API(forward_train)(x, NULL, outer, C, inner, NULL, NULL, 0.0,
+        kernels(CBN_PASS_TRAIN)->API(forward_train)(x, NULL, outer, C, inner, NULL, NULL, 0.0,
                                      mean, var);
     return CBN_OK;
 }
@@ -32,7 +32,7 @@ int API(cbn_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
     if (s != CBN_OK)
         return s;
     if (C > 0)
-        kernels()->API(forward_train)(x, y, outer, C, inner, gamma, beta, eps,
+        kernels(CBN_PASS_TRAIN)->API(forward_train)(x, y, outer, C, inner, gamma, beta, eps,
                                     mean, var);
     return CBN_OK;
 }
@@ -49,7 +49,7 @@ int API(cbn_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
         return CBN_OK;
     if (!mean || !var)
         return CBN_ERR_ARG;
-    kernels()->API(forward_infer)(x, y, outer, C, inner, mean, var, gamma,
+    kernels(CBN_PASS_INFER)->API(forward_infer)(x, y, outer, C, inner, mean, var, gamma,
                                 beta, eps);
     return CBN_OK;
 }
@@ -74,7 +74,7 @@ int API(cbn_backward)(const T *dy, const T *x, T *dx, int64_t outer,
         }
         return CBN_OK;
     }
-    kernels()->API(backward)(dy, x, dx, outer, C, inner, mean, var, gamma, eps,
+    kernels(CBN_PASS_BACKWARD)->API(backward)(dy, x, dx, outer, C, inner, mean, var, gamma, eps,
                            batch_stats, dgamma, dbeta);
     return CBN_OK;
 }
@@ -93,7 +93,7 @@ int API(cbn_backward_dx)(const T *dy, const T *x, T *dx, int64_t outer,
         return CBN_OK;
     if (!dx || !mean || !var || !dgamma || !dbeta)
         return CBN_ERR_ARG;
-    kernels()->API(backward_dx)(dy, x, dx, outer, C, inner, mean, var, gamma,
+    kernels(CBN_PASS_BACKWARD)->API(backward_dx)(dy, x, dx, outer, C, inner, mean, var, gamma,
                               eps, m, dgamma, dbeta);
     return CBN_OK;
 }

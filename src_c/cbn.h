@@ -54,9 +54,15 @@
  *
  * Instruction sets
  * ----------------
- * The kernels exist at several SIMD levels (cbn_simd_level); the best one
- * the CPU supports is chosen on first use, and cbn_simd_set can force
- * another (for testing, or to rule one out).
+ * The kernels exist at several SIMD levels (cbn_simd_level). On first use a
+ * tuning profile is chosen from the CPU's vendor, family and model (CPUID):
+ * it names the level of each pass (cbn_pass) -- the best level the CPU
+ * supports unless measurement on that kind of CPU found another faster --
+ * and the prefetch tunings whose best value depends on the
+ * microarchitecture. cbn_simd_set forces one level on every pass,
+ * cbn_simd_set_pass on one (for testing, or to rule a level out), and
+ * cbn_profile_set another profile; none of them changes results beyond
+ * choosing a level, whose kernels are tested against the scalar reference.
  *
  * In-place use: y (or dx) may be the same pointer as x, but must not
  * otherwise overlap the inputs.
@@ -104,6 +110,42 @@ int cbn_simd_set(int level);
 /* The level's name ("scalar", "sse2", "neon", "avx2", "avx512"), NULL if
    `level` is not a level. */
 const char *cbn_simd_name(int level);
+
+/* The passes whose SIMD level is chosen apart. */
+typedef enum cbn_pass {
+    CBN_PASS_TRAIN = 0,     /* statistics and training forward */
+    CBN_PASS_INFER = 1,     /* forward with given statistics */
+    CBN_PASS_BACKWARD = 2,  /* backward and backward_dx */
+    CBN_NPASSES = 3
+} cbn_pass;
+
+/* The level `pass` runs at; -1 if `pass` is not a pass. cbn_simd_get is
+   the training pass's. */
+int cbn_simd_get_pass(int pass);
+/* Run `pass` at `level` from now on, the other passes unchanged: CBN_OK, or
+   CBN_ERR_ARG if either is not valid here. Not to be called while kernels
+   run in other threads. */
+int cbn_simd_set_pass(int pass, int level);
+/* The pass's name ("train", "infer", "backward"), NULL if not a pass. */
+const char *cbn_pass_name(int pass);
+
+/* Tuning profiles, 0 .. cbn_profile_count() - 1; profile 0 is "generic".
+   Any profile can be forced on any CPU: a level it names that the CPU lacks
+   is lowered to the best one the CPU has. */
+int cbn_profile_count(void);
+/* The profile's name (e.g. "generic", "amd-zen4"), NULL if not a profile. */
+const char *cbn_profile_name(int profile);
+/* The profile this CPU selects, and the one in use. */
+int cbn_profile_detected(void);
+int cbn_profile_get(void);
+/* Use `profile` from now on, every pass at its level (undoing
+   cbn_simd_set): CBN_OK, or CBN_ERR_ARG if it is not a profile. Not to be
+   called while kernels run in other threads. */
+int cbn_profile_set(int profile);
+/* The CPU as CPUID names it: the vendor string (12 characters and a NUL
+   into vendor[13]), and the display family and model; "", 0, 0 where
+   there is no CPUID. */
+void cbn_cpu_info(char vendor[13], int *family, int *model);
 
 /* Threads for the following calls, from any thread: n >= 1, or 0 to follow
    OpenMP's default again. CBN_ERR_ARG for n < 0. Ignored (always one thread)

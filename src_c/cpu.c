@@ -4,7 +4,10 @@
  * A level is usable when the CPU has the instructions (CPUID) and the
  * operating system saves the wider registers on context switch (XGETBV):
  * AVX needs the SSE and AVX state, AVX-512 also the opmask and ZMM state.
+ * The vendor, family and model choose the tuning profile (profiles.c).
  */
+#include <string.h>
+
 #include "kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -82,9 +85,49 @@ int cbn_cpu_has_avx512f(void)
     return known;
 }
 
+/* CPUID.0 has the vendor in EBX, EDX, ECX; CPUID.1:EAX the family and model,
+   whose extended fields count only for family 15 (family) and families 6
+   and 15 (model), as both vendors define them. */
+static cbn_cpu_id identify(void)
+{
+    cbn_cpu_id id;
+    unsigned r[4];
+    memset(&id, 0, sizeof id);
+    cpuid(0, 0, r);
+    memcpy(id.vendor, &r[1], 4);
+    memcpy(id.vendor + 4, &r[3], 4);
+    memcpy(id.vendor + 8, &r[2], 4);
+    cpuid(1, 0, r);
+    id.family = (int)((r[0] >> 8) & 0xf);
+    id.model = (int)((r[0] >> 4) & 0xf);
+    if (id.family == 15)
+        id.family += (int)((r[0] >> 20) & 0xff);
+    if (id.family == 6 || id.family >= 15)
+        id.model += (int)((r[0] >> 16) & 0xf) << 4;
+    return id;
+}
+
+cbn_cpu_id cbn_cpu_identify(void)
+{
+    static cbn_cpu_id known;
+    static int have = 0;
+    if (!have) {
+        known = identify();
+        have = 1;
+    }
+    return known;
+}
+
 #else
 
 int cbn_cpu_has_avx2_fma(void) { return 0; }
 int cbn_cpu_has_avx512f(void) { return 0; }
+
+cbn_cpu_id cbn_cpu_identify(void)
+{
+    cbn_cpu_id id;
+    memset(&id, 0, sizeof id);
+    return id;
+}
 
 #endif

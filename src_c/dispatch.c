@@ -6,6 +6,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -26,11 +27,23 @@ static const cbn_kernel_table *const tables[] = {
 };
 #define NLEVELS ((int)(sizeof(tables) / sizeof(tables[0])))
 
-/* NULL until first use, then the chosen table. Concurrent first calls all
-   store the same pointer. */
-static const cbn_kernel_table *active = NULL;
-static int active_level = -1;
+/* Each pass's table: NULL until first use, then the profile's choice (or
+   the forced level). Concurrent first calls all store the same pointers,
+   and a pointer once stored is to a constant table, so a call that sees one
+   can use it. */
+static const cbn_kernel_table *pass_table[CBN_NPASSES];
+static int pass_level[CBN_NPASSES];
+/* -1 until the first choice, stored last (release) so that a thread that
+   reads it set (acquire) also sees every pass's table. */
+static int profile = -1;
 static int num_threads_override = 0;
+#if defined(__GNUC__) || defined(__clang__)
+#define PUBLISH(var, v) __atomic_store_n(&(var), (v), __ATOMIC_RELEASE)
+#define ACQUIRE(var) __atomic_load_n(&(var), __ATOMIC_ACQUIRE)
+#else  /* MSVC on x86-64: ordinary stores and loads of aligned ints are ordered */
+#define PUBLISH(var, v) ((var) = (v))
+#define ACQUIRE(var) (var)
+#endif
 
 int cbn_simd_supported(int level)
 {
@@ -57,32 +70,112 @@ int cbn_simd_best(void)
     return level;
 }
 
+/* A profile's level for a pass, lowered to what this CPU has. */
+static int profile_level(int prof, int pass)
+{
+    int level = cbn_profiles[prof].level[pass];
+    if (level < 0 || level >= NLEVELS)
+        level = NLEVELS - 1;
+    while (!cbn_simd_supported(level))
+        level--;
+    return level;
+}
+
+static void set_pass(int pass, int level)
+{
+    pass_level[pass] = level;
+    pass_table[pass] = tables[level];
+}
+
+int cbn_profile_count(void) { return cbn_nprofiles; }
+
+const char *cbn_profile_name(int prof)
+{
+    return prof >= 0 && prof < cbn_nprofiles ? cbn_profiles[prof].name : NULL;
+}
+
+int cbn_profile_detected(void)
+{
+    static int known = -1;
+    if (known < 0)
+        known = cbn_profile_for(cbn_cpu_identify());
+    return known;
+}
+
+int cbn_profile_set(int prof)
+{
+    if (prof < 0 || prof >= cbn_nprofiles)
+        return CBN_ERR_ARG;
+    cbn_along_max_bytes = cbn_profiles[prof].along_max_bytes;
+    for (int p = 0; p < CBN_NPASSES; p++)
+        set_pass(p, profile_level(prof, p));
+    PUBLISH(profile, prof);
+    return CBN_OK;
+}
+
+int cbn_profile_get(void)
+{
+    int prof = ACQUIRE(profile);
+    if (prof < 0) {
+        cbn_profile_set(cbn_profile_detected());
+        prof = profile;
+    }
+    return prof;
+}
+
+void cbn_cpu_info(char vendor[13], int *family, int *model)
+{
+    cbn_cpu_id id = cbn_cpu_identify();
+    memcpy(vendor, id.vendor, 13);
+    *family = id.family;
+    *model = id.model;
+}
+
+const char *cbn_pass_name(int pass)
+{
+    static const char *const names[CBN_NPASSES] = {"train", "infer", "backward"};
+    return pass >= 0 && pass < CBN_NPASSES ? names[pass] : NULL;
+}
+
+int cbn_simd_set_pass(int pass, int level)
+{
+    if (pass < 0 || pass >= CBN_NPASSES || !cbn_simd_supported(level))
+        return CBN_ERR_ARG;
+    cbn_profile_get();  /* the other passes keep the profile's levels */
+    set_pass(pass, level);
+    return CBN_OK;
+}
+
 int cbn_simd_set(int level)
 {
     if (!cbn_simd_supported(level))
         return CBN_ERR_ARG;
-    active_level = level;
-    active = tables[level];
+    for (int p = 0; p < CBN_NPASSES; p++)
+        cbn_simd_set_pass(p, level);
     return CBN_OK;
 }
 
-int cbn_simd_get(void)
+int cbn_simd_get_pass(int pass)
 {
-    if (!active)
-        cbn_simd_set(cbn_simd_best());
-    return active_level;
+    if (pass < 0 || pass >= CBN_NPASSES)
+        return -1;
+    cbn_profile_get();
+    return pass_level[pass];
 }
+
+int cbn_simd_get(void) { return cbn_simd_get_pass(CBN_PASS_TRAIN); }
 
 const char *cbn_simd_name(int level)
 {
     return level >= 0 && level < NLEVELS ? tables[level]->name : NULL;
 }
 
-static const cbn_kernel_table *kernels(void)
+/* The table of `pass`, choosing the profile on first use. */
+static const cbn_kernel_table *kernels(int pass)
 {
-    if (!active)
-        cbn_simd_set(cbn_simd_best());
-    return active;
+    if (ACQUIRE(profile) < 0)
+        cbn_profile_get();
+    return pass_table[pass];
 }
 
 int cbn_set_num_threads(int n)

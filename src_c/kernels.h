@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 
+#include "cbn.h"
 #include "core/tuning.h"
 
 /* Per-data-type entries; T is float (f32) or double (f64). Argument order and
@@ -59,8 +60,40 @@ extern const cbn_kernel_table cbn_kernels_avx512;
    OpenMP's default for the calling thread; 1 without OpenMP. */
 int cbn_threads(void);
 
-/* What the CPU and operating system support (cpu.c). */
+/* What the CPU and operating system support, and what CPU it is (cpu.c). */
 int cbn_cpu_has_avx2_fma(void);
 int cbn_cpu_has_avx512f(void);
+typedef struct {
+    char vendor[13];  /* CPUID.0's string, "" off x86 */
+    int family, model;  /* CPUID.1's display family and model */
+} cbn_cpu_id;
+cbn_cpu_id cbn_cpu_identify(void);
+
+/* A tuning profile (profiles.c): what measurement found best on one kind
+   of CPU. */
+typedef struct {
+    const char *name;
+    /* The CPUs it is for: vendor, family, and up to four model ranges
+       [lo, hi] (none: any model); "" for the generic profile. */
+    const char *vendor;
+    int family;
+    int models[4][2];
+    int nmodels;
+    /* Each pass's level (cbn_pass order), -1 for the best supported. */
+    int level[CBN_NPASSES];
+    /* The planes passes prefetch along a feature (core/prefetch.h) only in
+       blocks of fewer bytes than this. */
+    int64_t along_max_bytes;
+} cbn_profile;
+
+extern const cbn_profile cbn_profiles[];
+extern const int cbn_nprofiles;
+/* The profile of a CPU: the first that matches it, else the generic one. */
+int cbn_profile_for(cbn_cpu_id id);
+
+/* The profile's prefetch limit in use (core/prefetch.h). Read by the
+   kernels when they plan a call: a call racing with cbn_profile_set may see
+   the old value, which changes how fast it runs, never what it computes. */
+extern int64_t cbn_along_max_bytes;
 
 #endif /* CBN_KERNELS_H */

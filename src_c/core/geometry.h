@@ -31,6 +31,19 @@ static inline int streams_output(int64_t bytes)
     return bytes >= CBN_STREAM_MIN_BYTES;
 }
 
+/* The limit of the tuning profile in use (profiles.c, kernels.h). */
+extern int64_t cbn_along_max_bytes;
+
+/* Whether a planes pass over a block of `bytes` input bytes prefetches
+   its features along (see "Prefetching along a feature" in
+   core/prefetch.h): inputs that come from L3 or memory, but not beyond the
+   profile's limit -- on AMD Zen 4 such prefetches slow streams from memory
+   (profiles.c). */
+static inline int prefetches_along(int64_t bytes)
+{
+    return bytes >= CBN_PREFETCH_MIN_BYTES && bytes < cbn_along_max_bytes;
+}
+
 /* -------------------------------------------------- planes (inner > 1) --- */
 
 /* How one feature's runs are cut. A chunk is the rectangle of rows
@@ -65,7 +78,7 @@ static inline planes_geom planes_geometry(int64_t outer, int64_t C, int64_t inne
     g.nseg = (g.nchunks + SEG_CHUNKS - 1) / SEG_CHUNKS;
     g.stream = streams_output(outer * C * inner * (int64_t)elsize);
     g.prefetch = inner * (int64_t)elsize <= CBN_PREFETCH_RUN_BYTES ? CBN_PREFETCH_RUNS : 0;
-    g.along = !g.prefetch && outer * C * inner * (int64_t)elsize >= CBN_PREFETCH_MIN_BYTES;
+    g.along = !g.prefetch && prefetches_along(outer * C * inner * (int64_t)elsize);
     return g;
 }
 

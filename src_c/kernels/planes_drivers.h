@@ -87,7 +87,8 @@ static void FN(planes_infer_run)(const T *x, T *y, int64_t outer, int64_t C,
     }
     /* prefetched along where streamed: below that size, measured slower */
     FN(run_normalize)(x + r * inner, y + r * inner, inner, k, stream,
-                      stream_ahead(x, r * inner, inner, total, sizeof(T), stream));
+                      stream_ahead(x, r * inner, inner, total, sizeof(T),
+                                   stream && prefetches_along(total * (int64_t)sizeof(T))));
     if (stream)
         stream_fence();
 }
