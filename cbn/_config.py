@@ -16,12 +16,29 @@ def _openmp_runtimes() -> Optional[list[str]]:
     return [i["filepath"] for i in threadpool_info() if i.get("user_api") == "openmp"]
 
 
+def _cpu_text() -> str:
+    vendor, family, model = kernels.cpu_id()
+    if not vendor:
+        return f"{platform.machine()} (no CPUID)"
+    return f"{vendor} family {family} model {model} ({family:x}h, {model:x}h)"
+
+
+def _levels_text() -> str:
+    """One level, or each pass's where they differ."""
+    levels = kernels.simd_by_pass()
+    if len(set(levels.values())) == 1:
+        return f"{next(iter(levels.values()))} (every pass)"
+    return ", ".join(f"{p} {lv}" for p, lv in levels.items())
+
+
 def show_config() -> None:
     """Print cbn's build and run-time configuration.
 
-    The SIMD level in use and those the CPU supports, the OpenMP version the
-    C core was built with and the runtime library loaded (when threadpoolctl
-    is installed), and the thread count large inputs use.
+    The CPU (CPUID's vendor, family and model) and the tuning profile it
+    selected, the SIMD level of each pass and those the CPU supports, the
+    OpenMP version the C core was built with and the runtime library loaded
+    (when threadpoolctl is installed), and the thread count large inputs
+    use.
 
     Examples
     --------
@@ -35,7 +52,9 @@ def show_config() -> None:
     lines = [
         f"cbn {__version__} (numpy {np.__version__}, Python {platform.python_version()}, "
         f"{platform.machine()})",
-        f"  SIMD level in use:  {kernels.get_simd()}",
+        f"  CPU:                {_cpu_text()}",
+        f"  tuning profile:     {kernels.get_cpu_profile()}",
+        f"  SIMD level in use:  {_levels_text()}",
         f"  SIMD levels here:   {', '.join(kernels.simd_levels())}",
         f"  OpenMP:             {('version ' + str(omp)) if omp else 'none (serial build)'}",
     ]

@@ -344,11 +344,33 @@ def simd_levels():
             if _cbn.cbn_simd_supported(i)]
 
 
-def get_simd():
-    """Name of the SIMD level in use.
+def _level_names():
+    names = {_cbn.cbn_simd_name(i).decode(): i
+             for i in range(_cbn.CBN_SIMD_SCALAR, _cbn.CBN_SIMD_AVX512 + 1)}
+    names["baseline"] = 1
+    return names
 
-    The best level :func:`simd_levels` lists, unless ``CBN_SIMD`` or
-    :func:`set_simd` chose another.
+
+def _pass_numbers(passes):
+    names = {_cbn.cbn_pass_name(p).decode(): p for p in range(_cbn.CBN_NPASSES)}
+    if passes is None:
+        return list(names.values())
+    if isinstance(passes, str):
+        passes = (passes,)
+    try:
+        return [names[p] for p in passes]
+    except (KeyError, TypeError):
+        raise ValueError(f"passes must be one or several of {list(names)}, "
+                         f"not {passes!r}") from None
+
+
+def get_simd():
+    """Name of the SIMD level the training pass runs at.
+
+    The tuning profile's choice (the best level :func:`simd_levels` lists,
+    unless measurement on this kind of CPU found another faster), unless
+    ``CBN_SIMD`` or :func:`set_simd` chose another. :func:`simd_by_pass`
+    gives every pass's.
 
     Returns
     -------
@@ -364,42 +386,166 @@ def get_simd():
     return _cbn.cbn_simd_name(_cbn.cbn_simd_get()).decode()
 
 
-def set_simd(name):
-    """Use the SIMD level ``name`` (one of :func:`simd_levels`, or
-    ``'baseline'``) for the following calls.
+def simd_by_pass():
+    """The SIMD level of each pass.
+
+    Returns
+    -------
+    dict
+        ``{'train': level, 'infer': level, 'backward': level}``: statistics
+        and training forward, forward with given statistics, and backward
+        (both of its entry points).
+
+    Examples
+    --------
+    >>> from cbn import kernels
+    >>> sorted(kernels.simd_by_pass())
+    ['backward', 'infer', 'train']
+    """
+    return {_cbn.cbn_pass_name(p).decode():
+            _cbn.cbn_simd_name(_cbn.cbn_simd_get_pass(p)).decode()
+            for p in range(_cbn.CBN_NPASSES)}
+
+
+def set_simd(name, passes=None):
+    """Use the SIMD level ``name`` for the following calls.
 
     Not to be called while cbn runs in other threads. Mainly for testing and
-    benchmarking; the default is the best level.
+    benchmarking; by default each pass runs at the tuning profile's level
+    (see :func:`get_cpu_profile`), to which ``'auto'`` returns.
 
     Parameters
     ----------
     name : str
         The level: ``'scalar'``, ``'baseline'`` (SSE2 or NEON), ``'sse2'``,
-        ``'neon'``, ``'avx2'`` or ``'avx512'``.
+        ``'neon'``, ``'avx2'`` or ``'avx512'`` (one of :func:`simd_levels`),
+        or ``'auto'``: every pass at its profile's level again.
+    passes : str or sequence of str, optional
+        Only these passes (``'train'``, ``'infer'``, ``'backward'``); the
+        default is all. Not with ``'auto'``.
 
     Raises
     ------
     ValueError
-        If the level is unknown or not supported by this CPU.
+        If the level is unknown or not supported by this CPU, or a pass is
+        unknown.
 
     Examples
     --------
     >>> from cbn import kernels
-    >>> best = kernels.get_simd()
-    >>> kernels.set_simd("scalar")
-    >>> kernels.get_simd()
+    >>> kernels.set_simd("scalar", passes="infer")
+    >>> kernels.simd_by_pass()["infer"]
     'scalar'
-    >>> kernels.set_simd(best)
+    >>> kernels.set_simd("auto")
     """
-    cdef int level
-    names = {_cbn.cbn_simd_name(i).decode(): i
-             for i in range(_cbn.CBN_SIMD_SCALAR, _cbn.CBN_SIMD_AVX512 + 1)}
-    names["baseline"] = 1
+    cdef int level, p
+    if name == "auto":
+        if passes is not None:
+            raise ValueError("set_simd('auto') applies to every pass")
+        _cbn.cbn_profile_set(_cbn.cbn_profile_get())
+        return
+    names = _level_names()
     if name not in names or not _cbn.cbn_simd_supported(names[name]):
         raise ValueError(f"SIMD level {name!r} is not available here; "
-                         f"choose from {simd_levels()}")
+                         f"choose from {simd_levels()} or 'auto'")
     level = names[name]
-    _cbn.cbn_simd_set(level)
+    for p in _pass_numbers(passes):
+        _cbn.cbn_simd_set_pass(p, level)
+
+
+def cpu_profiles():
+    """Names of the tuning profiles, ``'generic'`` first.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> from cbn import kernels
+    >>> kernels.cpu_profiles()[0]
+    'generic'
+    """
+    return [_cbn.cbn_profile_name(i).decode() for i in range(_cbn.cbn_profile_count())]
+
+
+def get_cpu_profile():
+    """Name of the tuning profile in use.
+
+    A profile holds what measurement found fastest on one kind of CPU: each
+    pass's SIMD level and the prefetch tunings that differ between
+    microarchitectures. The one this CPU's vendor, family and model select
+    (:func:`cpu_id`) is used unless ``CBN_CPU_PROFILE`` or
+    :func:`set_cpu_profile` chose another; CPUs that no profile names get
+    ``'generic'``.
+
+    Returns
+    -------
+    str
+        One of :func:`cpu_profiles`.
+
+    Examples
+    --------
+    >>> from cbn import kernels
+    >>> kernels.get_cpu_profile() in kernels.cpu_profiles()
+    True
+    """
+    return _cbn.cbn_profile_name(_cbn.cbn_profile_get()).decode()
+
+
+def set_cpu_profile(name):
+    """Use the tuning profile ``name`` from now on, every pass at its level.
+
+    Any profile runs on any CPU (a level the CPU lacks is lowered to the
+    best it has), and no profile changes what a level computes. Not to be
+    called while cbn runs in other threads; for testing and benchmarking.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`cpu_profiles`, or ``'auto'`` for the one this CPU
+        selects.
+
+    Raises
+    ------
+    ValueError
+        If there is no such profile.
+
+    Examples
+    --------
+    >>> from cbn import kernels
+    >>> kernels.set_cpu_profile("generic")
+    >>> kernels.get_cpu_profile()
+    'generic'
+    >>> kernels.set_cpu_profile("auto")
+    """
+    names = cpu_profiles()
+    if name == "auto":
+        _cbn.cbn_profile_set(_cbn.cbn_profile_detected())
+    elif name in names:
+        _cbn.cbn_profile_set(names.index(name))
+    else:
+        raise ValueError(f"no tuning profile {name!r}; choose from {names} or 'auto'")
+
+
+def cpu_id():
+    """The CPU as CPUID names it, which selects the tuning profile.
+
+    Returns
+    -------
+    tuple
+        ``(vendor, family, model)``: e.g. ``('AuthenticAMD', 25, 17)``;
+        ``('', 0, 0)`` where there is no CPUID (not x86).
+
+    Examples
+    --------
+    >>> from cbn import kernels
+    >>> vendor, family, model = kernels.cpu_id()
+    """
+    cdef char vendor[13]
+    cdef int family = 0, model = 0
+    _cbn.cbn_cpu_info(vendor, &family, &model)
+    return vendor.decode("ascii", "replace"), family, model
 
 
 def set_num_threads(n):
@@ -492,14 +638,16 @@ def _serial_after_fork():
 
 
 def _apply_environment():
-    name = os.environ.get("CBN_SIMD", "").strip().lower()
-    if not name:
-        return
-    try:
-        set_simd(name)
-    except ValueError as e:
-        warnings.warn(f"ignoring CBN_SIMD={name!r}: {e}", RuntimeWarning,
-                      stacklevel=2)
+    # the profile first: it resets the levels, which CBN_SIMD then forces
+    for var, apply in (("CBN_CPU_PROFILE", set_cpu_profile), ("CBN_SIMD", set_simd)):
+        name = os.environ.get(var, "").strip().lower()
+        if not name:
+            continue
+        try:
+            apply(name)
+        except ValueError as e:
+            warnings.warn(f"ignoring {var}={name!r}: {e}", RuntimeWarning,
+                          stacklevel=2)
 
 
 _apply_environment()

@@ -26,10 +26,11 @@ def simd_level(request):
     """Run the test at each SIMD level this CPU supports (the fixture's value
     is the level's name), then restore the level that was set before, so a
     failing test cannot leave the rest of the suite on another level."""
-    before = kernels.get_simd()
+    before = kernels.simd_by_pass()
     kernels.set_simd(request.param)
     yield request.param
-    kernels.set_simd(before)
+    for p, level in before.items():
+        kernels.set_simd(level, passes=p)
 
 
 @pytest.fixture

@@ -93,6 +93,7 @@ def test_torch_computes_what_cbn_computes(quick_run):
 def test_report_has_a_table_per_thread_count(quick_run):
     out, result = quick_run
     assert result["meta"]["cpu"] in out and result["meta"]["simd"] in out
+    assert f"cbn tuning profile: {result['meta']['cpu_profile']}" in out
     lines = out.splitlines()
     for n in THREADS:
         start = lines.index(f"threads: {n}")

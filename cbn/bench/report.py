@@ -7,6 +7,18 @@ from cbn.bench.timing import FOREIGN_LOAD_LIMIT
 from cbn.bench.variants import OPERATIONS
 
 
+def _cpu_line(meta):
+    """CPUID's name of the CPU, the tuning profile, and the levels where the
+    passes differ (JSON files of older runs have none of these)."""
+    vendor, family, model = meta.get("cpu_id") or ("", 0, 0)
+    cpu = f"{vendor} family {family} model {model}" if vendor else "no CPUID"
+    levels = meta.get("simd_by_pass") or {}
+    per_pass = (", ".join(f"{p} {lv}" for p, lv in levels.items())
+                if len(set(levels.values())) > 1 else "")
+    return (f"{cpu}; cbn tuning profile: {meta.get('cpu_profile', '?')}"
+            + (f"; SIMD by pass: {per_pass}" if per_pass else ""))
+
+
 def format_header(meta):
     """The lines above the tables: machine, versions, method."""
     torch = (f"torch {meta['torch']}" if meta["torch"]
@@ -14,6 +26,7 @@ def format_header(meta):
     lines = [
         f"cbn {meta['cbn']} benchmark, {meta['date']}",
         f"CPU: {meta['cpu']} ({meta['logical_cpus']} logical CPUs); {meta['platform']}",
+        _cpu_line(meta),
         f"Python {meta['python']}, numpy {meta['numpy']}, {torch}",
         f"cbn SIMD level: {meta['simd']} (supported: {', '.join(meta['simd_levels'])}); "
         f"OpenMP {meta['openmp'] or 'off'}"

@@ -154,7 +154,10 @@ def machine_info(torch):
         "torch": torch.__version__ if torch is not None else None,
         "cbn": cbn.__version__,
         "simd": cbn.kernels.get_simd(),
+        "simd_by_pass": cbn.kernels.simd_by_pass(),
         "simd_levels": cbn.kernels.simd_levels(),
+        "cpu_id": list(cbn.kernels.cpu_id()),
+        "cpu_profile": cbn.kernels.get_cpu_profile(),
         "openmp": cbn.kernels.openmp_version(),
     }
     try:
