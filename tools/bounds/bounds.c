@@ -28,130 +28,33 @@
  * cache-sized pieces, can beat them. Not part of the library or its build;
  * the benchmark proper is `python -m cbn bench`.
  *
- * Build and run (x86-64 with AVX-512F; the loops are compiled for it with a
- * target attribute, no -march flag):
- *   gcc -O3 -o /tmp/bounds tools/bounds.c && /tmp/bounds
+ * The loops are written once against cbn's vector layer (src_c/simd/) in
+ * bounds/loops.h and compiled per level by bounds/level_<name>.c with a
+ * pragma (no -march flag); the best level the CPU has runs, AVX-512F or
+ * AVX2 + FMA, unless CBN_SIMD=avx2 asks for the narrower one, as it does of
+ * cbn. Build and run (x86-64) from the repository's root:
+ *   gcc -O3 -Isrc_c -o /tmp/bounds tools/bounds/bounds.c \
+ *       tools/bounds/level_avx2.c tools/bounds/level_avx512.c && /tmp/bounds
  * Arguments: OUTER,C,INNER layouts (a float32 array of OUTER x C x INNER,
  * features along C); without arguments, the benchmark's float32 cases.
  */
 #define _POSIX_C_SOURCE 200112L
-#include <immintrin.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define TARGET __attribute__((target("avx512f")))
+#include "bounds.h"
 
-/* Prefetch distance in floats for the arrays measured now (0: none), and
-   the prefetch of the line that far past p[i] when it lies before p[n]. */
-static long ahead;
-#define AHEAD(p, i, n)                                                          \
-    do {                                                                      \
-        if (ahead && (i) + ahead < (n))                                       \
-            _mm_prefetch((const char *)((p) + (i) + ahead), _MM_HINT_T1);     \
-    } while (0)
+/* The level's loops in use (main). */
+static const bounds_loops *loops;
 
 static double now(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* sum(x - K), sum((x - K)^2) in double: two widened vectors per 16 floats,
-   four independent accumulator pairs (latency hidden, as in cbn's loops). */
-TARGET static double stats(const float *x, long n, double K)
-{
-    __m512d k = _mm512_set1_pd(K), a[4], q[4];
-    for (int i = 0; i < 4; i++)
-        a[i] = q[i] = _mm512_setzero_pd();
-    for (long i = 0; i + 32 <= n; i += 32) {
-        AHEAD(x, i, n);
-        AHEAD(x, i + 16, n);
-        for (int u = 0; u < 4; u++) {
-            __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8 * u)), k);
-            a[u] = _mm512_add_pd(a[u], d);
-            q[u] = _mm512_fmadd_pd(d, d, q[u]);
-        }
-    }
-    __m512d s = _mm512_add_pd(_mm512_add_pd(a[0], a[1]), _mm512_add_pd(a[2], a[3]));
-    __m512d t = _mm512_add_pd(_mm512_add_pd(q[0], q[1]), _mm512_add_pd(q[2], q[3]));
-    return _mm512_reduce_add_pd(s) + _mm512_reduce_add_pd(t);
-}
-
-/* Elements before y is 64-byte aligned, for the streaming stores. */
-static long peel(const float *y, long n)
-{
-    long k = (long)((64 - (uintptr_t)y % 64) % 64 / sizeof(float));
-    return k < n ? k : n;
-}
-
-TARGET static void norm(const float *x, float *y, long n, int nt)
-{
-    __m512 h = _mm512_set1_ps(0.5f), s = _mm512_set1_ps(1.5f), t = _mm512_set1_ps(2.0f);
-    long i = 0;
-    if (nt) {
-        for (long p = peel(y, n); i < p; i++)
-            y[i] = (x[i] - 0.5f) * 1.5f + 2.0f;
-        for (; i + 16 <= n; i += 16) {
-            AHEAD(x, i, n);
-            _mm512_stream_ps(y + i, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), h), s, t));
-        }
-        _mm_sfence();
-    } else {
-        for (; i + 16 <= n; i += 16) {
-            AHEAD(x, i, n);
-            _mm512_storeu_ps(y + i, _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), h), s, t));
-        }
-    }
-}
-
-/* sum(dy), sum(dy*(x - K)) in double, four accumulator pairs as in stats */
-TARGET static double grad(const float *dy, const float *x, long n, double K)
-{
-    __m512d k = _mm512_set1_pd(K), a[4], q[4];
-    for (int i = 0; i < 4; i++)
-        a[i] = q[i] = _mm512_setzero_pd();
-    for (long i = 0; i + 32 <= n; i += 32) {
-        AHEAD(dy, i, n);
-        AHEAD(dy, i + 16, n);
-        AHEAD(x, i, n);
-        AHEAD(x, i + 16, n);
-        for (int u = 0; u < 4; u++) {
-            __m512d g = _mm512_cvtps_pd(_mm256_loadu_ps(dy + i + 8 * u));
-            __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8 * u)), k);
-            a[u] = _mm512_add_pd(a[u], g);
-            q[u] = _mm512_fmadd_pd(g, d, q[u]);
-        }
-    }
-    __m512d s = _mm512_add_pd(_mm512_add_pd(a[0], a[1]), _mm512_add_pd(a[2], a[3]));
-    __m512d t = _mm512_add_pd(_mm512_add_pd(q[0], q[1]), _mm512_add_pd(q[2], q[3]));
-    return _mm512_reduce_add_pd(s) + _mm512_reduce_add_pd(t);
-}
-
-/* dx = a*dy + (b*(x - h) + c) */
-TARGET static void dx_pass(const float *dy, const float *x, float *dx, long n, int nt)
-{
-    __m512 a = _mm512_set1_ps(0.5f), b = _mm512_set1_ps(1.5f),
-           c = _mm512_set1_ps(2.0f), h = _mm512_set1_ps(0.25f);
-    long i = 0;
-    if (nt)
-        for (long p = peel(dx, n); i < p; i++)
-            dx[i] = 0.5f * dy[i] + (1.5f * (x[i] - 0.25f) + 2.0f);
-    for (; i + 16 <= n; i += 16) {
-        AHEAD(dy, i, n);
-        AHEAD(x, i, n);
-        __m512 v = _mm512_fmadd_ps(a, _mm512_loadu_ps(dy + i),
-                                   _mm512_fmadd_ps(b, _mm512_sub_ps(_mm512_loadu_ps(x + i), h), c));
-        if (nt)
-            _mm512_stream_ps(dx + i, v);
-        else
-            _mm512_storeu_ps(dx + i, v);
-    }
-    if (nt)
-        _mm_sfence();
 }
 
 static int cmp(const void *a, const void *b)
@@ -176,7 +79,7 @@ typedef struct {
 } layout;
 
 static void run(int k, const float *x, const float *dy, float *y, layout L,
-                volatile double *sink)
+                long ahead, volatile double *sink)
 {
     const long n = L.outer * L.C * L.inner;
     const int nt = n * (long)sizeof(float) >= 16L << 20;
@@ -184,24 +87,25 @@ static void run(int k, const float *x, const float *dy, float *y, layout L,
                count = L.inner > 1 ? L.outer : 1;
     switch (k) {
     case COPY: memcpy(y, x, (size_t)n * sizeof(float)); break;
-    case STATS: *sink += stats(x, n, 0.25); break;
-    case NORM: norm(x, y, n, 0); break;
-    case NORM_NT: norm(x, y, n, 1); break;
+    case STATS: *sink += loops->stats(x, n, 0.25, ahead); break;
+    case NORM: loops->norm(x, y, n, 0, ahead); break;
+    case NORM_NT: loops->norm(x, y, n, 1, ahead); break;
     case TRAIN:
         for (long c = 0; c < runs; c++) {
             for (long o = 0; o < count; o++)
-                *sink += stats(x + (o * runs + c) * len, len, 0.25);
+                *sink += loops->stats(x + (o * runs + c) * len, len, 0.25, ahead);
             for (long o = 0; o < count; o++)
-                norm(x + (o * runs + c) * len, y + (o * runs + c) * len, len, nt);
+                loops->norm(x + (o * runs + c) * len, y + (o * runs + c) * len, len, nt, ahead);
         }
         break;
     case BACKWARD:
         for (long c = 0; c < runs; c++) {
             for (long o = 0; o < count; o++)
-                *sink += grad(dy + (o * runs + c) * len, x + (o * runs + c) * len, len, 0.25);
+                *sink += loops->grad(dy + (o * runs + c) * len, x + (o * runs + c) * len, len, 0.25,
+                                     ahead);
             for (long o = 0; o < count; o++)
-                dx_pass(dy + (o * runs + c) * len, x + (o * runs + c) * len,
-                        y + (o * runs + c) * len, len, nt);
+                loops->dx_pass(dy + (o * runs + c) * len, x + (o * runs + c) * len,
+                               y + (o * runs + c) * len, len, nt, ahead);
         }
         break;
     }
@@ -218,7 +122,7 @@ static void measure(layout L)
     double t[NK][ROUNDS], ratio[NK][ROUNDS];
     for (long i = 0; i < n; i++)
         x[i] = (float)(i % 1000) * 0.001f, y[i] = 0.0f, dy[i] = x[i] - 0.5f;
-    ahead = n * (long)sizeof(float) >= 16L << 20 ? 8192 / (long)sizeof(float) : 0;
+    const long ahead = n * (long)sizeof(float) >= 16L << 20 ? 8192 / (long)sizeof(float) : 0;
     /* the kinds interleaved within every round, each a loop of 10-40 ms
        (warm, like the benchmark's) */
     long reps = (long)(5e7 / (double)n) + 1;
@@ -226,7 +130,7 @@ static void measure(layout L)
         for (int k = 0; k < NK; k++) {
             double t0 = now();
             for (long i = 0; i < reps; i++)
-                run(k, x, dy, y, L, &sink);
+                run(k, x, dy, y, L, ahead, &sink);
             if (r >= 0)
                 t[k][r] = (now() - t0) / (double)reps;
         }
@@ -235,8 +139,8 @@ static void measure(layout L)
         for (int k = 0; k < NK; k++)
             ratio[k][r] = t[k][r] / t[COPY][r];
     qsort(t[COPY], ROUNDS, sizeof(double), cmp);
-    printf("(%ld, %ld, %ld) float32, %.1f MB: copy %.1f us (median)\n", L.outer,
-           L.C, L.inner, n * 4e-6, t[COPY][ROUNDS / 2] * 1e6);
+    printf("(%ld, %ld, %ld) float32, %.1f MB, %s loops: copy %.1f us (median)\n",
+           L.outer, L.C, L.inner, n * 4e-6, loops->name, t[COPY][ROUNDS / 2] * 1e6);
     for (int k = 1; k < NK; k++) {
         qsort(ratio[k], ROUNDS, sizeof(double), cmp);
         printf("  %-8s %5.2fx the copy  (quartiles %.2f .. %.2f)\n", names[k],
@@ -249,8 +153,14 @@ static void measure(layout L)
 
 int main(int argc, char **argv)
 {
-    if (!__builtin_cpu_supports("avx512f")) {
-        fprintf(stderr, "bounds: needs AVX-512F\n");
+    const char *want = getenv("CBN_SIMD");
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && !(want && strcmp(want, "avx2") == 0))
+        loops = &bounds_avx512;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        loops = &bounds_avx2;
+    else {
+        fprintf(stderr, "bounds: needs AVX2 and FMA, or AVX-512F\n");
         return 1;
     }
     /* the benchmark's float32 cases, as (outer, C, inner) */
