@@ -5,6 +5,7 @@ from typing import Sequence, SupportsIndex
 CHUNK: int
 SEG_CHUNKS: int
 ROW_BLOCK: int
+INFER_COEFS: int
 PARALLEL_MIN_WORK: int
 STRIP_ROW_BYTES: int
 PREFETCH_RUN_BYTES: int

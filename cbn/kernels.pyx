@@ -22,6 +22,7 @@ cdef extern from "core/tuning.h":
     int _CHUNK "CHUNK"
     int _SEG_CHUNKS "SEG_CHUNKS"
     int _ROW_BLOCK "ROW_BLOCK"
+    int _INFER_COEFS "INFER_COEFS"
     long long _PARALLEL_MIN_WORK "CBN_PARALLEL_MIN_WORK"
     long long _STRIP_ROW_BYTES "CBN_STRIP_ROW_BYTES"
     long long _PREFETCH_RUN_BYTES "CBN_PREFETCH_RUN_BYTES"
@@ -34,6 +35,7 @@ cdef extern from "core/tuning.h":
 CHUNK = _CHUNK                            # elements per chunk, runs layout
 SEG_CHUNKS = _SEG_CHUNKS                  # chunks per segment
 ROW_BLOCK = _ROW_BLOCK                    # features per column block, rows
+INFER_COEFS = _INFER_COEFS                # features up to which planes eval makes coefs once
 PARALLEL_MIN_WORK = _PARALLEL_MIN_WORK    # elements below which one thread
 STRIP_ROW_BYTES = _STRIP_ROW_BYTES        # rows up to this use column strips
 PREFETCH_RUN_BYTES = _PREFETCH_RUN_BYTES  # runs up to this are prefetched

@@ -15,7 +15,7 @@ import pytest
 
 import cbn
 from cbn import kernels
-from cbn.kernels import CHUNK, ROW_BLOCK, SEG_CHUNKS
+from cbn.kernels import CHUNK, INFER_COEFS, ROW_BLOCK, SEG_CHUNKS
 from checks import (CANCELLED_DX_TOLERANCE, LARGE_DGAMMA_TOLERANCE, LARGE_STATS_TOLERANCE,
                     LARGE_Y_TOLERANCE, REDONE_STATS_TOLERANCE, REDONE_Y_TOLERANCE,
                     assert_rounding_close, assert_stats_close, assert_within)
@@ -28,13 +28,15 @@ SEGMENT = SEG_CHUNKS * CHUNK   # values of one feature in one segment
 # name -> (shape, batch axes), derived from the core's tuning constants so
 # that each case keeps reaching its path when they change (checked by
 # test_cases_reach_every_path): planes (inner > 1) shorter and longer than a
-# chunk, features of several segments; rows (inner == 1) with C below, at
+# chunk, features of several segments, more features than inference
+# makes coefficients for at once; rows (inner == 1) with C below, at
 # and above the column block, with a tail; odd sizes for vector tails.
 CASES = {
     "planes-short": ((7, 5, 33), (0, 2)),
     "planes-long": ((3, 2, 2 * CHUNK + 904), (0, 2)),
     "planes-short-segments": ((SEGMENT // 700 + 18, 3, 700), (0, 2)),
     "planes-long-segments": ((9, 3, SEGMENT + 4232), (0, 2)),
+    "planes-many-features": ((3, INFER_COEFS + 5, 9), (0, 2)),
     "rows-narrow": ((37, 19), 0),
     "rows-one-block": ((300, 300), 0),
     "rows-block-edge": ((40, ROW_BLOCK), 0),
@@ -62,6 +64,9 @@ def test_cases_reach_every_path():
     assert any(inner < CHUNK and m > SEGMENT for _, inner, m in planes)
     assert any(CHUNK < inner < SEGMENT for _, inner, _ in planes)
     assert any(inner > SEGMENT for _, inner, _ in planes)
+    # inference makes coefficients once per call up to INFER_COEFS features
+    assert any(C <= INFER_COEFS and m > inner for C, inner, m in planes)
+    assert any(C > INFER_COEFS for C, _, _ in planes)
     assert any(1 < C < ROW_BLOCK for C, _, _ in rows)
     assert any(C == ROW_BLOCK for C, _, _ in rows)
     assert any(C > 2 * ROW_BLOCK and C % ROW_BLOCK for C, _, _ in rows)

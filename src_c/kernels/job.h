@@ -21,6 +21,7 @@ typedef struct {
     double eps, m;
     int batch_stats;
     int stream;                 /* inference: streaming stores */
+    const FN(coef) *coefs;      /* inference: per feature, made once, or NULL */
     double *mean_out, *var_out; /* forward_train's statistics */
     double *dgamma, *dbeta;     /* backward's sums */
     const double *given_dgamma, *given_dbeta; /* backward_dx's */
