@@ -13,7 +13,7 @@ does.
 import numpy as np
 
 from cbn._args import asarray, index, real
-from cbn._normalize import _moments
+from cbn._normalize import _batch_moments
 
 
 class BatchStats:
@@ -83,13 +83,17 @@ class BatchStats:
         self._count, self._mean, self._m2 = count, mean, m2
 
     @classmethod
-    def _own(cls, count, mean, m2):
+    def _own(cls, count, mean, m2, frozen=False):
         """BatchStats holding arrays this module has just computed (float64,
         of one shape, referenced nowhere else), without the checks and copies
         of the constructor: they cost several times the kernel on a small
-        batch."""
+        batch. frozen: the arrays are read-only already, and zero for count
+        0 (as _batch_moments makes them)."""
         self = cls.__new__(cls)
-        self._hold(count, mean, m2)
+        if frozen:
+            self._count, self._mean, self._m2 = count, mean, m2
+        else:
+            self._hold(count, mean, m2)
         return self
 
     @property
@@ -230,9 +234,8 @@ def batch_stats(x, *, axis=0):
     >>> cbn.batch_stats(imgs, axis=(0, 2, 3)).mean.shape
     (3,)
     """
-    m, mean, var = _moments(x, axis)
-    var *= m
-    return BatchStats._own(m, mean, var)
+    m, mean, m2 = _batch_moments(x, axis)
+    return BatchStats._own(m, mean, m2, True)
 
 
 def merge_stats(*parts):

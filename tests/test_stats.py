@@ -36,6 +36,8 @@ def test_batch_stats_match_oracle(dtype, shape, axis):
     assert s.count == count
     assert s.mean.dtype == s.m2.dtype == np.float64
     assert s.mean.shape == mean.shape
+    # read-only, whichever way the kernel's features were ordered
+    assert not (s.mean.flags.writeable or s.m2.flags.writeable)
     # M2 = count * var, to the variance's relative bound
     assert_stats_close(s.mean, s.m2, mean, m2, exact=True)
     assert_stats_close(None, s.var(), None, m2 / count, exact=True)
@@ -89,6 +91,7 @@ def test_empty_parts_merge_as_nothing():
     empty = cbn.batch_stats(x[:0])
     assert empty.count == 0
     assert (empty.mean == 0).all() and (empty.m2 == 0).all()
+    assert not (empty.mean.flags.writeable or empty.m2.flags.writeable)
     s = cbn.batch_stats(x)
     for merged in (empty.merge(s), s.merge(empty), cbn.merge_stats(empty, s, empty)):
         assert merged.count == 10
