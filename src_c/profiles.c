@@ -23,6 +23,14 @@
 #define BEST (-1)
 
 const cbn_profile cbn_profiles[] = {
+    /* Also measured as the right one for AMD Zen 3 (family 19h, model 01h:
+       EPYC Milan, AVX2, 512 KiB L2 per core, 32 MiB L3), 2026-12-07, one
+       thread, this profile against amd-zen4 in one process (medians of 9
+       interleaved rounds, ratios to the copy): NCHW (64,64,112,112) float32
+       training 1.92x / 2.08x, inference 1.11x / 1.16x, statistics 0.98x /
+       1.14x, backward 2.83x / 2.98x; NCHW (32,64,56,56) float64 and 2-D
+       (65536,512) float32 within the noise. There the prefetches along a
+       feature help beyond L3 too. */
     {"generic", "", 0, {{0, 0}}, 0, {BEST, BEST, BEST}, INT64_MAX},
     /* AMD Zen 4 (family 19h; models 10h-1Fh Genoa, 60h-7Fh Raphael and
        Phoenix, A0h-AFh Bergamo and Siena), measured on model 11h (EPYC, 2

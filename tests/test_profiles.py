@@ -45,7 +45,7 @@ def test_profiles_are_listed_and_this_cpu_selects_its_own(restore):
     if vendor == "AuthenticAMD" and family == 0x19 and model in ZEN4_MODELS:
         assert kernels.get_cpu_profile() == "amd-zen4"
     elif vendor == "AuthenticAMD" and family == 0x19:
-        assert kernels.get_cpu_profile() == "generic"  # Zen 3: not measured
+        assert kernels.get_cpu_profile() == "generic"  # Zen 3: measured, generic is best
     if vendor != "AuthenticAMD":
         assert kernels.get_cpu_profile() == "generic"
     if sys.platform.startswith("linux") and vendor:
