@@ -7,6 +7,8 @@
 * :class:`SyncBatchNorm` -- the layer over a batch split among MPI processes;
   :func:`batch_stats`, :func:`merge_stats`, :class:`BatchStats` -- mergeable
   statistics (chunked data, several processes).
+* :func:`fold_batchnorm` -- an eval-mode batch norm folded into the weights
+  of the convolution or linear layer before it.
 * ``cimport cbn.kernels`` -- the C kernels for Cython code (see kernels.pxd);
   :func:`get_include` -- the directory of the C header, cbn.h.
 
@@ -19,6 +21,7 @@ from cbn._normalize import normalize_batch, normalize_batch_backward
 from cbn._layers import BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d
 from cbn._stats import BatchStats, batch_stats, merge_stats
 from cbn._sync import SyncBatchNorm
+from cbn._fold import fold_batchnorm
 from cbn.kernels import get_num_threads, set_num_threads
 from cbn._config import show_config
 
@@ -69,6 +72,7 @@ __all__ = [
     "batch_stats",
     "merge_stats",
     "BatchStats",
+    "fold_batchnorm",
     "set_num_threads",
     "get_num_threads",
     "show_config",

@@ -52,6 +52,8 @@ Bounds of single tests, each with the reason for its numbers beside it.
 ``assert_within(actual, expected, tolerance)`` applies a table of (rtol,
 atol) per dtype, as ``assert_close`` applies ``TOLERANCE``:
 
+* ``FOLD_TOLERANCE``: a layer with a batch norm folded into its weights
+  (``cbn.fold_batchnorm``) against the layer, then the batch norm;
 * ``SPREAD_TOLERANCE``: the backward pass with eps = 0 over spreads from
   1e-30 to 1e35 (float32) and 1e-150 to 1e150 (float64);
 * ``REDONE_Y_TOLERANCE``: y of rows layouts whose columns are redone with
@@ -166,6 +168,13 @@ CANCELLED_DX_TOLERANCE = {np.dtype(np.float32): (1e-7, 2e-5)}
 #: many (2557 values per column, of means near 3).
 HUGE_FEW_FEATURES_STATS_TOLERANCE = {"mean": 1e-11, "var": 1e-11}
 HUGE_MANY_FEATURES_STATS_TOLERANCE = {"mean": (1e-9, 1e-12), "var": 1e-9}
+
+#: A layer with batch-norm-folded weights against the layer, then the batch
+#: norm in eval mode (test_fold): they differ by the rounding of the folded
+#: weights and of sums taken in another order, so float64 to rounding and
+#: float32 to its ``TOLERANCE``, atol times the size of the summed terms.
+FOLD_TOLERANCE = {np.dtype(np.float64): ROUNDING_TOLERANCE[np.dtype(np.float64)],
+                  np.dtype(np.float32): TOLERANCE[np.dtype(np.float32)]}
 
 #: (rtol, atol) of an analytic float64 gradient against central differences
 #: (oracle.central_difference, h = 1e-6): they are good to about 1e-9 on

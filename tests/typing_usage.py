@@ -126,6 +126,17 @@ def layers() -> None:
     y = bn3(rng.normal(size=(2, 2, 2, 2, 2)))
 
 
+def folding() -> None:
+    rng = np.random.default_rng(3)
+    bn = cbn.BatchNorm1d(3).eval()
+    W2, b2 = cbn.fold_batchnorm(rng.normal(size=(3, 5)), None, bn)
+    assert_type(W2, Floats)
+    W2, b2 = cbn.fold_batchnorm(rng.normal(size=(5, 3)), np.zeros(3),
+                                {"running_mean": np.zeros(3), "running_var": np.ones(3),
+                                 "eps": 1e-5}, axis=1)
+    assert W2.shape == (5, 3) and b2.shape == (3,)
+
+
 def statistics_and_sync() -> None:
     rng = np.random.default_rng(2)
     chunks = [rng.normal(size=(5, 3)) for _ in range(3)]
@@ -179,5 +190,6 @@ def configuration() -> None:
 if __name__ == "__main__":
     array_functions()
     layers()
+    folding()
     statistics_and_sync()
     configuration()
