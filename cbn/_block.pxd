@@ -30,10 +30,11 @@ cdef int check_status(int status) except -1
 
 cdef int run_forward_train(Block b, cnp.ndarray yt, const double *gamma,
                            const double *beta, double eps, double *mean,
-                           double *var) except -1
+                           double *var, cnp.ndarray rt=*, bint relu=*) except -1
 cdef int run_forward_infer(Block b, cnp.ndarray yt, const double *mean,
                            const double *var, const double *gamma,
-                           const double *beta, double eps) except -1
+                           const double *beta, double eps, cnp.ndarray rt=*,
+                           bint relu=*) except -1
 cdef int run_backward(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
                       const double *mean, const double *var,
                       const double *gamma, double eps, bint batch_stats,

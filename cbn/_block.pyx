@@ -242,35 +242,45 @@ cdef double *dptr(object a) noexcept:
 
 cdef int run_forward_train(Block b, cnp.ndarray yt, const double *gamma,
                            const double *beta, double eps, double *mean,
-                           double *var) except -1:
-    cdef int s
+                           double *var, cnp.ndarray rt=None, bint relu=False) except -1:
+    """Training forward of b into yt, fused with + rt (a block like b's data,
+    or None) and a ReLU when relu."""
+    cdef int s, r = relu
     cdef void *xp = cnp.PyArray_DATA(b.data)
     cdef void *yp = cnp.PyArray_DATA(yt)
+    cdef void *rp = NULL if rt is None else cnp.PyArray_DATA(rt)
     if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT:
         with nogil:
-            s = K.forward_train_f32(<const float *>xp, <float *>yp, b.outer,
-                                    b.C, b.inner, gamma, beta, eps, mean, var)
+            s = K.forward_train_fused_f32(<const float *>xp, <float *>yp, b.outer,
+                                          b.C, b.inner, gamma, beta, eps, mean, var,
+                                          <const float *>rp, r)
     else:
         with nogil:
-            s = K.forward_train_f64(<const double *>xp, <double *>yp, b.outer,
-                                    b.C, b.inner, gamma, beta, eps, mean, var)
+            s = K.forward_train_fused_f64(<const double *>xp, <double *>yp, b.outer,
+                                          b.C, b.inner, gamma, beta, eps, mean, var,
+                                          <const double *>rp, r)
     return check_status(s)
 
 
 cdef int run_forward_infer(Block b, cnp.ndarray yt, const double *mean,
                            const double *var, const double *gamma,
-                           const double *beta, double eps) except -1:
-    cdef int s
+                           const double *beta, double eps, cnp.ndarray rt=None,
+                           bint relu=False) except -1:
+    """Forward of b with given statistics into yt, fused as run_forward_train."""
+    cdef int s, r = relu
     cdef void *xp = cnp.PyArray_DATA(b.data)
     cdef void *yp = cnp.PyArray_DATA(yt)
+    cdef void *rp = NULL if rt is None else cnp.PyArray_DATA(rt)
     if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT:
         with nogil:
-            s = K.forward_infer_f32(<const float *>xp, <float *>yp, b.outer,
-                                    b.C, b.inner, mean, var, gamma, beta, eps)
+            s = K.forward_infer_fused_f32(<const float *>xp, <float *>yp, b.outer,
+                                          b.C, b.inner, mean, var, gamma, beta, eps,
+                                          <const float *>rp, r)
     else:
         with nogil:
-            s = K.forward_infer_f64(<const double *>xp, <double *>yp, b.outer,
-                                    b.C, b.inner, mean, var, gamma, beta, eps)
+            s = K.forward_infer_fused_f64(<const double *>xp, <double *>yp, b.outer,
+                                          b.C, b.inner, mean, var, gamma, beta, eps,
+                                          <const double *>rp, r)
     return check_status(s)
 
 

@@ -57,6 +57,26 @@ cdef extern from "cbn.h" nogil:
                               const double *mean, const double *var,
                               const double *gamma, const double *beta,
                               double eps)
+    int cbn_forward_train_fused_f32(const float *x, float *y,
+                                    int64_t outer, int64_t C, int64_t inner,
+                                    const double *gamma, const double *beta,
+                                    double eps, double *mean, double *var,
+                                    const float *residual, int relu)
+    int cbn_forward_train_fused_f64(const double *x, double *y,
+                                    int64_t outer, int64_t C, int64_t inner,
+                                    const double *gamma, const double *beta,
+                                    double eps, double *mean, double *var,
+                                    const double *residual, int relu)
+    int cbn_forward_infer_fused_f32(const float *x, float *y,
+                                    int64_t outer, int64_t C, int64_t inner,
+                                    const double *mean, const double *var,
+                                    const double *gamma, const double *beta,
+                                    double eps, const float *residual, int relu)
+    int cbn_forward_infer_fused_f64(const double *x, double *y,
+                                    int64_t outer, int64_t C, int64_t inner,
+                                    const double *mean, const double *var,
+                                    const double *gamma, const double *beta,
+                                    double eps, const double *residual, int relu)
 
     int cbn_backward_f32(const float *dy, const float *x, float *dx,
                          int64_t outer, int64_t C, int64_t inner,

@@ -23,6 +23,8 @@ def normalize_batch(
     var: ArrayLike | None = None,
     out: NDArray[Any] | None = None,
     return_stats: Literal[False] = False,
+    residual: ArrayLike | None = None,
+    relu: bool = False,
 ) -> _Result: ...
 @overload
 def normalize_batch(
@@ -36,6 +38,8 @@ def normalize_batch(
     var: ArrayLike | None = None,
     out: NDArray[Any] | None = None,
     return_stats: Literal[True],
+    residual: ArrayLike | None = None,
+    relu: bool = False,
 ) -> _Stats: ...
 @overload
 def normalize_batch(
@@ -49,6 +53,8 @@ def normalize_batch(
     var: ArrayLike | None = None,
     out: NDArray[Any] | None = None,
     return_stats: bool,
+    residual: ArrayLike | None = None,
+    relu: bool = False,
 ) -> _Result | _Stats: ...
 def normalize_batch_backward(
     dy: ArrayLike,

@@ -374,8 +374,26 @@ cdef object finish_output(Block b, cnp.ndarray t, object out, int rtype,
     return r
 
 
+cdef cnp.ndarray residual_block(Block b, object residual, cnp.ndarray xa, int rtype,
+                               int ctype):
+    """``residual`` as a block laid out like b's data, in the compute dtype;
+    None for None."""
+    if residual is None:
+        return None
+    cdef cnp.ndarray ra = as_ndarray(residual, "residual")
+    if (<object>ra).shape != (<object>xa).shape:
+        raise ValueError(f"residual has shape {(<object>ra).shape}, expected x's "
+                         f"shape {(<object>xa).shape}")
+    rdt = cnp.PyArray_DescrFromType(rtype)
+    if not np.can_cast(ra.dtype, rdt, "safe"):
+        raise TypeError(f"residual has dtype {ra.dtype}, which does not cast safely "
+                        f"to the result's {rdt}")
+    return b.take(as_type(ra, ctype))
+
+
 def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
-                    mean=None, var=None, out=None, return_stats=False):
+                    mean=None, var=None, out=None, return_stats=False,
+                    residual=None, relu=False):
     """Batch-normalize ``x`` over the batch axes.
 
     For each feature (each index into the axes *not* in ``axis``), computes
@@ -383,7 +401,9 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         y = (x - mean) / sqrt(var + eps) * gamma + beta
 
     where ``mean`` and ``var`` are the mean and biased variance over the
-    batch axes (training), or are given (inference).
+    batch axes (training), or are given (inference); then, in the same pass
+    over the data, ``y + residual`` when a residual is given and
+    ``numpy.maximum(y, 0)`` when ``relu`` -- the end of a ResNet block.
 
     Parameters
     ----------
@@ -412,6 +432,15 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         ``x`` itself (in place); other overlap with ``x`` is also handled.
     return_stats : bool, optional
         Also return the statistics used.
+    residual : array_like, optional
+        Added to the normalized data (before the ReLU): x's shape, any
+        memory layout, and a dtype that casts safely to the result's. The
+        sum is rounded in the compute dtype as ``y + residual`` would be.
+        May be ``out``.
+    relu : bool, optional
+        Apply ``numpy.maximum(., 0)`` last: NaN stays NaN, and -0.0 becomes
+        0.0. Fused or not, the result is bitwise that of the separate steps
+        on the compute dtype.
 
     Returns
     -------
@@ -433,9 +462,11 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         Also if ``out`` is a ``numpy.ma.MaskedArray`` (its mask would be
         left over the new values), or ``eps`` is not a real number (a str,
         bytes, complex, None).
+        And if ``residual`` does not cast safely to the result dtype.
     ValueError
-        For parameters of the wrong shape, a negative or NaN ``eps``, only one
-        of ``mean`` and ``var``, a bad ``out``, or an empty batch in training.
+        For parameters of the wrong shape (``residual`` included), a negative
+        or NaN ``eps``, only one of ``mean`` and ``var``, a bad ``out``, or an
+        empty batch in training.
     numpy.exceptions.AxisError
         For an out-of-range or repeated axis.
 
@@ -462,6 +493,13 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
     >>> y = cbn.normalize_batch(imgs, axis=(0, 2, 3))
     >>> np.round(y.mean(axis=(0, 2, 3)), 12) + 0.0
     array([0., 0., 0.])
+
+    The end of a ResNet block, batch norm, shortcut and ReLU in one pass:
+
+    >>> shortcut = np.ones_like(imgs)
+    >>> out = cbn.normalize_batch(imgs, axis=(0, 2, 3), residual=shortcut, relu=True)
+    >>> bool(np.array_equal(out, np.maximum(y + shortcut, 0)))
+    True
     """
     cdef cnp.ndarray xa = as_ndarray(x)
     cdef int rtype, ctype = compute_type(xa, &rtype)
@@ -485,7 +523,9 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
                          f"(x of shape {(<object>xa).shape}, axis={axis!r})")
 
     cdef Block b = make_block(as_type(xa, ctype), is_batch)
-    cdef cnp.ndarray yt = output_block(b, out, ctype, None)
+    cdef cnp.ndarray rt = residual_block(b, residual, xa, rtype, ctype)
+    cdef bint act = relu
+    cdef cnp.ndarray yt = output_block(b, out, ctype, rt)
 
     gb = to_block(b, g)
     bb = to_block(b, be)
@@ -506,9 +546,9 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
                 if stats == NULL:
                     raise MemoryError()
             run_forward_train(b, yt, dptr(gb), dptr(bb), e, stats,
-                              NULL if stats == NULL else stats + b.C)
+                              NULL if stats == NULL else stats + b.C, rt, act)
         else:
-            run_forward_infer(b, yt, dptr(mb), dptr(vb), dptr(gb), dptr(bb), e)
+            run_forward_infer(b, yt, dptr(mb), dptr(vb), dptr(gb), dptr(bb), e, rt, act)
 
         y = finish_output(b, yt, out, rtype, ctype)
         if not return_stats:

@@ -81,6 +81,29 @@ cdef int forward_infer_f64(const double *x, double *y,
                            const double *gamma, const double *beta,
                            double eps) noexcept nogil
 
+# The forwards fused with an epilogue: + residual (x's layout, or NULL),
+# then ReLU when relu is nonzero; bitwise the unfused steps (cbn.h).
+cdef int forward_train_fused_f32(const float *x, float *y,
+                                 int64_t outer, int64_t C, int64_t inner,
+                                 const double *gamma, const double *beta, double eps,
+                                 double *mean, double *var,
+                                 const float *residual, int relu) noexcept nogil
+cdef int forward_train_fused_f64(const double *x, double *y,
+                                 int64_t outer, int64_t C, int64_t inner,
+                                 const double *gamma, const double *beta, double eps,
+                                 double *mean, double *var,
+                                 const double *residual, int relu) noexcept nogil
+cdef int forward_infer_fused_f32(const float *x, float *y,
+                                 int64_t outer, int64_t C, int64_t inner,
+                                 const double *mean, const double *var,
+                                 const double *gamma, const double *beta, double eps,
+                                 const float *residual, int relu) noexcept nogil
+cdef int forward_infer_fused_f64(const double *x, double *y,
+                                 int64_t outer, int64_t C, int64_t inner,
+                                 const double *mean, const double *var,
+                                 const double *gamma, const double *beta, double eps,
+                                 const double *residual, int relu) noexcept nogil
+
 cdef int backward_f32(const float *dy, const float *x, float *dx,
                       int64_t outer, int64_t C, int64_t inner,
                       const double *mean, const double *var,

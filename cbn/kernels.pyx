@@ -84,6 +84,42 @@ cdef int forward_infer_f64(const double *x, double *y,
     return _cbn.cbn_forward_infer_f64(x, y, outer, C, inner, mean, var, gamma, beta, eps)
 
 
+cdef int forward_train_fused_f32(const float *x, float *y,
+                                 int64_t outer, int64_t C, int64_t inner,
+                                 const double *gamma, const double *beta, double eps,
+                                 double *mean, double *var,
+                                 const float *residual, int relu) noexcept nogil:
+    return _cbn.cbn_forward_train_fused_f32(x, y, outer, C, inner, gamma, beta, eps,
+                                            mean, var, residual, relu)
+
+
+cdef int forward_train_fused_f64(const double *x, double *y,
+                                 int64_t outer, int64_t C, int64_t inner,
+                                 const double *gamma, const double *beta, double eps,
+                                 double *mean, double *var,
+                                 const double *residual, int relu) noexcept nogil:
+    return _cbn.cbn_forward_train_fused_f64(x, y, outer, C, inner, gamma, beta, eps,
+                                            mean, var, residual, relu)
+
+
+cdef int forward_infer_fused_f32(const float *x, float *y,
+                                 int64_t outer, int64_t C, int64_t inner,
+                                 const double *mean, const double *var,
+                                 const double *gamma, const double *beta, double eps,
+                                 const float *residual, int relu) noexcept nogil:
+    return _cbn.cbn_forward_infer_fused_f32(x, y, outer, C, inner, mean, var, gamma, beta,
+                                            eps, residual, relu)
+
+
+cdef int forward_infer_fused_f64(const double *x, double *y,
+                                 int64_t outer, int64_t C, int64_t inner,
+                                 const double *mean, const double *var,
+                                 const double *gamma, const double *beta, double eps,
+                                 const double *residual, int relu) noexcept nogil:
+    return _cbn.cbn_forward_infer_fused_f64(x, y, outer, C, inner, mean, var, gamma, beta,
+                                            eps, residual, relu)
+
+
 cdef int backward_f32(const float *dy, const float *x, float *dx,
                       int64_t outer, int64_t C, int64_t inner,
                       const double *mean, const double *var,

@@ -19,7 +19,21 @@ int API(cbn_stats)(const T *x, int64_t outer, int64_t C, int64_t inner,
         return CBN_ERR_ARG;
     if (C > 0)
         kernels(CBN_PASS_TRAIN)->API(forward_train)(x, NULL, outer, C, inner, NULL, NULL, 0.0,
-                                     mean, var);
+                                     mean, var, NULL, 0);
+    return CBN_OK;
+}
+
+int API(cbn_forward_train_fused)(const T *x, T *y, int64_t outer, int64_t C,
+                                  int64_t inner, const double *gamma,
+                                  const double *beta, double eps, double *mean,
+                                  double *var, const T *residual, int relu)
+{
+    int s = check_common(outer, C, inner, eps, 1, x, y);
+    if (s != CBN_OK)
+        return s;
+    if (C > 0)
+        kernels(CBN_PASS_TRAIN)->API(forward_train)(x, y, outer, C, inner, gamma, beta, eps,
+                                                    mean, var, residual, relu);
     return CBN_OK;
 }
 
@@ -28,19 +42,15 @@ int API(cbn_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                             const double *beta, double eps, double *mean,
                             double *var)
 {
-    int s = check_common(outer, C, inner, eps, 1, x, y);
-    if (s != CBN_OK)
-        return s;
-    if (C > 0)
-        kernels(CBN_PASS_TRAIN)->API(forward_train)(x, y, outer, C, inner, gamma, beta, eps,
-                                    mean, var);
-    return CBN_OK;
+    return API(cbn_forward_train_fused)(x, y, outer, C, inner, gamma, beta, eps, mean,
+                                        var, NULL, 0);
 }
 
-int API(cbn_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
-                            int64_t inner, const double *mean,
-                            const double *var, const double *gamma,
-                            const double *beta, double eps)
+int API(cbn_forward_infer_fused)(const T *x, T *y, int64_t outer, int64_t C,
+                                  int64_t inner, const double *mean,
+                                  const double *var, const double *gamma,
+                                  const double *beta, double eps, const T *residual,
+                                  int relu)
 {
     int s = check_common(outer, C, inner, eps, 0, x, y);
     if (s != CBN_OK)
@@ -50,8 +60,17 @@ int API(cbn_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
     if (!mean || !var)
         return CBN_ERR_ARG;
     kernels(CBN_PASS_INFER)->API(forward_infer)(x, y, outer, C, inner, mean, var, gamma,
-                                beta, eps);
+                                                beta, eps, residual, relu);
     return CBN_OK;
+}
+
+int API(cbn_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
+                            int64_t inner, const double *mean,
+                            const double *var, const double *gamma,
+                            const double *beta, double eps)
+{
+    return API(cbn_forward_infer_fused)(x, y, outer, C, inner, mean, var, gamma, beta,
+                                        eps, NULL, 0);
 }
 
 int API(cbn_backward)(const T *dy, const T *x, T *dx, int64_t outer,

@@ -208,6 +208,38 @@ int cbn_forward_infer_f64(const double *x, double *y,
                           const double *gamma, const double *beta, double eps);
 
 /*
+ * The forwards above, fused with what follows a batch norm in a CNN:
+ *   z = BN(x) (+ residual[i] when residual is not NULL),
+ *   y = max(z, 0) when relu is nonzero, else z,
+ * in one pass over the data. Each step rounds in T as the separate steps
+ * would (BN(x) to T, then the addition in T), and the ReLU is
+ * numpy.maximum(z, 0)'s: NaN stays NaN and -0.0 becomes +0.0; so y is
+ * bitwise the unfused result. residual has x's layout and size; it may be
+ * the same array as y (not otherwise overlap it), as x may. With residual
+ * NULL and relu 0 these are the plain forwards. Errors as theirs.
+ */
+int cbn_forward_train_fused_f32(const float *x, float *y,
+                                int64_t outer, int64_t C, int64_t inner,
+                                const double *gamma, const double *beta, double eps,
+                                double *mean, double *var,
+                                const float *residual, int relu);
+int cbn_forward_train_fused_f64(const double *x, double *y,
+                                int64_t outer, int64_t C, int64_t inner,
+                                const double *gamma, const double *beta, double eps,
+                                double *mean, double *var,
+                                const double *residual, int relu);
+int cbn_forward_infer_fused_f32(const float *x, float *y,
+                                int64_t outer, int64_t C, int64_t inner,
+                                const double *mean, const double *var,
+                                const double *gamma, const double *beta, double eps,
+                                const float *residual, int relu);
+int cbn_forward_infer_fused_f64(const double *x, double *y,
+                                int64_t outer, int64_t C, int64_t inner,
+                                const double *mean, const double *var,
+                                const double *gamma, const double *beta, double eps,
+                                const double *residual, int relu);
+
+/*
  * Backward. With invstd = 1/sqrt(var + eps) and xhat = (x - mean)*invstd:
  *   dbeta[c]  = sum dy,   dgamma[c] = sum dy*xhat        (over the batch)
  * and, when batch_stats is nonzero (mean, var were x's batch statistics):

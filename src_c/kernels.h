@@ -17,16 +17,18 @@
 
 /* Per-data-type entries; T is float (f32) or double (f64). Argument order and
    meaning follow the public functions in cbn.h, except that forward_train
-   also serves cbn_stats_*: with y == NULL it only computes the statistics. */
+   also serves cbn_stats_*: with y == NULL it only computes the statistics;
+   the forwards take the fused entries' residual and relu (NULL, 0: none). */
 #define CBN_KERNEL_ENTRIES(T, sfx)                                            \
     void (*forward_train_##sfx)(const T *x, T *y, int64_t outer, int64_t C,    \
                                 int64_t inner, const double *gamma,           \
                                 const double *beta, double eps, double *mean, \
-                                double *var);                                 \
+                                double *var, const T *residual, int relu);    \
     void (*forward_infer_##sfx)(const T *x, T *y, int64_t outer, int64_t C,    \
                                 int64_t inner, const double *mean,            \
                                 const double *var, const double *gamma,       \
-                                const double *beta, double eps);              \
+                                const double *beta, double eps,               \
+                                const T *residual, int relu);                 \
     void (*backward_##sfx)(const T *dy, const T *x, T *dx, int64_t outer,      \
                            int64_t C, int64_t inner, const double *mean,      \
                            const double *var, const double *gamma,            \

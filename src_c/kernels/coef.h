@@ -48,14 +48,7 @@ static inline int FN(coef_cold)(FN(coef) k, double mean, double var,
            && cold_coef_of(mean, var, eps, gamma, beta, c, ck);
 }
 
-/* A cold feature's n values ld apart: y = (x - mean)*scale + beta in
-   double, rounded once. */
-static CBN_COLD void FN(cold_normalize)(const T *x, T *y, int64_t n, int64_t ld,
-                                        const cold_coef *k)
-{
-    for (int64_t i = 0; i < n; i++)
-        y[i * ld] = (T)(((double)x[i * ld] - k->mean) * k->scale + k->beta);
-}
+
 
 /* The elementwise formulas, one element (T) or one vector (VT) at a time:
    the scalar ones round exactly as the vector lanes (st_fmadd), so an
@@ -68,6 +61,53 @@ static inline T FN(normalize1)(T x, T hi, T sc, T sh)
 static inline VT FN(normalize_v)(VT x, VT hi, VT sc, VT sh)
 {
     return vt_fmadd(vt_sub(x, hi), sc, sh);
+}
+
+/* The epilogue of a fused forward (cbn_forward_*_fused): y = BN(x), then
+   + res (laid out as x, or NULL), then ReLU when relu, each step rounded in
+   T as the unfused steps round -- so the result is bitwise
+   numpy.maximum(normalize(x) + res, 0). A NULL epilogue is a plain
+   forward. */
+typedef struct {
+    const T *res;
+    int relu;
+} FN(epi);
+
+/* The residual element aligned with element `off` of x, or NULL. */
+static inline const T *FN(epi_res)(const FN(epi) *ep, int64_t off)
+{
+    return ep && ep->res ? ep->res + off : NULL;
+}
+
+static inline int FN(epi_relu)(const FN(epi) *ep)
+{
+    return ep && ep->relu;
+}
+
+/* v = BN(x) at element i of a run whose residual is r (or NULL) */
+static inline T FN(epilogue1)(T v, const T *r, int64_t i, int relu)
+{
+    if (r)
+        v = v + r[i];
+    return relu ? ((T)0 > v ? (T)0 : v) + (T)0 : v;  /* as vt_relu */
+}
+
+static inline VT FN(epilogue_v)(VT v, const T *r, int64_t i, int relu)
+{
+    if (r)
+        v = vt_add(v, vt_loadu(r + i));
+    return relu ? vt_relu(v) : v;
+}
+
+/* A cold feature's n values ld apart: y = (x - mean)*scale + beta in
+   double, rounded once, then the epilogue (r: the residual aligned with x,
+   or NULL). */
+static CBN_COLD void FN(cold_normalize)(const T *x, T *y, int64_t n, int64_t ld,
+                                        const cold_coef *k, const T *r, int relu)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i * ld] = FN(epilogue1)((T)(((double)x[i * ld] - k->mean) * k->scale + k->beta),
+                                  r, i * ld, relu);
 }
 
 /* dx = a*dy + (b*(x - hi) + k0) */

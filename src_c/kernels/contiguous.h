@@ -140,25 +140,40 @@ static inline int64_t FN(peel)(const T *y, int64_t n)
     return k < n ? k : n;
 }
 
-static void FN(run_normalize)(const T *x, T *y, int64_t n, FN(coef) k,
-                              int stream, ahead a)
+/* y = (x - hi)*scale + shift over a run, then the epilogue (r: the
+   residual aligned with x, or NULL; see FN(epi)). */
+static inline void FN(run_normalize_ep)(const T *x, T *y, int64_t n, FN(coef) k,
+                                        int stream, ahead a, const T *r, int relu)
 {
     VT hi = vt_set1(k.hi), sc = vt_set1(k.scale), sh = vt_set1(k.shift);
     int64_t i = 0;
     for (int64_t p = FN(peel)(y, n); i < p; i++)
-        y[i] = FN(normalize1)(x[i], k.hi, k.scale, k.shift);
+        y[i] = FN(epilogue1)(FN(normalize1)(x[i], k.hi, k.scale, k.shift), r, i, relu);
     if (stream) {
         for (; i + VT_N <= n; i += VT_N) {
             prefetch_along(a, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
-            vt_stream(y + i, FN(normalize_v)(vt_loadu(x + i), hi, sc, sh));
+            vt_stream(y + i, FN(epilogue_v)(FN(normalize_v)(vt_loadu(x + i), hi, sc, sh),
+                                            r, i, relu));
         }
     }
     for (; i + VT_N <= n; i += VT_N) {
         prefetch_along(a, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
-        vt_storeu(y + i, FN(normalize_v)(vt_loadu(x + i), hi, sc, sh));
+        vt_storeu(y + i, FN(epilogue_v)(FN(normalize_v)(vt_loadu(x + i), hi, sc, sh),
+                                        r, i, relu));
     }
     for (; i < n; i++)
-        y[i] = FN(normalize1)(x[i], k.hi, k.scale, k.shift);
+        y[i] = FN(epilogue1)(FN(normalize1)(x[i], k.hi, k.scale, k.shift), r, i, relu);
+}
+
+/* run_normalize_ep, its loops compiled apart for the plain forward (no
+   epilogue), so that the plain pass carries no test of the epilogue. */
+static void FN(run_normalize)(const T *x, T *y, int64_t n, FN(coef) k, int stream,
+                              ahead a, const T *r, int relu)
+{
+    if (!r && !relu)
+        FN(run_normalize_ep)(x, y, n, k, stream, a, NULL, 0);
+    else
+        FN(run_normalize_ep)(x, y, n, k, stream, a, r, relu);
 }
 
 /* dx = a*dy + (b*(x - hi) + k0), prefetching ady and ax along */

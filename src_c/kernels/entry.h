@@ -9,28 +9,31 @@
  */
 
 /* The table entries: pick the loop shape from the layout. forward_train with
-   y == NULL computes only the statistics (cbn_stats_*). */
+   y == NULL computes only the statistics (cbn_stats_*); res and relu are
+   the fused forward's epilogue (see FN(epi)). */
 
 static void FN(forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                               int64_t inner, const double *gamma,
                               const double *beta, double eps, double *mean,
-                              double *var)
+                              double *var, const T *res, int relu)
 {
+    const FN(epi) e = {res, relu}, *ep = res || relu ? &e : NULL;
     if (inner == 1)
-        FN(rows_forward_train)(x, y, outer, C, gamma, beta, eps, mean, var);
+        FN(rows_forward_train)(x, y, outer, C, gamma, beta, eps, mean, var, ep);
     else
-        FN(planes_forward_train)(x, y, outer, C, inner, gamma, beta, eps, mean, var);
+        FN(planes_forward_train)(x, y, outer, C, inner, gamma, beta, eps, mean, var, ep);
 }
 
 static void FN(forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
                               int64_t inner, const double *mean,
                               const double *var, const double *gamma,
-                              const double *beta, double eps)
+                              const double *beta, double eps, const T *res, int relu)
 {
+    const FN(epi) e = {res, relu}, *ep = res || relu ? &e : NULL;
     if (inner == 1)
-        FN(rows_forward_infer)(x, y, outer, C, mean, var, gamma, beta, eps);
+        FN(rows_forward_infer)(x, y, outer, C, mean, var, gamma, beta, eps, ep);
     else
-        FN(planes_forward_infer)(x, y, outer, C, inner, mean, var, gamma, beta, eps);
+        FN(planes_forward_infer)(x, y, outer, C, inner, mean, var, gamma, beta, eps, ep);
 }
 
 static void FN(backward)(const T *dy, const T *x, T *dx, int64_t outer,

@@ -98,9 +98,11 @@ static inline void FN(flat_cut)(const FN(flat) *f, int64_t e0, int64_t e1,
     *v1 = e + (e1 - e) / VT_N * VT_N;
 }
 
-/* y = (x - hi)*sc + sh over the elements [e0, e1); f holds hi, sc, sh */
-static void FN(flat_normalize)(const T *x, T *y, int64_t e0, int64_t e1,
-                               const FN(flat) *f, int stream)
+/* y = (x - hi)*sc + sh over the elements [e0, e1), then the epilogue (r:
+   the residual, laid out as x, or NULL); f holds hi, sc, sh */
+static inline void FN(flat_normalize_ep)(const T *x, T *y, int64_t e0, int64_t e1,
+                                         const FN(flat) *f, int stream, const T *r,
+                                         int relu)
 {
     const int64_t P = f->P;
     const T *hi = f->k, *sc = hi + P, *sh = sc + P;
@@ -110,27 +112,39 @@ static void FN(flat_normalize)(const T *x, T *y, int64_t e0, int64_t e1,
     FN(flat_cut)(f, e0, e1, &v0, &v1);
     for (e = e0; e < v0; e++) {
         q = FN(flat_phase)(f, e);
-        y[e] = FN(normalize1)(x[e], hi[q], sc[q], sh[q]);
+        y[e] = FN(epilogue1)(FN(normalize1)(x[e], hi[q], sc[q], sh[q]), r, e, relu);
     }
     q = FN(flat_phase)(f, v0);
     if (stream) {
         for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(q, P)) {
             prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), span);
-            vt_stream(y + e, FN(normalize_v)(vt_loadu(x + e), vt_loadu(hi + q),
-                                             vt_loadu(sc + q), vt_loadu(sh + q)));
+            vt_stream(y + e, FN(epilogue_v)(FN(normalize_v)(vt_loadu(x + e), vt_loadu(hi + q),
+                                                            vt_loadu(sc + q), vt_loadu(sh + q)),
+                                            r, e, relu));
         }
         stream_fence();
     } else {
         for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(q, P)) {
             prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), span);
-            vt_storeu(y + e, FN(normalize_v)(vt_loadu(x + e), vt_loadu(hi + q),
-                                             vt_loadu(sc + q), vt_loadu(sh + q)));
+            vt_storeu(y + e, FN(epilogue_v)(FN(normalize_v)(vt_loadu(x + e), vt_loadu(hi + q),
+                                                            vt_loadu(sc + q), vt_loadu(sh + q)),
+                                            r, e, relu));
         }
     }
     for (e = v1; e < e1; e++) {
         q = FN(flat_phase)(f, e);
-        y[e] = FN(normalize1)(x[e], hi[q], sc[q], sh[q]);
+        y[e] = FN(epilogue1)(FN(normalize1)(x[e], hi[q], sc[q], sh[q]), r, e, relu);
     }
+}
+
+/* flat_normalize_ep, compiled apart for the plain forward (as run_normalize) */
+static void FN(flat_normalize)(const T *x, T *y, int64_t e0, int64_t e1,
+                               const FN(flat) *f, int stream, const T *r, int relu)
+{
+    if (!r && !relu)
+        FN(flat_normalize_ep)(x, y, e0, e1, f, stream, NULL, 0);
+    else
+        FN(flat_normalize_ep)(x, y, e0, e1, f, stream, r, relu);
 }
 
 /* dx = a*dy over the elements [e0, e1): x plays no part (a NaN there stays

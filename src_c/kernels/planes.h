@@ -79,16 +79,19 @@ static void FN(planes_segment_grad)(const T *dy, const T *x, const planes_geom *
     *sdyx = b;
 }
 
-/* Apply per-feature coefficients to the runs of one segment of feature c. */
+/* Apply per-feature coefficients, then the epilogue ep (or NULL), to the
+   runs of one segment of feature c. */
 static void FN(planes_segment_normalize)(const T *x, T *y, const planes_geom *g,
-                                         int64_t c, int64_t s, FN(coef) k)
+                                         int64_t c, int64_t s, FN(coef) k,
+                                         const FN(epi) *ep)
 {
     planes_piece p = planes_pieces(g, s);
     while (planes_next_piece(g, c, &p)) {
         if (!g->stream)  /* streaming stores read no lines */
             prefetch_run(g, y, sizeof(T), p.o, c, 1);
         FN(run_normalize)(x + p.off, y + p.off, p.i1 - p.i0, k, g->stream,
-                          next_piece(g, x, sizeof(T), p.o, c, p.i0));
+                          next_piece(g, x, sizeof(T), p.o, c, p.i0),
+                          FN(epi_res)(ep, p.off), FN(epi_relu)(ep));
     }
     if (g->stream)
         stream_fence();
@@ -97,11 +100,13 @@ static void FN(planes_segment_normalize)(const T *x, T *y, const planes_geom *g,
 /* planes_segment_normalize for a cold feature. */
 static CBN_COLD void FN(planes_segment_normalize_cold)(const T *x, T *y,
                                                        const planes_geom *g, int64_t c,
-                                                       int64_t s, const cold_coef *k)
+                                                       int64_t s, const cold_coef *k,
+                                                       const FN(epi) *ep)
 {
     planes_piece p = planes_pieces(g, s);
     while (planes_next_piece(g, c, &p))
-        FN(cold_normalize)(x + p.off, y + p.off, p.i1 - p.i0, 1, k);
+        FN(cold_normalize)(x + p.off, y + p.off, p.i1 - p.i0, 1, k, FN(epi_res)(ep, p.off),
+                           FN(epi_relu)(ep));
 }
 
 /* planes_segment_dx for a cold feature. */
@@ -135,11 +140,12 @@ static void FN(planes_segment_dx)(const T *dy, const T *x, T *dx,
         stream_fence();
 }
 
-/* Statistics of feature c, then its normalized output (when y). */
+/* Statistics of feature c, then its normalized output (when y), with the
+   epilogue ep (or NULL). */
 static void FN(planes_train_feature)(const T *x, T *y, const planes_geom *g,
                                      int64_t c, const double *gamma,
                                      const double *beta, double eps,
-                                     double *mean, double *var)
+                                     double *mean, double *var, const FN(epi) *ep)
 {
     const double m = (double)g->outer * (double)g->inner;
     moments mo = FN(planes_feature_moments)(x, g, c);
@@ -150,10 +156,10 @@ static void FN(planes_train_feature)(const T *x, T *y, const planes_geom *g,
         cold_coef ck;
         if (FN(coef_cold)(k, mu, v, eps, gamma, beta, c, &ck))
             for (int64_t s = 0; s < g->nseg; s++)
-                FN(planes_segment_normalize_cold)(x, y, g, c, s, &ck);
+                FN(planes_segment_normalize_cold)(x, y, g, c, s, &ck, ep);
         else
             for (int64_t s = 0; s < g->nseg; s++)
-                FN(planes_segment_normalize)(x, y, g, c, s, k);
+                FN(planes_segment_normalize)(x, y, g, c, s, k, ep);
     }
     if (mean) mean[c] = mu;
     if (var) var[c] = v;

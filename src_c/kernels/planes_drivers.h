@@ -14,7 +14,7 @@ static void FN(planes_train_features)(void *ctx, int64_t c0, int64_t c1)
     const FN(job) *j = (const FN(job) *)ctx;
     for (int64_t c = c0; c < c1; c++)
         FN(planes_train_feature)(j->x, j->out, j->pg, c, j->gamma, j->beta, j->eps,
-                                 j->mean_out, j->var_out);
+                                 j->mean_out, j->var_out, j->ep);
 }
 
 /* Pieces (feature, segment) [i0, i1) of a split batch: their moments. */
@@ -43,21 +43,21 @@ static void FN(planes_train_output)(void *ctx, int64_t i0, int64_t i1)
         FN(coef) k = FN(make_coef)(mu, v, j->eps, j->gamma, j->beta, c);
         cold_coef ck;
         if (FN(coef_cold)(k, mu, v, j->eps, j->gamma, j->beta, c, &ck))
-            FN(planes_segment_normalize_cold)(j->x, j->out, j->pg, c, s, &ck);
+            FN(planes_segment_normalize_cold)(j->x, j->out, j->pg, c, s, &ck, j->ep);
         else
-            FN(planes_segment_normalize)(j->x, j->out, j->pg, c, s, k);
+            FN(planes_segment_normalize)(j->x, j->out, j->pg, c, s, k, j->ep);
     }
 }
 
 static void FN(planes_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                      int64_t inner, const double *gamma,
                                      const double *beta, double eps,
-                                     double *mean, double *var)
+                                     double *mean, double *var, const FN(epi) *ep)
 {
     const planes_geom g = planes_geometry(outer, C, inner, sizeof(T));
     const int nt = threads_for(outer * C * inner);
     FN(job) j = {0};
-    j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = inner, j.pg = &g;
+    j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = inner, j.pg = &g, j.ep = ep;
     j.gamma = gamma, j.beta = beta, j.eps = eps, j.m = (double)outer * (double)inner;
     j.mean_out = mean, j.var_out = var;
     j.sp.C = C, j.sp.nseg = g.nseg;
@@ -77,20 +77,22 @@ static void FN(planes_infer_run)(const T *x, T *y, int64_t outer, int64_t C,
                           int64_t inner, int64_t r, const double *mean,
                           const double *var, const double *gamma,
                           const double *beta, double eps, int stream,
-                          const FN(coef) *made)
+                          const FN(coef) *made, const FN(epi) *ep)
 {
     const int64_t total = outer * C * inner;
     int64_t c = r % C;
     FN(coef) k = made ? made[c] : FN(make_coef)(mean[c], var[c], eps, gamma, beta, c);
     cold_coef ck;
     if (FN(coef_cold)(k, mean[c], var[c], eps, gamma, beta, c, &ck)) {
-        FN(cold_normalize)(x + r * inner, y + r * inner, inner, 1, &ck);
+        FN(cold_normalize)(x + r * inner, y + r * inner, inner, 1, &ck,
+                           FN(epi_res)(ep, r * inner), FN(epi_relu)(ep));
         return;
     }
     /* prefetched along where streamed: below that size, measured slower */
     FN(run_normalize)(x + r * inner, y + r * inner, inner, k, stream,
                       stream_ahead(x, r * inner, inner, total, sizeof(T),
-                                   stream && prefetches_along(total * (int64_t)sizeof(T))));
+                                   stream && prefetches_along(total * (int64_t)sizeof(T))),
+                      FN(epi_res)(ep, r * inner), FN(epi_relu)(ep));
     if (stream)
         stream_fence();
 }
@@ -101,13 +103,13 @@ static void FN(planes_infer_runs)(void *ctx, int64_t r0, int64_t r1)
     const FN(job) *j = (const FN(job) *)ctx;
     for (int64_t r = r0; r < r1; r++)
         FN(planes_infer_run)(j->x, j->out, j->outer, j->C, j->inner, r, j->mean, j->var,
-                      j->gamma, j->beta, j->eps, j->stream, j->coefs);
+                      j->gamma, j->beta, j->eps, j->stream, j->coefs, j->ep);
 }
 
 static void FN(planes_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
                                      int64_t inner, const double *mean,
                                      const double *var, const double *gamma,
-                                     const double *beta, double eps)
+                                     const double *beta, double eps, const FN(epi) *ep)
 {
     FN(job) j = {0};
     /* Each feature has `outer` runs: its coefficients (a square root and a
@@ -116,7 +118,7 @@ static void FN(planes_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
        quarter of the pass making them. */
     FN(coef) made[INFER_COEFS];
     j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = inner;
-    j.mean = mean, j.var = var, j.gamma = gamma, j.beta = beta, j.eps = eps;
+    j.mean = mean, j.var = var, j.gamma = gamma, j.beta = beta, j.eps = eps, j.ep = ep;
     j.stream = outer * C * inner * (int64_t)sizeof(T) >= CBN_STREAM_MIN_BYTES_EVAL;
     if (outer > 1 && C <= INFER_COEFS) {
         for (int64_t c = 0; c < C; c++)

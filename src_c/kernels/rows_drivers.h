@@ -13,7 +13,7 @@
 static void FN(rows_train_block)(const T *x, T *y, const rows_geom *g,
                                  int64_t b, const double *gamma,
                                  const double *beta, double eps, double *mean,
-                                 double *var)
+                                 double *var, const FN(epi) *ep)
 {
     const int64_t c0 = b * ROW_BLOCK;
     const int nb = block_width(g, b);
@@ -37,7 +37,7 @@ static void FN(rows_train_block)(const T *x, T *y, const rows_geom *g,
         FN(bcoefs) k;
         FN(block_coefs)(&k, y, g, c0, nb, tmean, tm2, eps, gamma, beta);
         FN(block_normalize)(x, y, g, c0, nb, 0, g->outer, &k, g->stream, tmean, tm2,
-                            eps, gamma, beta);
+                            eps, gamma, beta, ep);
     }
 }
 
@@ -47,7 +47,7 @@ static void FN(rows_train_blocks)(void *ctx, int64_t b0, int64_t b1)
     const FN(job) *j = (const FN(job) *)ctx;
     for (int64_t b = b0; b < b1; b++)
         FN(rows_train_block)(j->x, j->out, j->rg, b, j->gamma, j->beta, j->eps,
-                             j->mean_out, j->var_out);
+                             j->mean_out, j->var_out, j->ep);
 }
 
 /* Pieces (column block, segment) [i0, i1) of a split batch: their moments. */
@@ -88,7 +88,7 @@ static void FN(rows_normalize_pieces)(const FN(job) *j, const double *mean,
         have = b;
         segment_rows(g, idx % g->nseg, &r0, &r1);
         FN(block_normalize)(j->x, j->out, g, c0, nb, r0, r1, &k, stream, mean + c0,
-                            var + c0, j->eps, j->gamma, j->beta);
+                            var + c0, j->eps, j->gamma, j->beta, j->ep);
     }
 }
 
@@ -101,12 +101,13 @@ static void FN(rows_train_output)(void *ctx, int64_t i0, int64_t i1)
 
 static void FN(rows_forward_train)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *gamma, const double *beta,
-                                   double eps, double *mean, double *var)
+                                   double eps, double *mean, double *var,
+                                   const FN(epi) *ep)
 {
     const rows_geom g = rows_geometry(outer, C, sizeof(T));
     const int nt = threads_for(outer * C);
     FN(job) j = {0};
-    j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = 1, j.rg = &g;
+    j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = 1, j.rg = &g, j.ep = ep;
     j.gamma = gamma, j.beta = beta, j.eps = eps, j.m = (double)outer;
     j.mean_out = mean, j.var_out = var;
     j.sp.C = C, j.sp.nseg = g.nseg;
@@ -130,11 +131,11 @@ static void FN(rows_infer_pieces)(void *ctx, int64_t i0, int64_t i1)
 static void FN(rows_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
                                    const double *mean, const double *var,
                                    const double *gamma, const double *beta,
-                                   double eps)
+                                   double eps, const FN(epi) *ep)
 {
     const rows_geom g = rows_geometry(outer, C, sizeof(T));
     FN(job) j = {0};
-    j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = 1, j.rg = &g;
+    j.x = x, j.out = y, j.outer = outer, j.C = C, j.inner = 1, j.rg = &g, j.ep = ep;
     j.mean = mean, j.var = var, j.gamma = gamma, j.beta = beta, j.eps = eps;
     j.stream = g.stream;  /* as training's flat pass (see core/tuning.h) */
     for_ranges(threads_for(outer * C), g.nblocks * g.nseg, FN(rows_infer_pieces), &j);

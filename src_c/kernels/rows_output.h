@@ -185,32 +185,34 @@ static void FN(bcoefs_put_d)(FN(bcoefs) *k, const rows_geom *g, int j,
     FN(bcoefs_put)(k, g, 3, j, d.hi);
 }
 
-/* y = (x - hi)*sc + sh for rows [r0, r1) of columns [c0, c0+nb), flat when
-   k is laid out for it. Else row by row: going down a column instead would
-   touch addresses a row apart, which for rows of 4 KiB all fall in the same
-   L1 set. */
+/* y = (x - hi)*sc + sh for rows [r0, r1) of columns [c0, c0+nb), then the
+   epilogue (res: the residual, laid out as x, or NULL), flat when k is laid
+   out for it. Else row by row: going down a column instead would touch
+   addresses a row apart, which for rows of 4 KiB all fall in the same L1
+   set. */
 static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
                                int nb, int64_t r0, int64_t r1,
-                               const FN(bcoefs) *k, int stream)
+                               const FN(bcoefs) *k, int stream, const T *res, int relu)
 {
     const T *hi = k->u.col[0], *sc = k->u.col[1], *sh = k->u.col[2];
     if (k->fp) {
-        FN(flat_normalize)(x, y, r0 * g->C, r1 * g->C, k->fp, stream);
+        FN(flat_normalize)(x, y, r0 * g->C, r1 * g->C, k->fp, stream, res, relu);
         return;
     }
     for (int64_t r = r0; r < r1; r++) {
-        const T *xr = x + r * g->C + c0;
+        const T *xr = x + r * g->C + c0, *rr = res ? res + r * g->C + c0 : NULL;
         T *yr = y + r * g->C + c0;
         const int pf = prefetch_ahead(g, r, 1);
         int j = 0;
         for (; j + VT_N <= nb; j += VT_N) {
             if (pf)
                 CBN_PREFETCH(xr + pf * g->C + j);
-            vt_storeu(yr + j, FN(normalize_v)(vt_loadu(xr + j), vt_loadu(hi + j),
-                                              vt_loadu(sc + j), vt_loadu(sh + j)));
+            vt_storeu(yr + j, FN(epilogue_v)(FN(normalize_v)(vt_loadu(xr + j), vt_loadu(hi + j),
+                                                             vt_loadu(sc + j), vt_loadu(sh + j)),
+                                             rr, j, relu));
         }
         for (; j < nb; j++)
-            yr[j] = FN(normalize1)(xr[j], hi[j], sc[j], sh[j]);
+            yr[j] = FN(epilogue1)(FN(normalize1)(xr[j], hi[j], sc[j], sh[j]), rr, j, relu);
     }
 }
 
@@ -267,7 +269,7 @@ static CBN_COLD void FN(rows_normalize_cold)(const T *x, T *y, const rows_geom *
                                              int64_t r1, const FN(bcoefs) *k,
                                              const double *mean, const double *var,
                                              double eps, const double *gamma,
-                                             const double *beta)
+                                             const double *beta, const T *res, int relu)
 {
     const int64_t ld = g->C;
     for (int64_t a = r0; a < r1; a += COLD_ROWS) {
@@ -275,32 +277,36 @@ static CBN_COLD void FN(rows_normalize_cold)(const T *x, T *y, const rows_geom *
         for (int j = 0; j < nb; j++) {
             const T *xc = x + a * ld + c0 + j;
             T *yc = y + a * ld + c0 + j;
+            const T *rc = res ? res + a * ld + c0 + j : NULL;
             cold_coef ck;
             if (FN(column_cold)(k, g, c0, j, mean, var, eps, gamma, beta, &ck)) {
-                FN(cold_normalize)(xc, yc, n, ld, &ck);
+                FN(cold_normalize)(xc, yc, n, ld, &ck, rc, relu);
                 continue;
             }
             const T hi = FN(bcoefs_get)(k, g, 0, j), sc = FN(bcoefs_get)(k, g, 1, j),
                     sh = FN(bcoefs_get)(k, g, 2, j);
             for (int64_t r = 0; r < n; r++)
-                yc[r * ld] = FN(normalize1)(xc[r * ld], hi, sc, sh);
+                yc[r * ld] = FN(epilogue1)(FN(normalize1)(xc[r * ld], hi, sc, sh), rc,
+                                           r * ld, relu);
         }
     }
 }
 
 /* rows_normalize, or its cold pass for a block marked cold (only float
-   data are ever marked). */
+   data are ever marked), with the epilogue ep (or NULL). */
 static inline void FN(block_normalize)(const T *x, T *y, const rows_geom *g,
                                        int64_t c0, int nb, int64_t r0, int64_t r1,
                                        const FN(bcoefs) *k, int stream,
                                        const double *mean, const double *var,
                                        double eps, const double *gamma,
-                                       const double *beta)
+                                       const double *beta, const FN(epi) *ep)
 {
+    const T *res = FN(epi_res)(ep, 0);
     if (T_IS_F32 && k->cold)
-        FN(rows_normalize_cold)(x, y, g, c0, nb, r0, r1, k, mean, var, eps, gamma, beta);
+        FN(rows_normalize_cold)(x, y, g, c0, nb, r0, r1, k, mean, var, eps, gamma, beta,
+                                res, FN(epi_relu)(ep));
     else
-        FN(rows_normalize)(x, y, g, c0, nb, r0, r1, k, stream);
+        FN(rows_normalize)(x, y, g, c0, nb, r0, r1, k, stream, res, FN(epi_relu)(ep));
 }
 
 /* rows_dx for a block marked cold; its coefficients came from src. */

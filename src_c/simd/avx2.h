@@ -34,9 +34,21 @@ static inline void vd_load2_f32(const float *p, vd *lo, vd *hi)
 
 static inline vf vf_set1(float a) { return _mm256_set1_ps(a); }
 static inline vf vf_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+static inline vf vf_add(vf a, vf b) { return _mm256_add_ps(a, b); }
 static inline vf vf_fmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 static inline vf vf_loadu(const float *p) { return _mm256_loadu_ps(p); }
 static inline void vf_storeu(float *p, vf a) { _mm256_storeu_ps(p, a); }
+
+/* VMAXPD returns its second operand unless the first is greater (0 > a ? 0 :
+   a, so NaN passes through), and + 0 turns -0.0 into +0.0 (see the README) */
+static inline vd vd_relu(vd a)
+{
+    return _mm256_add_pd(_mm256_max_pd(_mm256_setzero_pd(), a), _mm256_setzero_pd());
+}
+static inline vf vf_relu(vf a)
+{
+    return _mm256_add_ps(_mm256_max_ps(_mm256_setzero_ps(), a), _mm256_setzero_ps());
+}
 
 static inline void vd_stream(double *p, vd a) { _mm256_stream_pd(p, a); }
 static inline void vf_stream(float *p, vf a) { _mm256_stream_ps(p, a); }

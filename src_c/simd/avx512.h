@@ -35,9 +35,21 @@ static inline void vd_load2_f32(const float *p, vd *lo, vd *hi)
 
 static inline vf vf_set1(float a) { return _mm512_set1_ps(a); }
 static inline vf vf_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+static inline vf vf_add(vf a, vf b) { return _mm512_add_ps(a, b); }
 static inline vf vf_fmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 static inline vf vf_loadu(const float *p) { return _mm512_loadu_ps(p); }
 static inline void vf_storeu(float *p, vf a) { _mm512_storeu_ps(p, a); }
+
+/* VMAXPD returns its second operand unless the first is greater (0 > a ? 0 :
+   a, so NaN passes through), and + 0 turns -0.0 into +0.0 (see the README) */
+static inline vd vd_relu(vd a)
+{
+    return _mm512_add_pd(_mm512_max_pd(_mm512_setzero_pd(), a), _mm512_setzero_pd());
+}
+static inline vf vf_relu(vf a)
+{
+    return _mm512_add_ps(_mm512_max_ps(_mm512_setzero_ps(), a), _mm512_setzero_ps());
+}
 
 static inline void vd_stream(double *p, vd a) { _mm512_stream_pd(p, a); }
 static inline void vf_stream(float *p, vf a) { _mm512_stream_ps(p, a); }

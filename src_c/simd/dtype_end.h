@@ -9,6 +9,8 @@
 #undef VT_N
 #undef vt_set1
 #undef vt_sub
+#undef vt_add
+#undef vt_relu
 #undef vt_fmadd
 #undef vt_loadu
 #undef vt_storeu

@@ -13,6 +13,8 @@
 #define VT_N VF_N        /* T values in a VT */
 #define vt_set1 vf_set1
 #define vt_sub vf_sub
+#define vt_add vf_add
+#define vt_relu vf_relu
 #define vt_fmadd vf_fmadd
 #define vt_loadu vf_loadu
 #define vt_storeu vf_storeu

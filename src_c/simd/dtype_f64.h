@@ -12,6 +12,8 @@
 #define VT_N VD_N
 #define vt_set1 vd_set1
 #define vt_sub vd_sub
+#define vt_add vd_add
+#define vt_relu vd_relu
 #define vt_fmadd vd_fmadd
 #define vt_loadu vd_loadu
 #define vt_storeu vd_storeu

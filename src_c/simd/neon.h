@@ -30,11 +30,25 @@ static inline void vd_load2_f32(const float *p, vd *lo, vd *hi)
 
 static inline vf vf_set1(float a) { return vdupq_n_f32(a); }
 static inline vf vf_sub(vf a, vf b) { return vsubq_f32(a, b); }
+static inline vf vf_add(vf a, vf b) { return vaddq_f32(a, b); }
 static inline vf vf_fmadd(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }
 static inline vf vf_loadu(const float *p) { return vld1q_f32(p); }
 static inline void vf_storeu(float *p, vf a) { vst1q_f32(p, a); }
 
 /* arm64 has no streaming store intrinsic worth using here: plain stores. */
+/* 0 > a ? 0 : a by a compare and a select, + 0 turning -0.0 into +0.0 (see
+   the README) */
+static inline vd vd_relu(vd a)
+{
+    const vd z = vdupq_n_f64(0.0);
+    return vaddq_f64(vbslq_f64(vcgtq_f64(z, a), z, a), z);
+}
+static inline vf vf_relu(vf a)
+{
+    const vf z = vdupq_n_f32(0.0f);
+    return vaddq_f32(vbslq_f32(vcgtq_f32(z, a), z, a), z);
+}
+
 static inline void vd_stream(double *p, vd a) { vst1q_f64(p, a); }
 static inline void vf_stream(float *p, vf a) { vst1q_f32(p, a); }
 static inline void stream_fence(void) {}

@@ -27,12 +27,17 @@ static inline void vd_load2_f32(const float *p, vd *lo, vd *hi)
 
 static inline vf vf_set1(float a) { return a; }
 static inline vf vf_sub(vf a, vf b) { return a - b; }
+static inline vf vf_add(vf a, vf b) { return a + b; }
 static inline vf vf_fmadd(vf a, vf b, vf c) { return a * b + c; }
 static inline vf vf_loadu(const float *p) { return *p; }
 static inline void vf_storeu(float *p, vf a) { *p = a; }
 
 /* Streaming (non-temporal) stores of a vector to an address aligned to its
    size, and the fence that orders them; plain stores here. */
+/* + 0 turns -0.0 into +0.0, as numpy.maximum(a, 0) does (see the README) */
+static inline vd vd_relu(vd a) { return (0.0 > a ? 0.0 : a) + 0.0; }
+static inline vf vf_relu(vf a) { return (0.0f > a ? 0.0f : a) + 0.0f; }
+
 static inline void vd_stream(double *p, vd a) { *p = a; }
 static inline void vf_stream(float *p, vf a) { *p = a; }
 static inline void stream_fence(void) {}

@@ -33,9 +33,21 @@ static inline void vd_load2_f32(const float *p, vd *lo, vd *hi)
 
 static inline vf vf_set1(float a) { return _mm_set1_ps(a); }
 static inline vf vf_sub(vf a, vf b) { return _mm_sub_ps(a, b); }
+static inline vf vf_add(vf a, vf b) { return _mm_add_ps(a, b); }
 static inline vf vf_fmadd(vf a, vf b, vf c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
 static inline vf vf_loadu(const float *p) { return _mm_loadu_ps(p); }
 static inline void vf_storeu(float *p, vf a) { _mm_storeu_ps(p, a); }
+
+/* MAXPD returns its second operand unless the first is greater (0 > a ? 0 :
+   a, so NaN passes through), and + 0 turns -0.0 into +0.0 (see the README) */
+static inline vd vd_relu(vd a)
+{
+    return _mm_add_pd(_mm_max_pd(_mm_setzero_pd(), a), _mm_setzero_pd());
+}
+static inline vf vf_relu(vf a)
+{
+    return _mm_add_ps(_mm_max_ps(_mm_setzero_ps(), a), _mm_setzero_ps());
+}
 
 static inline void vd_stream(double *p, vd a) { _mm_stream_pd(p, a); }
 static inline void vf_stream(float *p, vf a) { _mm_stream_ps(p, a); }

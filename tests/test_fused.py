@@ -1,0 +1,195 @@
+"""The fused forward: normalize_batch(..., residual=r, relu=True).
+
+Two oracles: the separate steps on the compute dtype, ``numpy.maximum(
+normalize_batch(x) + r, 0)``, which the fused pass must equal bit for bit
+(every level, every loop shape, 1 and 2 threads); and the float64 batch norm
+of tests/oracle.py followed by the same steps in float64.
+"""
+import numpy as np
+import pytest
+
+import cbn
+from checks import assert_close
+from oracle import normalize_ref
+from test_simd import CASES
+
+
+def unfused(x, axis, r, relu, **kw):
+    """The separate steps, each on the compute dtype."""
+    y = cbn.normalize_batch(x, 1.5, -0.25, axis=axis, **kw)
+    if r is not None:
+        y = y + r
+    return np.maximum(y, 0) if relu else y
+
+
+def given_stats(x, axis):
+    s = cbn.batch_stats(x, axis=axis)
+    return {"mean": s.mean + 0.125, "var": s.var() * 1.5}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(CASES))
+def test_fused_is_bitwise_the_separate_steps(simd_level, threads, case, dtype):
+    shape, axis = CASES[case]
+    rng = np.random.default_rng(17)
+    x = rng.normal(1.0, 3.0, shape).astype(dtype)
+    r = rng.normal(0.0, 2.0, shape).astype(dtype)
+    for nt in (1, 2):
+        threads(nt)
+        for stats in ({}, given_stats(x, axis)):
+            for res, relu in ((r, False), (None, True), (r, True)):
+                got = cbn.normalize_batch(x, 1.5, -0.25, axis=axis, residual=res, relu=relu,
+                                          **stats)
+                want = unfused(x, axis, res, relu, **stats)
+                assert got.dtype == want.dtype
+                assert got.tobytes() == want.tobytes(), (nt, bool(stats), res is None, relu)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["planes-short", "rows-blocks", "channels-last"])
+def test_fused_matches_the_float64_oracle(case, dtype):
+    shape, axis = CASES[case]
+    rng = np.random.default_rng(18)
+    x = rng.normal(-2.0, 3.0, shape).astype(dtype)
+    r = rng.normal(0.5, 1.0, shape).astype(dtype)
+    y_ref = normalize_ref(x, 1.5, -0.25, axis=axis)[0]
+    want = np.maximum(y_ref + r.astype(np.float64), 0)
+    got = cbn.normalize_batch(x, 1.5, -0.25, axis=axis, residual=r, relu=True)
+    assert_close(got, want, scale=4.0)
+    assert (got >= 0).all()
+
+
+def test_relu_keeps_nan_and_turns_negative_zero_positive(simd_level):
+    # A constant feature with gamma = -1 and beta = -0.0 normalizes to -0.0
+    # exactly: 0 * (negative scale) + (-0.0).
+    x = np.zeros((6, 3, 4), np.float32)
+    x[:, 0] = np.nan
+    x[:, 1] = 3.0
+    x[:, 2] = np.arange(24, dtype=np.float32).reshape(6, 4)
+    plain = cbn.normalize_batch(x, -1.0, -0.0, axis=(0, 2))
+    assert np.signbit(plain[:, 1]).all() and (plain[:, 1] == 0).all()
+    fused = cbn.normalize_batch(x, -1.0, -0.0, axis=(0, 2), relu=True)
+    assert np.isnan(fused[:, 0]).all()
+    assert (fused[:, 1] == 0).all() and not np.signbit(fused[:, 1]).any()
+    assert fused.tobytes() == np.maximum(plain, 0).tobytes()
+    # values exactly at 0 after the residual are 0 (positive), as numpy's
+    r = -plain
+    zero = cbn.normalize_batch(x, -1.0, -0.0, axis=(0, 2), residual=r, relu=True)
+    assert zero.tobytes() == np.maximum(plain + r, 0).tobytes()
+
+
+@pytest.mark.parametrize("layout", ["strided", "transposed", "fortran"])
+def test_residual_in_any_memory_layout(layout):
+    rng = np.random.default_rng(19)
+    x = rng.normal(size=(6, 4, 5, 3)).astype(np.float32)
+    base = rng.normal(size=(6, 4, 5, 6)).astype(np.float32)
+    r = {"strided": base[..., ::2],
+         "transposed": np.ascontiguousarray(base[..., :3].transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0),
+         "fortran": np.asfortranarray(base[..., 1:4])}[layout]
+    assert r.shape == x.shape
+    got = cbn.normalize_batch(x, axis=(0, 2, 3), residual=r, relu=True)
+    want = np.maximum(cbn.normalize_batch(x, axis=(0, 2, 3)) + r, 0)
+    assert got.tobytes() == want.tobytes()
+
+
+def test_residual_may_be_the_output_or_x():
+    rng = np.random.default_rng(20)
+    x = rng.normal(size=(16, 8)).astype(np.float32)
+    r = rng.normal(size=(16, 8)).astype(np.float32)
+    want = np.maximum(cbn.normalize_batch(x) + r, 0)
+    buf = r.copy()
+    got = cbn.normalize_batch(x, residual=buf, out=buf, relu=True)
+    assert got is buf and buf.tobytes() == want.tobytes()
+    xs = x.copy()
+    got = cbn.normalize_batch(xs, residual=xs, out=xs)
+    assert got.tobytes() == (cbn.normalize_batch(x) + x).tobytes()
+    # a residual overlapping the output only in part is read before it is
+    # overwritten
+    both = rng.normal(size=(17, 8)).astype(np.float32)
+    r_view, out_view = both[:16], both[1:]
+    want = cbn.normalize_batch(x) + r_view
+    cbn.normalize_batch(x, residual=r_view, out=out_view)
+    assert out_view.tobytes() == want.tobytes()
+
+
+def test_residual_dtypes_cast_safely():
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(10, 3)).astype(np.float32)
+    r16 = rng.normal(size=(10, 3)).astype(np.float16)
+    got = cbn.normalize_batch(x, residual=r16)
+    assert got.tobytes() == (cbn.normalize_batch(x) + r16.astype(np.float32)).tobytes()
+    rint = np.arange(30, dtype=np.int8).reshape(10, 3)
+    got = cbn.normalize_batch(x, residual=rint)
+    assert got.tobytes() == (cbn.normalize_batch(x) + rint.astype(np.float32)).tobytes()
+    # float16 data are computed in float32, the residual with them
+    h = x.astype(np.float16)
+    got = cbn.normalize_batch(h, residual=r16, relu=True)
+    y32 = cbn.normalize_batch(h.astype(np.float32))
+    assert got.dtype == np.float16
+    assert got.tobytes() == np.maximum(y32 + r16.astype(np.float32), 0).astype(np.float16).tobytes()
+
+
+def test_bad_residuals_are_refused_and_nothing_is_written():
+    rng = np.random.default_rng(22)
+    x = rng.normal(size=(10, 3)).astype(np.float32)
+    out = np.full_like(x, 7.0)
+    bad = [((np.zeros((10, 4), np.float32)), ValueError, "residual has shape"),
+           ((np.zeros((3,), np.float32)), ValueError, "residual has shape"),
+           ((np.zeros((10, 3), np.float64)), TypeError, "cast safely"),
+           ((np.zeros((10, 3), complex)), TypeError, "cast safely"),
+           ((np.ma.masked_array(np.zeros((10, 3), np.float32))), TypeError, "MaskedArray")]
+    for residual, error, message in bad:
+        with pytest.raises(error, match=message):
+            cbn.normalize_batch(x, residual=residual, relu=True, out=out)
+        assert (out == 7.0).all()
+
+
+def test_the_c_entry_points_are_the_plain_ones_without_an_epilogue():
+    import ctypes
+    import cbn.kernels
+    lib = ctypes.CDLL(cbn.kernels.__file__)
+    DP, FP, I64 = (ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_float),
+                   ctypes.c_int64)
+    f = lib.cbn_forward_train_fused_f32
+    f.argtypes = [FP, FP, I64, I64, I64, DP, DP, ctypes.c_double, DP, DP, FP, ctypes.c_int]
+    x = np.random.default_rng(23).normal(size=(5, 4, 7)).astype(np.float32)
+    r = np.ones_like(x)
+    y = np.empty_like(x)
+    mean, var = np.empty(4), np.empty(4)
+    ptr = (lambda a, t: a.ctypes.data_as(t))
+    assert f(ptr(x, FP), ptr(y, FP), 5, 4, 7, None, None, 1e-5, ptr(mean, DP), ptr(var, DP),
+             ptr(r, FP), 1) == 0
+    want, m, v = cbn.normalize_batch(x, axis=(0, 2), return_stats=True)
+    assert y.tobytes() == np.maximum(want + r, 0).tobytes()
+    assert mean.tobytes() == m.tobytes() and var.tobytes() == v.tobytes()
+    assert f(ptr(x, FP), ptr(y, FP), 5, 4, 7, None, None, -1.0, None, None, None, 0) == -3
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 3, 37), (0, 2)), ((300, 7), 0),
+                                        ((40, 1100), 0)])
+def test_cold_features_take_the_epilogue_too(simd_level, shape, axis):
+    # float32 subnormal data with eps = 0: coefficients float32 cannot hold,
+    # computed in double (see core/cold.h), then the epilogue
+    x = (np.arange(1, np.prod(shape) + 1).reshape(shape) % 97 * 1e-40).astype(np.float32)
+    r = np.random.default_rng(24).normal(size=shape).astype(np.float32)
+    for stats in ({}, {"mean": cbn.batch_stats(x, axis=axis).mean,
+                       "var": cbn.batch_stats(x, axis=axis).var()}):
+        got = cbn.normalize_batch(x, axis=axis, eps=0, residual=r, relu=True, **stats)
+        plain = cbn.normalize_batch(x, axis=axis, eps=0, **stats)
+        assert np.isfinite(plain).all()
+        assert got.tobytes() == np.maximum(plain + r, 0).tobytes()
+
+
+@pytest.mark.parametrize("shape,axis", [((64, 32, 64, 64), (0, 2, 3)),  # 33.5 MB planes
+                                        ((65536, 65), 0)])              # 17 MB rows
+def test_streamed_outputs_take_the_epilogue(shape, axis):
+    # outputs this large are written with streaming stores (core/tuning.h)
+    rng = np.random.default_rng(25)
+    x = rng.normal(size=shape).astype(np.float32)
+    r = rng.normal(size=shape).astype(np.float32)
+    for stats in ({}, given_stats(x, axis)):
+        got = cbn.normalize_batch(x, axis=axis, residual=r, relu=True, **stats)
+        plain = cbn.normalize_batch(x, axis=axis, **stats)
+        np.add(plain, r, out=plain)
+        np.maximum(plain, 0, out=plain)
+        assert got.tobytes() == plain.tobytes()
