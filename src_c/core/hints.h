@@ -36,4 +36,15 @@
 #define CBN_COLD
 #endif
 
+/* Marks a loop body written once and specialized by its callers: inlined
+   into each, so that the constant arguments they pass (a NULL pointer, a
+   flag) take the tests on them out of the loop. */
+#if defined(__GNUC__) || defined(__clang__)
+#define CBN_SPECIALIZED static inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define CBN_SPECIALIZED static __forceinline
+#else
+#define CBN_SPECIALIZED static inline
+#endif
+
 #endif /* CBN_CORE_HINTS_H */

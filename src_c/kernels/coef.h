@@ -84,12 +84,31 @@ static inline int FN(epi_relu)(const FN(epi) *ep)
     return ep && ep->relu;
 }
 
+/* numpy.maximum(v, 0), as vt_relu: v where v > 0 or v is NaN, else +0.0 --
+   without a branch, which the few single elements at the ends of short
+   runs would mispredict on data of either sign */
+static inline T FN(relu1)(T v)
+{
+    const int keep = (v > (T)0) | (v != v);
+#if T_IS_F32
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    b &= (uint32_t)0 - (uint32_t)keep;
+#else
+    uint64_t b;
+    memcpy(&b, &v, sizeof b);
+    b &= (uint64_t)0 - (uint64_t)keep;
+#endif
+    memcpy(&v, &b, sizeof b);
+    return v;
+}
+
 /* v = BN(x) at element i of a run whose residual is r (or NULL) */
 static inline T FN(epilogue1)(T v, const T *r, int64_t i, int relu)
 {
     if (r)
         v = v + r[i];
-    return relu ? ((T)0 > v ? (T)0 : v) + (T)0 : v;  /* as vt_relu */
+    return relu ? FN(relu1)(v) : v;
 }
 
 static inline VT FN(epilogue_v)(VT v, const T *r, int64_t i, int relu)

@@ -142,8 +142,8 @@ static inline int64_t FN(peel)(const T *y, int64_t n)
 
 /* y = (x - hi)*scale + shift over a run, then the epilogue (r: the
    residual aligned with x, or NULL; see FN(epi)). */
-static inline void FN(run_normalize_ep)(const T *x, T *y, int64_t n, FN(coef) k,
-                                        int stream, ahead a, const T *r, int relu)
+CBN_SPECIALIZED void FN(run_normalize_ep)(const T *x, T *y, int64_t n, FN(coef) k,
+                                          int stream, ahead a, const T *r, int relu)
 {
     VT hi = vt_set1(k.hi), sc = vt_set1(k.scale), sh = vt_set1(k.shift);
     int64_t i = 0;
@@ -165,15 +165,19 @@ static inline void FN(run_normalize_ep)(const T *x, T *y, int64_t n, FN(coef) k,
         y[i] = FN(epilogue1)(FN(normalize1)(x[i], k.hi, k.scale, k.shift), r, i, relu);
 }
 
-/* run_normalize_ep, its loops compiled apart for the plain forward (no
-   epilogue), so that the plain pass carries no test of the epilogue. */
+/* run_normalize_ep, its loops compiled apart for each form of the epilogue,
+   so that none carries a test of it per vector. */
 static void FN(run_normalize)(const T *x, T *y, int64_t n, FN(coef) k, int stream,
                               ahead a, const T *r, int relu)
 {
-    if (!r && !relu)
-        FN(run_normalize_ep)(x, y, n, k, stream, a, NULL, 0);
+    if (r && relu)
+        FN(run_normalize_ep)(x, y, n, k, stream, a, r, 1);
+    else if (r)
+        FN(run_normalize_ep)(x, y, n, k, stream, a, r, 0);
+    else if (relu)
+        FN(run_normalize_ep)(x, y, n, k, stream, a, NULL, 1);
     else
-        FN(run_normalize_ep)(x, y, n, k, stream, a, r, relu);
+        FN(run_normalize_ep)(x, y, n, k, stream, a, NULL, 0);
 }
 
 /* dx = a*dy + (b*(x - hi) + k0), prefetching ady and ax along */

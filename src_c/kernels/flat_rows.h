@@ -100,9 +100,9 @@ static inline void FN(flat_cut)(const FN(flat) *f, int64_t e0, int64_t e1,
 
 /* y = (x - hi)*sc + sh over the elements [e0, e1), then the epilogue (r:
    the residual, laid out as x, or NULL); f holds hi, sc, sh */
-static inline void FN(flat_normalize_ep)(const T *x, T *y, int64_t e0, int64_t e1,
-                                         const FN(flat) *f, int stream, const T *r,
-                                         int relu)
+CBN_SPECIALIZED void FN(flat_normalize_ep)(const T *x, T *y, int64_t e0, int64_t e1,
+                                           const FN(flat) *f, int stream, const T *r,
+                                           int relu)
 {
     const int64_t P = f->P;
     const T *hi = f->k, *sc = hi + P, *sh = sc + P;
@@ -137,14 +137,19 @@ static inline void FN(flat_normalize_ep)(const T *x, T *y, int64_t e0, int64_t e
     }
 }
 
-/* flat_normalize_ep, compiled apart for the plain forward (as run_normalize) */
+/* flat_normalize_ep, compiled apart for each form of the epilogue (as
+   run_normalize) */
 static void FN(flat_normalize)(const T *x, T *y, int64_t e0, int64_t e1,
                                const FN(flat) *f, int stream, const T *r, int relu)
 {
-    if (!r && !relu)
-        FN(flat_normalize_ep)(x, y, e0, e1, f, stream, NULL, 0);
+    if (r && relu)
+        FN(flat_normalize_ep)(x, y, e0, e1, f, stream, r, 1);
+    else if (r)
+        FN(flat_normalize_ep)(x, y, e0, e1, f, stream, r, 0);
+    else if (relu)
+        FN(flat_normalize_ep)(x, y, e0, e1, f, stream, NULL, 1);
     else
-        FN(flat_normalize_ep)(x, y, e0, e1, f, stream, r, relu);
+        FN(flat_normalize_ep)(x, y, e0, e1, f, stream, NULL, 0);
 }
 
 /* dx = a*dy over the elements [e0, e1): x plays no part (a NaN there stays

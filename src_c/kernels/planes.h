@@ -86,9 +86,12 @@ static void FN(planes_segment_normalize)(const T *x, T *y, const planes_geom *g,
                                          const FN(epi) *ep)
 {
     planes_piece p = planes_pieces(g, s);
+    const T *res = FN(epi_res)(ep, 0);
     while (planes_next_piece(g, c, &p)) {
         if (!g->stream)  /* streaming stores read no lines */
             prefetch_run(g, y, sizeof(T), p.o, c, 1);
+        if (res)  /* a stream of short runs, as x's (see prefetch_run) */
+            prefetch_run(g, res, sizeof(T), p.o, c, 0);
         FN(run_normalize)(x + p.off, y + p.off, p.i1 - p.i0, k, g->stream,
                           next_piece(g, x, sizeof(T), p.o, c, p.i0),
                           FN(epi_res)(ep, p.off), FN(epi_relu)(ep));

@@ -185,20 +185,15 @@ static void FN(bcoefs_put_d)(FN(bcoefs) *k, const rows_geom *g, int j,
     FN(bcoefs_put)(k, g, 3, j, d.hi);
 }
 
-/* y = (x - hi)*sc + sh for rows [r0, r1) of columns [c0, c0+nb), then the
-   epilogue (res: the residual, laid out as x, or NULL), flat when k is laid
-   out for it. Else row by row: going down a column instead would touch
-   addresses a row apart, which for rows of 4 KiB all fall in the same L1
-   set. */
-static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
-                               int nb, int64_t r0, int64_t r1,
-                               const FN(bcoefs) *k, int stream, const T *res, int relu)
+/* y = (x - hi)*sc + sh for rows [r0, r1) of columns [c0, c0+nb), row by
+   row, then the epilogue (res: the residual, laid out as x, or NULL). Going
+   down a column instead would touch addresses a row apart, which for rows
+   of 4 KiB all fall in the same L1 set. */
+CBN_SPECIALIZED void FN(rows_normalize_ep)(const T *x, T *y, const rows_geom *g,
+                                           int64_t c0, int nb, int64_t r0, int64_t r1,
+                                           const FN(bcoefs) *k, const T *res, int relu)
 {
     const T *hi = k->u.col[0], *sc = k->u.col[1], *sh = k->u.col[2];
-    if (k->fp) {
-        FN(flat_normalize)(x, y, r0 * g->C, r1 * g->C, k->fp, stream, res, relu);
-        return;
-    }
     for (int64_t r = r0; r < r1; r++) {
         const T *xr = x + r * g->C + c0, *rr = res ? res + r * g->C + c0 : NULL;
         T *yr = y + r * g->C + c0;
@@ -214,6 +209,24 @@ static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
         for (; j < nb; j++)
             yr[j] = FN(epilogue1)(FN(normalize1)(xr[j], hi[j], sc[j], sh[j]), rr, j, relu);
     }
+}
+
+/* rows_normalize_ep, flat when k is laid out for it, each form of the
+   epilogue compiled apart (as run_normalize). */
+static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
+                               int nb, int64_t r0, int64_t r1,
+                               const FN(bcoefs) *k, int stream, const T *res, int relu)
+{
+    if (k->fp)
+        FN(flat_normalize)(x, y, r0 * g->C, r1 * g->C, k->fp, stream, res, relu);
+    else if (res && relu)
+        FN(rows_normalize_ep)(x, y, g, c0, nb, r0, r1, k, res, 1);
+    else if (res)
+        FN(rows_normalize_ep)(x, y, g, c0, nb, r0, r1, k, res, 0);
+    else if (relu)
+        FN(rows_normalize_ep)(x, y, g, c0, nb, r0, r1, k, NULL, 1);
+    else
+        FN(rows_normalize_ep)(x, y, g, c0, nb, r0, r1, k, NULL, 0);
 }
 
 /* dx = a*dy + (b*(x - hi) + k0) over rows [r0, r1) of a column block, flat
