@@ -67,4 +67,8 @@ def normalize_batch_backward(
     eps: float = 1e-5,
     batch_stats: bool = True,
     out: NDArray[Any] | None = None,
+    relu: bool = False,
+    y: ArrayLike | None = None,
+    beta: ArrayLike | None = None,
+    out_residual: NDArray[Any] | None = None,
 ) -> tuple[_Result, _Result, _Result]: ...

@@ -561,8 +561,28 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         PyMem_Free(stats)
 
 
+cdef object relu_mask(cnp.ndarray xa, object y, object beta, object gamma, object mean,
+                      object var, object axis, double eps):
+    """Where the forward's ReLU passed the gradient: ``y > 0`` from its
+    output, else from its pre-activation recomputed with the same
+    coefficients (so bit for bit the forward's)."""
+    if y is not None:
+        ya = as_ndarray(y, "y")
+        if not same_shape(ya, xa):
+            raise ValueError(f"y has shape {(<object>ya).shape}, expected x's shape "
+                             f"{(<object>xa).shape}")
+        if ya.dtype.kind not in "biuf":
+            raise TypeError(f"y must hold real numbers, got dtype {ya.dtype}")
+        return ya > 0
+    if beta is None:
+        raise ValueError("relu=True needs the forward's output y, or its beta (to "
+                         "recompute where the ReLU passed the gradient)")
+    return normalize_batch(xa, gamma, beta, axis=axis, eps=eps, mean=mean, var=var) > 0
+
+
 def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
-                             eps=1e-5, batch_stats=True, out=None):
+                             eps=1e-5, batch_stats=True, out=None, relu=False,
+                             y=None, beta=None, out_residual=None):
     """Gradients of :func:`normalize_batch` with respect to x, gamma and beta.
 
     With ``invstd = 1/sqrt(var + eps)`` and ``xhat = (x - mean)*invstd``,
@@ -596,6 +616,21 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
         Where to write dx: x's shape and result dtype. May be ``dy`` or
         ``x`` itself; other overlap is also handled. Saves the allocation of
         a large dx in a training loop.
+    relu : bool, optional
+        The forward applied a ReLU (``normalize_batch(..., relu=True)``):
+        the gradient passes only where its output was > 0 (not at 0, not
+        at NaN), and ``dy`` is masked so first. Needs ``y`` or ``beta``.
+    y : array_like, optional
+        The forward's output, whose ``y > 0`` is the mask. Required when
+        the forward also added a residual.
+    beta : array_like or float, optional
+        Without ``y``: the forward's beta, with which the pre-activation is
+        recomputed from x (give the float64 mean and var that
+        ``return_stats`` returned, so that it is the forward's bit for bit).
+    out_residual : ndarray, optional
+        Receives the gradient with respect to the forward's ``residual``:
+        ``dy`` masked by the ReLU (``dy`` itself without one). dy's shape,
+        and a dtype dy's values cast to (same kind).
 
     Returns
     -------
@@ -615,9 +650,16 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
         number.
     ValueError
         For arguments of the wrong shape, a negative or NaN ``eps``, a bad
-        ``out``, or an empty batch with ``batch_stats``.
+        ``out`` or ``out_residual``, an empty batch with ``batch_stats``, or
+        ``relu`` without ``y`` or ``beta``.
     numpy.exceptions.AxisError
         For an out-of-range or repeated axis.
+
+    Notes
+    -----
+    With ``relu`` the mask is applied in a pass of its own before the
+    kernels' (and, from ``beta``, the pre-activation is recomputed in
+    another): not yet fused into them.
 
     Examples
     --------
@@ -631,6 +673,19 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
     True
     >>> dbeta
     array([3., 3.])
+
+    Through a ReLU and a residual (the forward's output gives the mask; the
+    residual's gradient is the masked dy):
+
+    >>> r = np.array([[1.0, 0.0], [0.0, -5.0], [0.0, 0.5]])
+    >>> y, mean, var = cbn.normalize_batch(x, residual=r, relu=True, return_stats=True)
+    >>> dr = np.empty_like(dy)
+    >>> dx, dgamma, dbeta = cbn.normalize_batch_backward(
+    ...     dy, x, mean, var, relu=True, y=y, out_residual=dr)
+    >>> dr  # the gradient passes where the output was > 0
+    array([[0., 0.],
+           [0., 0.],
+           [1., 1.]])
     """
     cdef cnp.ndarray xa = as_ndarray(x)
     cdef cnp.ndarray dya = as_ndarray(dy, "dy")
@@ -654,6 +709,23 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
     if bs and m == 0 and nfeat != 0:
         raise ValueError(f"cannot differentiate batch statistics of an empty "
                          f"batch (x of shape {(<object>xa).shape}, axis={axis!r})")
+    if out_residual is not None:
+        if not isinstance(out_residual, np.ndarray):
+            raise TypeError(f"out_residual must be a numpy.ndarray, not "
+                            f"{type(out_residual).__name__}")
+        _refuse_masked_out(out_residual)
+        if out_residual.shape != (<object>dya).shape:
+            raise ValueError(f"out_residual has shape {out_residual.shape}, expected "
+                             f"dy's shape {(<object>dya).shape}")
+        if not np.can_cast(dya.dtype, out_residual.dtype, "same_kind"):
+            raise TypeError(f"out_residual has dtype {out_residual.dtype}, which dy's "
+                            f"{dya.dtype} does not cast to")
+        if not out_residual.flags.writeable:
+            raise ValueError("out_residual is read-only")
+    if relu:  # dy through the ReLU: 0 where its output was not > 0
+        dya = np.where(relu_mask(xa, y, beta, gamma, mean, var, axis, e), dya,
+                       dya.dtype.type(0))
+    residual_grad = dya if out_residual is not None else None
 
     cdef Block b = make_block(as_type(xa, ctype), is_batch)
     dyt = b.take(as_type(dya, ctype))
@@ -671,6 +743,8 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
         run_backward(b, dyt, dxt, dptr(mb), dptr(vb), dptr(gb), e, bs,
                      sums, sums + b.C)
         dx = finish_output(b, dxt, out, rtype, ctype)
+        if residual_grad is not None and residual_grad is not out_residual:
+            np.copyto(out_residual, residual_grad, casting="same_kind")
         return (dx, feature_result(b, sums, xa, is_batch, rtype),
                 feature_result(b, sums + b.C, xa, is_batch, rtype))
     finally:

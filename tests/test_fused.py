@@ -193,3 +193,94 @@ def test_streamed_outputs_take_the_epilogue(shape, axis):
         np.add(plain, r, out=plain)
         np.maximum(plain, 0, out=plain)
         assert got.tobytes() == plain.tobytes()
+
+
+# ----------------------------------------------------------------- backward --
+
+from checks import assert_matches_finite_differences  # noqa: E402
+from oracle import central_difference  # noqa: E402
+
+
+@pytest.mark.parametrize("shape,axis", [((5, 3, 4), (0, 2)), ((12, 4), 0)])
+@pytest.mark.parametrize("batch_stats", [True, False])
+def test_backward_through_residual_and_relu_matches_finite_differences(shape, axis,
+                                                                      batch_stats):
+    # f = sum(w * relu(BN(x; gamma, beta) + r)), in float64, with every
+    # pre-activation at least 0.05 from the ReLU's kink
+    rng = np.random.default_rng(30)
+    x = rng.normal(1.0, 2.0, shape)
+    F = np.asarray(cbn.batch_stats(x, axis=axis).mean).shape
+    gamma, beta = rng.normal(1.0, 0.3, F), rng.normal(0.0, 0.5, F)
+    r = rng.normal(size=shape)
+    z = cbn.normalize_batch(x, gamma, beta, axis=axis) + r
+    r += np.where(np.abs(z) < 0.05, 0.1, 0.0)
+    w = rng.normal(size=shape)
+    stats = None if batch_stats else given_stats(x, axis)
+
+    def f():
+        kw = {} if stats is None else stats
+        return float(np.sum(w * cbn.normalize_batch(x, gamma, beta, axis=axis,
+                                                     residual=r, relu=True, **kw)))
+
+    y, mean, var = cbn.normalize_batch(x, gamma, beta, axis=axis, residual=r, relu=True,
+                                       return_stats=True,
+                                       **({} if stats is None else stats))
+    dr = np.empty_like(w)
+    dx, dgamma, dbeta = cbn.normalize_batch_backward(w, x, mean, var, gamma, axis=axis,
+                                                     batch_stats=batch_stats, relu=True,
+                                                     y=y, out_residual=dr)
+    assert_matches_finite_differences(dx, central_difference(f, x), "dx")
+    assert_matches_finite_differences(dgamma, central_difference(f, gamma), "dgamma")
+    assert_matches_finite_differences(dbeta, central_difference(f, beta), "dbeta")
+    assert_matches_finite_differences(dr, central_difference(f, r), "dresidual")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["planes-short", "rows-blocks", "channels-last"])
+def test_the_mask_recomputed_from_beta_is_the_forwards(case, dtype):
+    shape, axis = CASES[case]
+    rng = np.random.default_rng(31)
+    x = rng.normal(0.3, 2.0, shape).astype(dtype)
+    dy = rng.normal(size=shape).astype(dtype)
+    y, mean, var = cbn.normalize_batch(x, 1.5, -0.25, axis=axis, relu=True,
+                                       return_stats=True)
+    from_y = cbn.normalize_batch_backward(dy, x, mean, var, 1.5, axis=axis, relu=True, y=y)
+    from_beta = cbn.normalize_batch_backward(dy, x, mean, var, 1.5, axis=axis, relu=True,
+                                             beta=-0.25)
+    unfused = cbn.normalize_batch_backward(np.where(y > 0, dy, 0), x, mean, var, 1.5,
+                                           axis=axis)
+    for a, b, c in zip(from_y, from_beta, unfused):
+        assert a.tobytes() == b.tobytes() == c.tobytes()
+
+
+def test_no_gradient_where_the_output_was_zero_or_nan():
+    y = np.array([[0.0, 1.0], [np.nan, 2.0], [3.0, -0.0], [4.0, 5.0]])
+    x = np.arange(8.0).reshape(4, 2)
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    dr = np.full_like(x, 9.0)
+    _, _, dbeta = cbn.normalize_batch_backward(np.ones_like(x), x, mean, var, relu=True,
+                                               y=y, out_residual=dr)
+    np.testing.assert_array_equal(dbeta, [2.0, 3.0])  # the entries of y > 0
+    np.testing.assert_array_equal(dr, (y > 0).astype(float))
+
+
+def test_bad_relu_arguments_are_refused_and_nothing_is_written():
+    rng = np.random.default_rng(32)
+    x = rng.normal(size=(6, 3))
+    dy = rng.normal(size=(6, 3))
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    out, dr = np.full_like(x, 7.0), np.full_like(x, 7.0)
+    bad = [({"relu": True}, ValueError, "needs the forward's output y"),
+           ({"relu": True, "y": np.zeros((6, 4))}, ValueError, "y has shape"),
+           ({"relu": True, "y": np.zeros((6, 3), complex)}, TypeError, "real"),
+           ({"relu": True, "beta": np.zeros(4)}, ValueError, "beta"),
+           ({"relu": True, "y": x, "out_residual": np.zeros((6, 4))}, ValueError,
+            "out_residual has shape"),
+           ({"relu": True, "y": x, "out_residual": np.zeros((6, 3), int)}, TypeError,
+            "does not cast"),
+           ({"relu": True, "y": x, "out_residual": [0.0] * 18}, TypeError, "ndarray")]
+    for kw, error, message in bad:
+        kw.setdefault("out_residual", dr)
+        with pytest.raises(error, match=message):
+            cbn.normalize_batch_backward(dy, x, mean, var, out=out, **kw)
+        assert (out == 7.0).all() and (dr == 7.0).all()
