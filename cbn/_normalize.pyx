@@ -440,7 +440,8 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
     relu : bool, optional
         Apply ``numpy.maximum(., 0)`` last: NaN stays NaN, and -0.0 becomes
         0.0. Fused or not, the result is bitwise that of the separate steps
-        on the compute dtype.
+        on the compute dtype (where both the normalized value and the
+        residual are NaN, a NaN either way, not necessarily the same one).
 
     Returns
     -------

@@ -214,7 +214,9 @@ int cbn_forward_infer_f64(const double *x, double *y,
  * in one pass over the data. Each step rounds in T as the separate steps
  * would (BN(x) to T, then the addition in T), and the ReLU is
  * numpy.maximum(z, 0)'s: NaN stays NaN and -0.0 becomes +0.0; so y is
- * bitwise the unfused result. residual has x's layout and size; it may be
+ * bitwise the unfused result (where both BN(x) and the residual are NaN,
+ * y is a NaN, but which of the two, as in the unfused sum, is up to the
+ * compiler). residual has x's layout and size; it may be
  * the same array as y (not otherwise overlap it), as x may. With residual
  * NULL and relu 0 these are the plain forwards. Errors as theirs.
  */

@@ -66,8 +66,9 @@ static inline VT FN(normalize_v)(VT x, VT hi, VT sc, VT sh)
 /* The epilogue of a fused forward (cbn_forward_*_fused): y = BN(x), then
    + res (laid out as x, or NULL), then ReLU when relu, each step rounded in
    T as the unfused steps round -- so the result is bitwise
-   numpy.maximum(normalize(x) + res, 0). A NULL epilogue is a plain
-   forward. */
+   numpy.maximum(normalize(x) + res, 0), but for which NaN a NaN + NaN
+   gives (the compiler may order an addition's operands either way). A
+   NULL epilogue is a plain forward. */
 typedef struct {
     const T *res;
     int relu;
