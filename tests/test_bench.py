@@ -17,7 +17,7 @@ import pytest
 
 import cbn
 from cbn.bench.cases import CASES, QUICK, select_cases
-from cbn.bench.variants import CBN_VARIANTS, OPERATIONS, TORCH_VARIANTS
+from cbn.bench.variants import CBN_VARIANTS, FUSED_VARIANTS, OPERATIONS, TORCH_VARIANTS
 from cbn.__main__ import main
 
 REPO_ROOT = pathlib.Path(cbn.__file__).resolve().parent.parent
@@ -166,6 +166,29 @@ def test_bounds_probe_builds_and_reports_every_pass(tmp_path):
         assert sorted({name for name, _ in ratios}) == sorted(
             ["stats", "norm", "norm-nt", "train", "backward"]), run.stdout
         assert len(ratios) == 10 and all(0 < float(r) < 1e3 for _, r in ratios), run.stdout
+
+
+def test_fused_group_times_the_fused_forward_against_its_steps(tmp_path):
+    target = tmp_path / "bench.json"
+    proc = run_cli("--quick", "--threads", "1", "--cases", "2d-tall,tiny", "--fused",
+                   "--no-torch", "--json", str(target))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(target.read_text())
+    assert result["meta"]["fused"] is True
+    table = proc.stdout[proc.stdout.index("fused forward, threads: 1"):].splitlines()
+    by_case = {r["case"]: r for r in result["records"]}
+    tall, tiny = by_case["2d-tall"], by_case["tiny"]
+    assert "fused" not in tiny and not set(FUSED_VARIANTS) & set(tiny["seconds"])
+    assert set(FUSED_VARIANTS) <= set(tall["seconds"])
+    assert set(tall["fused"]) == {"relu_vs_plain", "steps_vs_relu", "res_relu_vs_plain",
+                                  "steps_vs_res_relu"}
+    for s in tall["fused"].values():
+        assert all(math.isfinite(v) and v > 0 for v in s["rounds"])
+    row = next(line for line in table if line.startswith(tall["label"]))
+    cells = row.split("|")[1:3]
+    assert f"{tall['fused']['relu_vs_plain']['median']:.2f}x" in cells[0]
+    assert f"{tall['fused']['steps_vs_res_relu']['median']:.1f}x" in cells[1]
+    assert not any(line.startswith(tiny["label"]) for line in table)
 
 
 @pytest.mark.slow

@@ -45,6 +45,10 @@ def add_arguments(parser):
                              "compiled per case and thread count (minutes); "
                              "needs torch and a C++ compiler, and says why "
                              "where it cannot compile")
+    parser.add_argument("--fused", action="store_true",
+                        help="also time the fused forward, batch norm + ReLU "
+                             "and + residual + ReLU, against the plain "
+                             "forward and against its NumPy steps")
     parser.add_argument("--json", metavar="FILE",
                         help="also write every number (per-round times included) "
                              "to FILE as JSON")
@@ -83,7 +87,7 @@ def main(args):
     result = run_bench(args.threads, settings, patterns, use_torch=not args.no_torch,
                        progress=lambda text: print(f"  measuring {text} ...",
                                                    file=sys.stderr, flush=True),
-                       compile=args.compile)
+                       compile=args.compile, fused=args.fused)
     if args.compile and not result["meta"]["compile"]:
         print("cbn bench: --compile: torch does not import, so nothing was compiled",
               file=sys.stderr)

@@ -143,12 +143,40 @@ def format_compile_table(records, threads):
     return lines
 
 
+def format_fused_table(records, threads):
+    """The ``--fused`` table of one thread count, as a list of lines.
+
+    Columns: the fused BN + ReLU forward's time as a multiple of the plain
+    training forward's, and the speed-up over the NumPy steps (the forward,
+    then ``numpy.maximum``); the same for BN + residual + ReLU.
+    """
+    rows = [r for r in records if r["threads"] == threads and "fused" in r]
+    width = max([len(r["label"]) for r in rows] + [4])
+    heads = ["/ plain", "vs steps"]
+    lines = [f"fused forward, threads: {threads}",
+             f"{'':<{width}} |{'BN + ReLU'.center(2 * COL)} |"
+             f"{'BN + res + ReLU'.center(2 * COL)} |",
+             f"{'case':<{width}} |" + "".join(f"{h:>{COL}}" for h in heads) + " |"
+             + "".join(f"{h:>{COL}}" for h in heads) + " |"]
+    for r in rows:
+        f = r["fused"]
+        cells = [f"{f['relu_vs_plain']['median']:.2f}x", f"{f['steps_vs_relu']['median']:.1f}x",
+                 f"{f['res_relu_vs_plain']['median']:.2f}x",
+                 f"{f['steps_vs_res_relu']['median']:.1f}x"]
+        lines.append(f"{r['label']:<{width}} |" + "".join(f"{c:>{COL}}" for c in cells[:2])
+                     + " |" + "".join(f"{c:>{COL}}" for c in cells[2:]) + " |")
+    return lines
+
+
 def format_report(result):
     """The text ``python -m cbn bench`` prints for a result of
     :func:`cbn.bench.run.run_bench`."""
     lines = format_header(result["meta"])
     for n in result["meta"]["threads"]:
         lines += [""] + format_table(result["records"], n)
+    if result["meta"].get("fused"):
+        for n in result["meta"]["threads"]:
+            lines += [""] + format_fused_table(result["records"], n)
     if result["meta"].get("compile"):
         for n in result["meta"]["threads"]:
             lines += [""] + format_compile_table(result["records"], n)

@@ -41,7 +41,10 @@ def summarize(case, threads, per_call, iterations, notes):
         backward time / cbn's forward + backward) -- each a
         :func:`~cbn.bench.timing.median_iqr` dict of per-round values -- and
         ``gbps_train``, cbn's forward training bandwidth counting one read of
-        x and one write of y.
+        x and one write of y; with ``--fused``, ``fused``: the fused forward
+        against the plain one (``relu_vs_plain``, ``res_relu_vs_plain``: time
+        ratios) and the NumPy steps against it (``steps_vs_relu``,
+        ``steps_vs_res_relu``: speed-ups), per-round as the others.
     """
     floor = np.asarray(per_call["floor"])
     nbytes = math.prod(case.shape) * np.dtype(case.dtype).itemsize
@@ -59,6 +62,14 @@ def summarize(case, threads, per_call, iterations, notes):
         record["speedup_over_torch"] = {
             op: median_iqr(np.divide(per_call[f"torch_{op}"], per_call[f"cbn_{op}"]))
             for op in OPERATIONS}
+    if "cbn_relu" in per_call:
+        record["fused"] = {
+            "relu_vs_plain": median_iqr(np.divide(per_call["cbn_relu"], per_call["cbn_train"])),
+            "steps_vs_relu": median_iqr(np.divide(per_call["np_relu"], per_call["cbn_relu"])),
+            "res_relu_vs_plain": median_iqr(np.divide(per_call["cbn_res_relu"],
+                                                      per_call["cbn_train"])),
+            "steps_vs_res_relu": median_iqr(np.divide(per_call["np_res_relu"],
+                                                      per_call["cbn_res_relu"]))}
     if "compile_train" in per_call:
         cbn_fb = np.add(per_call["cbn_train"], per_call["cbn_bwd"])
         record["ratio_to_floor"]["cbn_fb"] = median_iqr(cbn_fb / floor)
@@ -71,7 +82,7 @@ def summarize(case, threads, per_call, iterations, notes):
 
 
 def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=True,
-              progress=None, compile=False):
+              progress=None, compile=False, fused=False):
     """Measure every selected case at every thread count.
 
     Parameters
@@ -92,6 +103,9 @@ def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=T
         backward (:func:`cbn.bench.variants.compiled_timers`); needs torch
         and `use_torch`. Where inductor cannot compile, the records say why
         (``compile_error``) and the run goes on without it.
+    fused : bool
+        Also time the fused forward (BN + ReLU, BN + residual + ReLU) and
+        its NumPy steps (:data:`cbn.bench.variants.FUSED_VARIANTS`).
 
     Returns
     -------
@@ -104,7 +118,7 @@ def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=T
     cases = select_cases(settings.quick, patterns)
     meta = machine_info(torch)
     meta.update(threads=list(threads), rounds=settings.rounds,
-                compile=bool(compile and torch is not None),
+                compile=bool(compile and torch is not None), fused=bool(fused),
                 target_seconds=settings.target, quick=settings.quick,
                 floor="numpy.copyto(dst, x), one thread")
     records = []
@@ -112,7 +126,7 @@ def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=T
     for case in cases:
         # Arrays are made once per case and shared by the thread counts, so
         # a large case is allocated (and its pages touched) only once.
-        timers, check, inputs = build_variants(case, torch, rng)
+        timers, check, inputs = build_variants(case, torch, rng, fused)
         for n in threads:
             set_cbn_threads(n)
             if torch is not None:

@@ -21,6 +21,12 @@ For every case :func:`build_variants` times
   Channels-last cases give torch a ``channels_last`` tensor over the same
   memory, 2-D cases an (N, C) tensor.
 
+With ``--fused``, the fused forward of a CNN block against its NumPy steps
+(not on the tiny case): ``cbn_relu`` (``relu=True``), ``cbn_res_relu``
+(``residual=r, relu=True``), ``np_relu`` (the training forward, then
+``numpy.maximum(y, 0, out=y)``) and ``np_res_relu`` (then also
+``numpy.add(y, r, out=y)`` before the maximum).
+
 With ``--compile``, :func:`compiled_timers` adds ``compile_train`` and
 ``compile_fb``: ``torch.compile`` (inductor's generated C++ on the CPU) of
 ``F.batch_norm(xt, None, None, w, b, training=True)``, alone and followed by
@@ -52,6 +58,8 @@ import numpy as np
 #: Variants of a case, in table order; ``torch_*`` only when torch imports.
 CBN_VARIANTS = ("cbn_train", "cbn_eval", "cbn_stats", "cbn_bwd")
 TORCH_VARIANTS = ("torch_train", "torch_eval", "torch_stats", "torch_bwd")
+#: The fused forward and its NumPy steps, with ``--fused`` only.
+FUSED_VARIANTS = ("cbn_relu", "cbn_res_relu", "np_relu", "np_res_relu")
 #: ``torch.compile`` variants, with ``--compile`` only.
 COMPILE_VARIANTS = ("compile_train", "compile_fb")
 #: The operations, the suffixes of the variant names.
@@ -102,7 +110,7 @@ def _as_numpy_layout(torch_tensor, case):
     return torch_tensor.numpy()
 
 
-def build_variants(case, torch, rng):
+def build_variants(case, torch, rng, fused=False):
     """Arrays and statements for every variant of `case`.
 
     Parameters
@@ -112,6 +120,8 @@ def build_variants(case, torch, rng):
         torch, or None to time cbn only.
     rng : numpy.random.Generator
         Source of x and dy.
+    fused : bool
+        Also the :data:`FUSED_VARIANTS` (not on the tiny case).
 
     Returns
     -------
@@ -146,6 +156,13 @@ def build_variants(case, torch, rng):
     stmts["cbn_stats"] = "bs(x, axis=ax)"
     stmts["cbn_bwd"] = ("nbb(dy, x, m, v, axis=ax)" if case.tiny
                         else "nbb(dy, x, m, v, axis=ax, out=dx)")
+    if fused and not case.tiny:
+        ns.update(r=rng.standard_normal(case.shape, dtype=dtype), maximum=np.maximum,
+                  add=np.add)
+        stmts["cbn_relu"] = "nb(x, axis=ax, out=y, relu=True)"
+        stmts["cbn_res_relu"] = "nb(x, axis=ax, out=y, residual=r, relu=True)"
+        stmts["np_relu"] = "nb(x, axis=ax, out=y); maximum(y, 0, out=y)"
+        stmts["np_res_relu"] = "nb(x, axis=ax, out=y); add(y, r, out=y); maximum(y, 0, out=y)"
 
     out_ptrs = {}
     if torch is not None:
