@@ -11,6 +11,11 @@ Design notes
 - Everything but the normalization is plain NumPy in float32 (the layers'
   default dtype), so the demo exercises cbn's layer API exactly as a user
   would: ``forward``/``backward``, ``dgamma``/``dbeta``, ``train``/``eval``.
+- The normalized network's ReLUs are fused into its normalization layers
+  (``BatchNorm1d(..., activation="relu")``): one pass over the hidden
+  activations instead of two, and a bit per element kept for backward
+  instead of the pre-activation array. The result is bit for bit that of
+  the separate steps (``--unfused`` runs those).
 - The two runs differ only in the normalization layers: same initial
   weights, same minibatches in the same order, same optimizer, same learning
   rate schedule.
@@ -135,12 +140,17 @@ class MLP:
     batch_norm : bool
         Insert a normalization layer after each hidden linear layer.
     norm_layer : callable, optional
-        Makes those layers: ``norm_layer(width, dtype=...)``. Default
-        ``cbn.BatchNorm1d``; examples/sync_bn_mpi.py passes
+        Makes those layers: ``norm_layer(width, dtype=..., activation=...)``.
+        Default ``cbn.BatchNorm1d``; examples/sync_bn_mpi.py passes
         ``cbn.SyncBatchNorm``.
+    fused : bool, optional
+        With ``batch_norm``, fuse each ReLU into the normalization layer
+        before it (``activation="relu"``) rather than applying
+        ``numpy.maximum`` after it: the same numbers, fewer passes over
+        memory. Default True.
     """
 
-    def __init__(self, params, batch_norm, norm_layer=None):
+    def __init__(self, params, batch_norm, norm_layer=None, fused=True):
         if norm_layer is None:
             # Imported here, not at module level, so that ``python -m cbn
             # --help`` and this module's helpers work even when only the
@@ -149,10 +159,13 @@ class MLP:
 
         self.params = [{k: v.copy() for k, v in layer.items()} for layer in params]
         self.norms = []
+        self.fused = bool(batch_norm and fused)
         if batch_norm:
             # The layers take the weights' dtype: float32 in the demo,
             # float64 when the tests check gradients by finite differences.
-            self.norms = [norm_layer(layer["w"].shape[1], dtype=layer["w"].dtype)
+            act = "relu" if self.fused else None
+            self.norms = [norm_layer(layer["w"].shape[1], dtype=layer["w"].dtype,
+                                     activation=act)
                           for layer in params[:-1]]
 
     def train(self, mode=True):
@@ -167,9 +180,13 @@ class MLP:
         h = x
         for i, layer in enumerate(self.params[:-1]):
             a = h @ layer["w"] + layer["b"]
+            self._saved.append((h, None if self.fused else a))
+            if self.fused:  # the layer applies the ReLU and keeps its mask
+                h = self.norms[i].forward(a)
+                continue
             if self.norms:
                 a = self.norms[i].forward(a)
-            self._saved.append((h, a))
+                self._saved[-1] = (h, a)
             h = np.maximum(a, 0)
         self._saved.append((h, None))
         return h @ self.params[-1]["w"] + self.params[-1]["b"]
@@ -187,10 +204,12 @@ class MLP:
         """
         grads = []
         g = dlogits
+        last = len(self.params) - 1
         for i in reversed(range(len(self.params))):
             h, a = self._saved[i]
-            if a is not None:
-                g = g * (a > 0)
+            if i < last:
+                if not self.fused:
+                    g = g * (a > 0)
                 if self.norms:
                     bn = self.norms[i]
                     g = bn.backward(g)
@@ -355,7 +374,7 @@ class DemoResult:
 
 def run_demo(epochs=DEFAULT_EPOCHS, seed=DEFAULT_SEED, *, hidden=64, batch_size=64,
              lr=0.05, momentum=0.9, clip=5.0, parallel=None, norm_layer=None,
-             dtype=np.float32):
+             dtype=np.float32, fused=True):
     """Train the same MLP with and without ``cbn.BatchNorm1d``.
 
     Parameters
@@ -383,6 +402,8 @@ def run_demo(epochs=DEFAULT_EPOCHS, seed=DEFAULT_SEED, *, hidden=64, batch_size=
         Of the inputs, weights and layers. Training amplifies rounding
         differences (another SIMD level, another summation order) by orders
         of magnitude per epoch; runs to be compared closely use float64.
+    fused : bool
+        Fuse the ReLUs into the normalization layers (see :class:`MLP`).
 
     Returns
     -------
@@ -405,9 +426,9 @@ def run_demo(epochs=DEFAULT_EPOCHS, seed=DEFAULT_SEED, *, hidden=64, batch_size=
                     momentum=momentum, clip=clip)
     plain = train(MLP(params, batch_norm=False), data, seed=seed + 1,
                   parallel=parallel, **settings)
-    bn = train(MLP(params, batch_norm=True, norm_layer=norm_layer), data,
+    bn = train(MLP(params, batch_norm=True, norm_layer=norm_layer, fused=fused), data,
                seed=seed + 1, parallel=parallel, **settings)
-    settings.update(n_train=len(data[0]), n_test=len(data[2]))
+    settings.update(n_train=len(data[0]), n_test=len(data[2]), fused=fused)
     return DemoResult(plain, bn, sizes, settings, time.perf_counter() - start)
 
 
@@ -422,6 +443,9 @@ def format_report(result):
         f"({s['n_train']} train / {s['n_test']} test examples).",
         f"SGD: lr {s['lr']:g} (cosine decay), momentum {s['momentum']:g}, "
         f"batch {s['batch_size']}, gradient norm clipped at {s['clip']:g}.",
+        ("BatchNorm1d and ReLU fused: BatchNorm1d(width, activation='relu')."
+         if s.get("fused", True) else
+         "BatchNorm1d, then ReLU (numpy.maximum) as a separate step."),
         "",
         "mean training loss per epoch",
         f"{'epoch':>5}  {'plain':>12}  {'BatchNorm1d':>12}",
@@ -487,6 +511,10 @@ def add_arguments(parser):
                              "other machines or process counts then agree to "
                              "many digits; float32 rounding differences grow "
                              "during training)")
+    parser.add_argument("--unfused", action="store_true",
+                        help="apply the ReLUs after the normalization layers "
+                             "with numpy.maximum, rather than fused into them "
+                             "(activation='relu'); the numbers are the same")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="also save the two loss curves to FILE.png; needs "
                              "matplotlib, and without it the demo stops with "
@@ -496,7 +524,8 @@ def add_arguments(parser):
 def main(args):
     """Run the ``demo`` subcommand; return the exit status."""
     result = run_demo(epochs=args.epochs, seed=args.seed,
-                      dtype=np.float64 if args.float64 else np.float32)
+                      dtype=np.float64 if args.float64 else np.float32,
+                      fused=not args.unfused)
     print(format_report(result))
     if args.plot is not None:
         plot_losses(result, args.plot)

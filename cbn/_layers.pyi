@@ -1,5 +1,5 @@
 from collections.abc import Callable, Mapping
-from typing import Any, SupportsIndex
+from typing import Any, Literal, SupportsIndex
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
@@ -23,6 +23,9 @@ class BatchNorm:
     training: bool
     dgamma: _Array | None
     dbeta: _Array | None
+    dresidual: _Array | None
+    @property
+    def activation(self) -> Literal["relu"] | None: ...
     def __init__(
         self,
         num_features: SupportsIndex,
@@ -33,6 +36,7 @@ class BatchNorm:
         affine: bool = True,
         track_running_stats: bool = True,
         dtype: DTypeLike = ...,
+        activation: Literal["relu"] | None = None,
     ) -> None: ...
     @property
     def eps(self) -> float: ...
@@ -68,8 +72,8 @@ class BatchNorm:
     def eval(self) -> Self: ...
     def reset_running_stats(self) -> None: ...
     def reset_parameters(self) -> None: ...
-    def forward(self, x: ArrayLike) -> _Array: ...
-    def __call__(self, x: ArrayLike) -> _Array: ...
+    def forward(self, x: ArrayLike, residual: ArrayLike | None = None) -> _Array: ...
+    def __call__(self, x: ArrayLike, residual: ArrayLike | None = None) -> _Array: ...
     def backward(self, dy: ArrayLike) -> _Array: ...
     def state_dict(self) -> dict[str, NDArray[Any]]: ...
     def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> None: ...
@@ -89,6 +93,7 @@ class BatchNorm1d(_BatchNormNd):
         affine: bool = True,
         track_running_stats: bool = True,
         dtype: DTypeLike = ...,
+        activation: Literal["relu"] | None = None,
     ) -> None: ...
 
 class BatchNorm2d(_BatchNormNd):
@@ -101,6 +106,7 @@ class BatchNorm2d(_BatchNormNd):
         affine: bool = True,
         track_running_stats: bool = True,
         dtype: DTypeLike = ...,
+        activation: Literal["relu"] | None = None,
     ) -> None: ...
 
 class BatchNorm3d(_BatchNormNd):
@@ -113,4 +119,5 @@ class BatchNorm3d(_BatchNormNd):
         affine: bool = True,
         track_running_stats: bool = True,
         dtype: DTypeLike = ...,
+        activation: Literal["relu"] | None = None,
     ) -> None: ...

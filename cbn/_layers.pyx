@@ -17,7 +17,7 @@ from cbn cimport kernels as K
 from cbn._block cimport (Block, make_block, empty_like_block, from_doubles,
                          check_status, run_forward_train, run_forward_infer,
                          run_backward, run_stats, run_backward_dx)
-from cbn._normalize cimport as_ndarray, as_type
+from cbn._normalize cimport as_ndarray, as_type, residual_block
 from cbn._args import asarray as _asarray, index as _index, real as _real
 from cbn._normalize import _check_eps
 
@@ -49,6 +49,20 @@ def _check_momentum(value):
     if not 0.0 <= f <= 1.0:
         raise ValueError(f"momentum must be in [0, 1] or None, got {value!r}")
     return f
+
+
+_ACTIVATIONS = (None, "relu")
+
+
+def _check_activation(value):
+    """``value`` if it is an activation the layers fuse (None or "relu"):
+    TypeError unless it is None or a str, ValueError for another name."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"activation must be None or a str, not "
+                        f"{type(value).__name__}")
+    if value not in _ACTIVATIONS:
+        raise ValueError(f"activation must be None or 'relu', got {value!r}")
+    return value
 
 
 def _rebuild(cls, kwargs, state):
@@ -90,6 +104,12 @@ cdef class BatchNorm:
         Keep running statistics and use them in eval mode. Default True.
     dtype : numpy.float32 or numpy.float64, optional
         The dtype of parameters, statistics and accepted inputs.
+    activation : None or "relu", optional
+        Fused after the normalization (and after the residual that
+        :meth:`forward` may add): "relu" gives ``max(y, 0)`` with NaN kept,
+        as ``numpy.maximum`` does, in the same pass over memory. Default
+        None. For backward the layer keeps where the output was > 0 as a
+        bit mask, one bit per element.
 
     Attributes
     ----------
@@ -104,6 +124,9 @@ cdef class BatchNorm:
     dgamma, dbeta : ndarray or None
         Gradients of the last ``backward`` call (overwritten, not
         accumulated); None before it or when ``affine`` is False.
+    dresidual : ndarray or None
+        Gradient with respect to the residual of the last forward call, set
+        by ``backward``; None when that call had no residual.
     training : bool
         True in training mode (the default), False after ``eval()``.
 
@@ -112,12 +135,13 @@ cdef class BatchNorm:
     TypeError
         If ``num_features`` or ``feature_axis`` is not an integer, ``eps`` is
         not a real number, ``momentum`` is neither a real number nor None
-        (a str, bytes or complex number is none of these), or ``dtype`` is
-        not float32 or float64. Assigning ``eps``, ``momentum`` or
+        (a str, bytes or complex number is none of these), ``dtype`` is
+        not float32 or float64, or ``activation`` is neither None nor a str. Assigning ``eps``, ``momentum`` or
         ``num_batches_tracked`` checks the same way.
     ValueError
-        If ``num_features`` < 1, ``eps`` is negative or NaN, or ``momentum``
-        is outside [0, 1]. A failed assignment leaves the old value.
+        If ``num_features`` < 1, ``eps`` is negative or NaN, ``momentum``
+        is outside [0, 1], or ``activation`` names another function than
+        "relu". A failed assignment leaves the old value.
 
     Notes
     -----
@@ -202,6 +226,16 @@ cdef class BatchNorm:
     >>> cbn.BatchNorm1d(4, dtype=np.float64).dtype
     dtype('float64')
     """
+    cdef readonly object activation
+    """None or str: The activation fused after the normalization: None or
+    "relu" (read-only).
+
+    Examples
+    --------
+    >>> import cbn
+    >>> cbn.BatchNorm2d(8, activation="relu").activation
+    'relu'
+    """
     cdef int _typenum          # dtype's type number (NPY_FLOAT or NPY_DOUBLE)
     cdef double _eps
     cdef object _momentum
@@ -251,12 +285,39 @@ cdef class BatchNorm:
     >>> bn.dbeta
     array([2., 2.], dtype=float32)
     """
+    cdef public object dresidual
+    """ndarray or None: Gradient of the loss with respect to the residual
+    of the last forward call, set by :meth:`backward`: dy where the
+    activation passed it (dy itself, possibly the very array given, without
+    an activation); None when that forward call had no residual.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cbn
+    >>> bn = cbn.BatchNorm1d(2, activation="relu")
+    >>> x = np.array([[0.0, 10.0], [2.0, 30.0]], np.float32)
+    >>> y = bn(x, residual=np.array([[5.0, 0.0], [0.0, 0.0]], np.float32))
+    >>> y
+    array([[4.000005  , 0.        ],
+           [0.999995  , 0.99999994]], dtype=float32)
+    >>> _ = bn.backward(np.ones_like(y))
+    >>> bn.dresidual
+    array([[1., 0.],
+           [1., 1.]], dtype=float32)
+    """
     cdef tuple _ndims          # accepted input ndims, () for "any >= 2"
+    cdef bint _relu            # activation == "relu"
     # What backward needs from the last forward call: its input as a block
     # (None before the first call), the input's shape, whether it used batch
     # statistics, and a float64 array of the mean and variance it used and,
     # when affine, gamma and beta as they were.
+    # With an activation, _saved_mask holds where its output was > 0, one
+    # bit per element in block order (numpy.packbits, little bit order):
+    # the gradient passes there. _saved_residual: the call had a residual.
     cdef Block _saved
+    cdef cnp.ndarray _saved_mask
+    cdef bint _saved_residual
     cdef cnp.npy_intp _saved_shape[cnp.NPY_MAXDIMS]
     cdef int _saved_ndim
     cdef bint _saved_batch
@@ -278,12 +339,12 @@ cdef class BatchNorm:
 
     def __init__(self, num_features, *, feature_axis=1, eps=1e-5,
                  momentum=0.1, affine=True, track_running_stats=True,
-                 dtype=np.float32):
+                 dtype=np.float32, activation=None):
         self._setup(num_features, feature_axis, eps, momentum, affine,
-                    track_running_stats, dtype, ())
+                    track_running_stats, dtype, activation, ())
 
     cdef _setup(self, num_features, feature_axis, eps, momentum, affine,
-                track_running_stats, dtype, tuple ndims):
+                track_running_stats, dtype, activation, tuple ndims):
         # Every argument is checked before anything is set.
         n = _count(num_features, 1, "num_features")
         fa = _index(feature_axis, "feature_axis")
@@ -292,6 +353,7 @@ cdef class BatchNorm:
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
         e = _check_eps(eps)
         momentum = _check_momentum(momentum)
+        activation = _check_activation(activation)
         self.num_features = n
         self.feature_axis = fa
         self.dtype = dt
@@ -301,14 +363,17 @@ cdef class BatchNorm:
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self._ndims = ndims
+        self.activation = activation
+        self._relu = activation == "relu"
         self.training = True
         self._gamma = np.ones(n, dt) if self.affine else None
         self._beta = np.zeros(n, dt) if self.affine else None
         self._running_mean = np.zeros(n, dt) if self.track_running_stats else None
         self._running_var = np.ones(n, dt) if self.track_running_stats else None
         self._num_batches_tracked = 0
-        self.dgamma = self.dbeta = None
+        self.dgamma = self.dbeta = self.dresidual = None
         self._saved = None
+        self._saved_mask = None
         self._group = None
 
     def _join(self, group):
@@ -659,17 +724,24 @@ cdef class BatchNorm:
         else:
             self._readers -= 1
 
-    cpdef forward(self, x):
+    cpdef forward(self, x, residual=None):
         """Normalize a batch ``x`` (features along ``feature_axis``).
 
         In training mode uses the batch statistics and, if tracked, updates
         the running statistics; in eval mode uses the running statistics.
+        Then adds ``residual`` when given and applies the layer's
+        ``activation``, in the same pass: ``act(BN(x) + residual)``, the end
+        of a ResNet block.
 
         Parameters
         ----------
         x : ndarray
             Input of the layer's dtype with ``num_features`` along the
             feature axis.
+        residual : array_like, optional
+            Added to the normalized batch before the activation: x's shape,
+            a dtype that casts safely to the layer's, any strides. The sum is
+            rounded in the layer's dtype, as ``y + residual`` would be.
 
         Returns
         -------
@@ -688,9 +760,11 @@ cdef class BatchNorm:
             ``numpy.ma.MaskedArray`` (no mask support yet: pass
             ``np.asarray(x)`` to ignore the mask, or ``x.filled(np.nan)``).
             ``numpy.matrix`` and ``numpy.memmap`` are read as plain ndarrays.
+            And if ``residual`` does not cast safely to the layer's dtype.
         ValueError
-            For a wrong number of dimensions or features, an empty batch, or
-            a single value per feature in training mode.
+            For a wrong number of dimensions or features, a residual of
+            another shape than x's, an empty batch, or a single value per
+            feature in training mode. Nothing is changed then.
         RuntimeError
             If another thread is in a training-mode forward or a backward
             on this layer, or, in training mode, in any forward (see Notes
@@ -704,23 +778,34 @@ cdef class BatchNorm:
         >>> bn.forward(np.array([[0.0, 10.0], [2.0, 30.0]], np.float32))
         array([[-0.999995  , -0.99999994],
                [ 0.999995  ,  0.99999994]], dtype=float32)
+
+        A residual block's end, ``relu(BN(x) + shortcut)``, in one pass:
+
+        >>> block_end = cbn.BatchNorm1d(2, activation="relu")
+        >>> block_end(np.array([[0.0, 10.0], [2.0, 30.0]], np.float32),
+        ...           residual=np.array([[0.5, 0.5], [0.5, -2.0]], np.float32))
+        array([[0.      , 0.      ],
+               [1.499995, 0.      ]], dtype=float32)
         """
         cdef bint training = self.training
         self._enter("forward", training)
         try:
-            return self._forward(x, training)
+            return self._forward(x, residual, training)
         finally:
             self._leave(training)
 
-    cdef _forward(self, x, bint training):
+    cdef _forward(self, x, residual, bint training):
         """The work of :meth:`forward`, in the mode it was entered in."""
         cdef char is_batch[cnp.NPY_MAXDIMS]
         cdef bint use_batch = training or not self.track_running_stats
         # A group checks the size of the whole batch, once it knows it.
         cdef bint grouped = use_batch and self._group is not None
-        cdef cnp.ndarray xa
+        cdef cnp.ndarray xa, rt
+        cdef Block b
         try:
             xa = self._check_input(x, is_batch)
+            b = make_block(xa, is_batch)
+            rt = residual_block(b, residual, xa, self._typenum, self._typenum)
         except (TypeError, ValueError) as e:
             if grouped:  # the others wait in the exchange: join it, refusing
                 self._group.refuse_stats(e)
@@ -733,7 +818,6 @@ cdef class BatchNorm:
         if training and m == 1 and not grouped:
             raise ValueError(f"Expected more than 1 value per channel when "
                              f"training, got input size {(<object>xa).shape}")
-        cdef Block b = make_block(xa, is_batch)
         # One allocation for this call's per-feature values: mean, var and,
         # when affine, gamma and beta (kept for backward, see _saved).
         cdef cnp.npy_intp n = (4 if self.affine else 2) * C
@@ -750,19 +834,26 @@ cdef class BatchNorm:
         cdef int64_t count
         if grouped:
             count = self._group_stats(b, values, m, (<object>xa).shape, training)
-            run_forward_infer(b, yt, mean, var, g, be, self._eps)
+            run_forward_infer(b, yt, mean, var, g, be, self._eps, rt, self._relu)
             if training and self.track_running_stats:
                 self._update_running(mean, var, count)
             self._saved_count = count
         elif use_batch:
-            run_forward_train(b, yt, g, be, self._eps, mean, var)
+            run_forward_train(b, yt, g, be, self._eps, mean, var, rt, self._relu)
             if training and self.track_running_stats:
                 self._update_running(mean, var, m)
         else:
             self._to_doubles(self._running_mean, mean)
             self._to_doubles(self._running_var, var)
-            run_forward_infer(b, yt, mean, var, g, be, self._eps)
+            run_forward_infer(b, yt, mean, var, g, be, self._eps, rt, self._relu)
+        # Where the ReLU passed its input, as bits: 1/32 of a float32 output.
+        # Made before any saved field changes (NumPy may release the GIL), so
+        # that those change together.
+        mask = (np.packbits(yt.reshape(-1) > 0, bitorder="little")
+                if self._relu else None)
         self._saved = b
+        self._saved_mask = mask
+        self._saved_residual = rt is not None
         self._saved_values = values
         self._saved_batch = use_batch
         self._saved_ndim = cnp.PyArray_NDIM(xa)
@@ -811,7 +902,7 @@ cdef class BatchNorm:
         check_status(s)
         self._num_batches_tracked = n  # counted once the update has happened
 
-    def __call__(self, x):
+    def __call__(self, x, residual=None):
         """Same as :meth:`forward`: ``bn(x)`` is ``bn.forward(x)``.
 
         Examples
@@ -823,14 +914,17 @@ cdef class BatchNorm:
         >>> bool(np.array_equal(bn(x), bn.forward(x)))
         True
         """
-        return self.forward(x)
+        return self.forward(x, residual)
 
     def backward(self, dy):
         """Back-propagate ``dy`` through the last :meth:`forward` call.
 
-        Sets ``dgamma`` and ``dbeta`` (when ``affine``) and returns dx. The
+        Sets ``dgamma`` and ``dbeta`` (when ``affine``), and ``dresidual``
+        (when the forward call had a residual), and returns dx. The
         gradient accounts for the batch statistics when the forward call
-        used them (training mode, or eval without running statistics).
+        used them (training mode, or eval without running statistics), and
+        passes the activation only where its output was > 0 (not at 0, not
+        at NaN).
 
         Parameters
         ----------
@@ -887,17 +981,30 @@ cdef class BatchNorm:
                     else self.training or not self.track_running_stats):
                 self._group.refuse_grads(e)
             raise
-        dyt = b.take(as_type(dya, self._typenum))
+        dya = as_type(dya, self._typenum)
+        dyt = b.take(dya)
+        if self._saved_mask is not None:  # dy through the ReLU
+            keep = np.unpackbits(self._saved_mask, count=cnp.PyArray_SIZE(dyt),
+                                 bitorder="little").view(np.bool_)
+            dyt = np.where(keep.reshape((<object>dyt).shape), dyt,
+                           dyt.dtype.type(0))
+        # dy reaches the residual as it reaches BN's output
+        dresidual = None
+        if self._saved_residual:
+            dresidual = b.restore(dyt) if self._saved_mask is not None else dya
         dxt = empty_like_block(b)
         cdef int64_t C = self.num_features
         cdef cnp.npy_intp n = C
         cdef double *mean = <double *>cnp.PyArray_DATA(self._saved_values)
         cdef double *sums
         if self._saved_batch and self._group is not None:
-            return self._group_backward(b, dyt, dxt)
+            dx = self._group_backward(b, dyt, dxt)
+            self.dresidual = dresidual
+            return dx
         if not self.affine:
             run_backward(b, dyt, dxt, mean, mean + C, NULL, self._eps,
                          self._saved_batch, NULL, NULL)
+            self.dresidual = dresidual
             return b.restore(dxt)
         # The kernel sums in double; the gradients take the layer's dtype.
         sums = <double *>PyMem_Malloc(2 * C * sizeof(double))
@@ -908,6 +1015,7 @@ cdef class BatchNorm:
                          self._saved_batch, sums, sums + C)
             self.dgamma = from_doubles(sums, 1, &n, self._typenum)
             self.dbeta = from_doubles(sums + C, 1, &n, self._typenum)
+            self.dresidual = dresidual
         finally:
             PyMem_Free(sums)
         return b.restore(dxt)
@@ -962,7 +1070,10 @@ cdef class BatchNorm:
         ``weight`` and ``bias`` (if affine), ``running_mean``,
         ``running_var`` and ``num_batches_tracked`` (if tracking), so that
         ``torch_module.load_state_dict({k: torch.from_numpy(v) ...})`` and
-        :meth:`load_state_dict` both accept it.
+        :meth:`load_state_dict` both accept it; and, for a layer with an
+        activation, ``activation`` (a 0-d str array such as
+        ``array('relu')``), so that the state says what the layer computed.
+        A torch batch-norm module has no activation: drop that key for it.
 
         Returns
         -------
@@ -977,6 +1088,8 @@ cdef class BatchNorm:
         ['weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked']
         >>> state["num_batches_tracked"]
         array(0)
+        >>> cbn.BatchNorm1d(2, activation="relu").state_dict()["activation"]
+        array('relu', dtype='<U4')
         """
         d = {}
         if self.affine:
@@ -987,14 +1100,18 @@ cdef class BatchNorm:
             d["running_var"] = self._running_var.copy()
             d["num_batches_tracked"] = np.array(self._num_batches_tracked,
                                                 dtype=np.int64)
+        if self.activation is not None:
+            d["activation"] = np.array(self.activation)
         return d
 
     def load_state_dict(self, state_dict):
         """Load a state dict (from :meth:`state_dict` or a torch module).
 
         Values go through ``numpy.asarray``, so torch tensors work. The keys
-        must be exactly those :meth:`state_dict` returns; everything is
-        checked before anything is changed.
+        must be exactly those :meth:`state_dict` returns, but that
+        ``activation`` may be left out (a torch module's state has none);
+        when given, it must be the layer's. Everything is checked before
+        anything is changed.
 
         Parameters
         ----------
@@ -1005,7 +1122,8 @@ cdef class BatchNorm:
         Raises
         ------
         ValueError
-            For missing or unexpected keys, or values of the wrong shape.
+            For missing or unexpected keys, values of the wrong shape, or an
+            ``activation`` other than the layer's.
         TypeError
             For values that do not hold real numbers, or are a
             ``numpy.ma.MaskedArray`` (no mask support).
@@ -1023,6 +1141,15 @@ cdef class BatchNorm:
         """
         expected = set(self.state_dict())
         got = set(state_dict)
+        if "activation" in got:
+            act = _asarray(state_dict["activation"], "activation")
+            if (act.shape != () or act.dtype.kind != "U"
+                    or act.item() != self.activation):
+                shown = act.item() if act.shape == () else act
+                raise ValueError(f"state_dict has activation {shown!r}, but this "
+                                 f"layer's is {self.activation!r}")
+            got.discard("activation")
+        expected.discard("activation")
         if got != expected:
             raise ValueError(f"state_dict keys do not match: missing "
                              f"{sorted(expected - got)}, unexpected "
@@ -1050,7 +1177,7 @@ cdef class BatchNorm:
         return dict(num_features=self.num_features, feature_axis=self.feature_axis,
                     eps=self._eps, momentum=self._momentum, affine=self.affine,
                     track_running_stats=self.track_running_stats,
-                    dtype=self.dtype)
+                    dtype=self.dtype, activation=self.activation)
 
     def _set_state(self, state):
         self.load_state_dict(state["state_dict"])
@@ -1067,7 +1194,9 @@ cdef class BatchNorm:
         return (f"{type(self).__name__}({self.num_features}{self._extra_repr()}, "
                 f"eps={self._eps}, momentum={self._momentum}, "
                 f"affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats})")
+                f"track_running_stats={self.track_running_stats}"
+                + ("" if self.activation is None
+                   else f", activation={self.activation!r}") + ")")
 
 
 cdef class _BatchNormNd(BatchNorm):
@@ -1105,9 +1234,9 @@ cdef class BatchNorm1d(_BatchNormNd):
     """
 
     def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=np.float32):
+                 track_running_stats=True, dtype=np.float32, activation=None):
         self._setup(num_features, 1, eps, momentum, affine,
-                    track_running_stats, dtype, (2, 3))
+                    track_running_stats, dtype, activation, (2, 3))
 
 
 cdef class BatchNorm2d(_BatchNormNd):
@@ -1127,9 +1256,9 @@ cdef class BatchNorm2d(_BatchNormNd):
     """
 
     def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=np.float32):
+                 track_running_stats=True, dtype=np.float32, activation=None):
         self._setup(num_features, 1, eps, momentum, affine,
-                    track_running_stats, dtype, (4,))
+                    track_running_stats, dtype, activation, (4,))
 
 
 cdef class BatchNorm3d(_BatchNormNd):
@@ -1149,6 +1278,6 @@ cdef class BatchNorm3d(_BatchNormNd):
     """
 
     def __init__(self, num_features, *, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=np.float32):
+                 track_running_stats=True, dtype=np.float32, activation=None):
         self._setup(num_features, 1, eps, momentum, affine,
-                    track_running_stats, dtype, (5,))
+                    track_running_stats, dtype, activation, (5,))

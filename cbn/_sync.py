@@ -180,7 +180,7 @@ class SyncBatchNorm(BatchNorm):
         The processes that share the batch. Default ``MPI.COMM_WORLD``;
         without mpi4py installed, None means this process alone. With one
         process the layer computes exactly what :class:`BatchNorm` does.
-    feature_axis, eps, momentum, affine, track_running_stats, dtype
+    feature_axis, eps, momentum, affine, track_running_stats, dtype, activation
         As for :class:`BatchNorm`; the same on every process.
 
     Attributes
@@ -231,7 +231,7 @@ class SyncBatchNorm(BatchNorm):
 
     def __init__(self, num_features, *, comm=None, feature_axis=1, eps=1e-5,
                  momentum=0.1, affine=True, track_running_stats=True,
-                 dtype=np.float32):
+                 dtype=np.float32, activation=None):
         if comm is None:
             comm = _default_comm()
         elif not (hasattr(comm, "Get_size") and hasattr(comm, "Allgather")):
@@ -241,7 +241,8 @@ class SyncBatchNorm(BatchNorm):
         try:
             super().__init__(num_features, feature_axis=feature_axis, eps=eps,
                              momentum=momentum, affine=affine,
-                             track_running_stats=track_running_stats, dtype=dtype)
+                             track_running_stats=track_running_stats, dtype=dtype,
+                             activation=activation)
         except _REFUSALS as e:
             if not group:
                 raise
@@ -252,7 +253,7 @@ class SyncBatchNorm(BatchNorm):
                 num_features=self.num_features, feature_axis=self.feature_axis,
                 eps=self.eps, momentum=self.momentum, affine=self.affine,
                 track_running_stats=self.track_running_stats,
-                dtype=self.dtype.str), None)
+                dtype=self.dtype.str, activation=self.activation), None)
             self._join(ProcessGroup(comm, self.num_features))
 
     @classmethod
@@ -288,7 +289,7 @@ class SyncBatchNorm(BatchNorm):
         new = cls(layer.num_features, comm=comm, feature_axis=layer.feature_axis,
                   eps=layer.eps, momentum=layer.momentum, affine=layer.affine,
                   track_running_stats=layer.track_running_stats,
-                  dtype=layer.dtype)
+                  dtype=layer.dtype, activation=layer.activation)
         new.load_state_dict(layer.state_dict())
         new.training = layer.training
         return new

@@ -1,4 +1,4 @@
-from typing import Any, SupportsIndex
+from typing import Any, Literal, SupportsIndex
 
 from numpy.typing import DTypeLike
 
@@ -16,6 +16,7 @@ class SyncBatchNorm(BatchNorm):
         affine: bool = True,
         track_running_stats: bool = True,
         dtype: DTypeLike = ...,
+        activation: Literal["relu"] | None = None,
     ) -> None: ...
     @classmethod
     def from_batchnorm(cls, layer: BatchNorm, *, comm: Any = None) -> SyncBatchNorm: ...

@@ -78,13 +78,14 @@ def test_networks_start_from_the_same_weights_and_do_not_share_them():
         assert not np.shares_memory(a["w"], b["w"]) and not np.shares_memory(a["w"], p["w"])
 
 
-@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "batchnorm"])
-def test_mlp_gradients_match_finite_differences(batch_norm):
+@pytest.mark.parametrize("batch_norm,fused", [(False, False), (True, False), (True, True)],
+                         ids=["plain", "batchnorm", "batchnorm-relu-fused"])
+def test_mlp_gradients_match_finite_differences(batch_norm, fused):
     # float64 weights make the network (and its BatchNorm1d layers) float64.
     rng = np.random.default_rng(3)
     params = _demo.init_params(rng, (4, 5, 6, 3))
     params = [{k: v.astype(np.float64) for k, v in layer.items()} for layer in params]
-    model = _demo.MLP(params, batch_norm=batch_norm)
+    model = _demo.MLP(params, batch_norm=batch_norm, fused=fused)
     for bn in model.norms:
         bn.gamma[...] = 1 + 0.3 * rng.standard_normal(bn.gamma.shape)
         bn.beta[...] = 0.3 * rng.standard_normal(bn.beta.shape)
@@ -195,3 +196,22 @@ def test_plot_writes_a_png(tmp_path, capsys):
     assert main(["demo", "--epochs", "2", "--plot", str(target)]) == 0
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(target) in capsys.readouterr().out
+
+
+def test_fused_relu_gives_the_unfused_runs_numbers_bit_for_bit(short_run):
+    # The default run fuses each ReLU into its BatchNorm1d; the separate
+    # steps (BatchNorm1d, then numpy.maximum, and the mask a > 0 in
+    # backward) must train the same network to the same bits.
+    assert short_run.settings["fused"]
+    unfused = _demo.run_demo(epochs=3, fused=False)
+    assert unfused.bn.loss == short_run.bn.loss
+    assert unfused.bn.test_accuracy == short_run.bn.test_accuracy
+    assert unfused.plain.loss == short_run.plain.loss
+    assert "fused" in _demo.format_report(short_run)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_mlp_layers_fuse_the_relu_when_asked(fused):
+    rng = np.random.default_rng(0)
+    model = _demo.MLP(_demo.init_params(rng, (4, 8, 8, 3)), batch_norm=True, fused=fused)
+    assert [bn.activation for bn in model.norms] == ["relu" if fused else None] * 2
