@@ -35,10 +35,13 @@ cdef int run_forward_infer(Block b, cnp.ndarray yt, const double *mean,
                            const double *var, const double *gamma,
                            const double *beta, double eps, cnp.ndarray rt=*,
                            bint relu=*) except -1
+# gate (a block like b's data) or gate_bits (uint8, a bit per element of
+# the block): the gated backward's (cbn_backward_gated), None for none.
 cdef int run_backward(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
                       const double *mean, const double *var,
                       const double *gamma, double eps, bint batch_stats,
-                      double *dgamma, double *dbeta) except -1
+                      double *dgamma, double *dbeta, cnp.ndarray gate=*,
+                      cnp.ndarray gate_bits=*) except -1
 cdef int run_stats(Block b, double *mean, double *var) except -1
 cdef int run_backward_dx(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
                          const double *mean, const double *var,

@@ -16,7 +16,7 @@ status into an exception.
 """
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 
 from cbn cimport kernels as K
 
@@ -287,22 +287,26 @@ cdef int run_forward_infer(Block b, cnp.ndarray yt, const double *mean,
 cdef int run_backward(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
                       const double *mean, const double *var,
                       const double *gamma, double eps, bint batch_stats,
-                      double *dgamma, double *dbeta) except -1:
+                      double *dgamma, double *dbeta, cnp.ndarray gate=None,
+                      cnp.ndarray gate_bits=None) except -1:
     cdef int s
     cdef int bs = batch_stats
     cdef void *xp = cnp.PyArray_DATA(b.data)
     cdef void *gp = cnp.PyArray_DATA(dyt)
     cdef void *dp = NULL if dxt is None else cnp.PyArray_DATA(dxt)  # None: sums only
+    cdef void *yp = NULL if gate is None else cnp.PyArray_DATA(gate)
+    cdef uint8_t *bp = (NULL if gate_bits is None
+                        else <uint8_t *>cnp.PyArray_DATA(gate_bits))
     if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT:
         with nogil:
-            s = K.backward_f32(<const float *>gp, <const float *>xp,
-                               <float *>dp, b.outer, b.C, b.inner, mean, var,
-                               gamma, eps, bs, dgamma, dbeta)
+            s = K.backward_gated_f32(<const float *>gp, <const float *>xp,
+                                     <float *>dp, b.outer, b.C, b.inner, mean, var,
+                                     gamma, eps, bs, dgamma, dbeta, <const float *>yp, bp)
     else:
         with nogil:
-            s = K.backward_f64(<const double *>gp, <const double *>xp,
-                               <double *>dp, b.outer, b.C, b.inner, mean, var,
-                               gamma, eps, bs, dgamma, dbeta)
+            s = K.backward_gated_f64(<const double *>gp, <const double *>xp,
+                                     <double *>dp, b.outer, b.C, b.inner, mean, var,
+                                     gamma, eps, bs, dgamma, dbeta, <const double *>yp, bp)
     return check_status(s)
 
 

@@ -2,7 +2,7 @@
 # Only cbn.kernels cimports this file: it is the one module linked with the C
 # core, and every other module (and downstream code) reaches the kernels
 # through cbn/kernels.pxd, which needs no header.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 
 cdef extern from "cbn.h" nogil:
     int CBN_OK
@@ -88,6 +88,18 @@ cdef extern from "cbn.h" nogil:
                          const double *mean, const double *var,
                          const double *gamma, double eps, int batch_stats,
                          double *dgamma, double *dbeta)
+    int cbn_backward_gated_f32(const float *dy, const float *x, float *dx,
+                               int64_t outer, int64_t C, int64_t inner,
+                               const double *mean, const double *var,
+                               const double *gamma, double eps, int batch_stats,
+                               double *dgamma, double *dbeta,
+                               const float *y, const uint8_t *bits)
+    int cbn_backward_gated_f64(const double *dy, const double *x, double *dx,
+                               int64_t outer, int64_t C, int64_t inner,
+                               const double *mean, const double *var,
+                               const double *gamma, double eps, int batch_stats,
+                               double *dgamma, double *dbeta,
+                               const double *y, const uint8_t *bits)
 
     int cbn_backward_dx_f32(const float *dy, const float *x, float *dx,
                             int64_t outer, int64_t C, int64_t inner,

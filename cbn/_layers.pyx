@@ -983,11 +983,17 @@ cdef class BatchNorm:
             raise
         dya = as_type(dya, self._typenum)
         dyt = b.take(dya)
-        if self._saved_mask is not None:  # dy through the ReLU
-            keep = np.unpackbits(self._saved_mask, count=cnp.PyArray_SIZE(dyt),
+        # dy through the ReLU: the kernels gate it with the saved bits as
+        # they read it; the masked dy is made here only where it is a result
+        # (dresidual) or a group's two kernel calls need it.
+        cdef cnp.ndarray bits = self._saved_mask
+        if bits is not None and (self._saved_residual or
+                                 (self._saved_batch and self._group is not None)):
+            keep = np.unpackbits(bits, count=cnp.PyArray_SIZE(dyt),
                                  bitorder="little").view(np.bool_)
             dyt = np.where(keep.reshape((<object>dyt).shape), dyt,
                            dyt.dtype.type(0))
+            bits = None
         # dy reaches the residual as it reaches BN's output
         dresidual = None
         if self._saved_residual:
@@ -1003,7 +1009,7 @@ cdef class BatchNorm:
             return dx
         if not self.affine:
             run_backward(b, dyt, dxt, mean, mean + C, NULL, self._eps,
-                         self._saved_batch, NULL, NULL)
+                         self._saved_batch, NULL, NULL, None, bits)
             self.dresidual = dresidual
             return b.restore(dxt)
         # The kernel sums in double; the gradients take the layer's dtype.
@@ -1012,7 +1018,7 @@ cdef class BatchNorm:
             raise MemoryError()
         try:
             run_backward(b, dyt, dxt, mean, mean + C, mean + 2 * C, self._eps,
-                         self._saved_batch, sums, sums + C)
+                         self._saved_batch, sums, sums + C, None, bits)
             self.dgamma = from_doubles(sums, 1, &n, self._typenum)
             self.dbeta = from_doubles(sums + C, 1, &n, self._typenum)
             self.dresidual = dresidual

@@ -562,11 +562,12 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         PyMem_Free(stats)
 
 
-cdef object relu_mask(cnp.ndarray xa, object y, object beta, object gamma, object mean,
-                      object var, object axis, double eps):
-    """Where the forward's ReLU passed the gradient: ``y > 0`` from its
-    output, else from its pre-activation recomputed with the same
+cdef cnp.ndarray relu_source(cnp.ndarray xa, object y, object beta, object gamma,
+                             object mean, object var, object axis, double eps):
+    """Where the forward's ReLU passed the gradient is where this array is
+    > 0: its output ``y``, else its pre-activation recomputed with the same
     coefficients (so bit for bit the forward's)."""
+    cdef cnp.ndarray ya
     if y is not None:
         ya = as_ndarray(y, "y")
         if not same_shape(ya, xa):
@@ -574,11 +575,11 @@ cdef object relu_mask(cnp.ndarray xa, object y, object beta, object gamma, objec
                              f"{(<object>xa).shape}")
         if ya.dtype.kind not in "biuf":
             raise TypeError(f"y must hold real numbers, got dtype {ya.dtype}")
-        return ya > 0
+        return ya
     if beta is None:
         raise ValueError("relu=True needs the forward's output y, or its beta (to "
                          "recompute where the ReLU passed the gradient)")
-    return normalize_batch(xa, gamma, beta, axis=axis, eps=eps, mean=mean, var=var) > 0
+    return normalize_batch(xa, gamma, beta, axis=axis, eps=eps, mean=mean, var=var)
 
 
 def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
@@ -658,9 +659,10 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
 
     Notes
     -----
-    With ``relu`` the mask is applied in a pass of its own before the
-    kernels' (and, from ``beta``, the pre-activation is recomputed in
-    another): not yet fused into them.
+    With ``relu`` the kernels mask ``dy`` as they read it (in the rows
+    layout, features along the last axis, in a pass of their own first).
+    From ``beta`` the pre-activation is recomputed in a pass first, and with
+    ``out_residual`` the masked ``dy`` is made first, as it is a result.
 
     Examples
     --------
@@ -723,14 +725,24 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
                             f"{dya.dtype} does not cast to")
         if not out_residual.flags.writeable:
             raise ValueError("out_residual is read-only")
-    if relu:  # dy through the ReLU: 0 where its output was not > 0
-        dya = np.where(relu_mask(xa, y, beta, gamma, mean, var, axis, e), dya,
-                       dya.dtype.type(0))
+    # dy through the ReLU: 0 where its output was not > 0. The kernels gate
+    # dy as they read it, given the array whose > 0 is the mask in the
+    # compute dtype; the masked dy is made here only where it is a result
+    # (out_residual) or the mask would not survive the cast.
+    cdef cnp.ndarray src = None
+    if relu:
+        src = relu_source(xa, y, beta, gamma, mean, var, axis, e)
+        if out_residual is not None or cnp.PyArray_TYPE(src) != ctype:
+            dya = np.where(src > 0, dya, dya.dtype.type(0))
+            src = None
     residual_grad = dya if out_residual is not None else None
 
     cdef Block b = make_block(as_type(xa, ctype), is_batch)
     dyt = b.take(as_type(dya, ctype))
+    cdef cnp.ndarray gate = None if src is None else b.take(src)
     dxt = output_block(b, out, ctype, dyt)
+    if gate is not None and (may_overlap(dxt, b.data) or may_overlap(dxt, gate)):
+        dxt = empty_like_block(b)  # rows: dy is gated into dx before x is read
     mb = b.to_block_order(mean)
     vb = b.to_block_order(var)
     gb = to_block(b, g)
@@ -742,7 +754,7 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
         raise MemoryError()
     try:
         run_backward(b, dyt, dxt, dptr(mb), dptr(vb), dptr(gb), e, bs,
-                     sums, sums + b.C)
+                     sums, sums + b.C, gate)
         dx = finish_output(b, dxt, out, rtype, ctype)
         if residual_grad is not None and residual_grad is not out_residual:
             np.copyto(out_residual, residual_grad, casting="same_kind")

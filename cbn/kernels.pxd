@@ -46,7 +46,7 @@
 #   entries, None wherever the pointer form accepts NULL. Shapes that do not
 #   match the data's block are ERR_ARG. The ``_f32``/``_f64`` suffix is the
 #   data's type: float or double.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 
 cdef enum:
     OK = 0
@@ -114,6 +114,23 @@ cdef int backward_f64(const double *dy, const double *x, double *dx,
                       const double *mean, const double *var,
                       const double *gamma, double eps, int batch_stats,
                       double *dgamma, double *dbeta) noexcept nogil
+
+# Backward through the forward's ReLU, fused: dy passes where y > 0 (the
+# forward's output) or where a bit of `bits` is set (numpy.packbits(...,
+# bitorder="little") of the block), one of the two non-NULL; bitwise
+# backward of the masked dy. dx is required (cbn.h).
+cdef int backward_gated_f32(const float *dy, const float *x, float *dx,
+                            int64_t outer, int64_t C, int64_t inner,
+                            const double *mean, const double *var,
+                            const double *gamma, double eps, int batch_stats,
+                            double *dgamma, double *dbeta,
+                            const float *y, const uint8_t *bits) noexcept nogil
+cdef int backward_gated_f64(const double *dy, const double *x, double *dx,
+                            int64_t outer, int64_t C, int64_t inner,
+                            const double *mean, const double *var,
+                            const double *gamma, double eps, int batch_stats,
+                            double *dgamma, double *dbeta,
+                            const double *y, const uint8_t *bits) noexcept nogil
 
 cdef int backward_dx_f32(const float *dy, const float *x, float *dx,
                          int64_t outer, int64_t C, int64_t inner,

@@ -136,6 +136,26 @@ cdef int backward_f64(const double *dy, const double *x, double *dx,
     return _cbn.cbn_backward_f64(dy, x, dx, outer, C, inner, mean, var, gamma, eps, batch_stats, dgamma, dbeta)
 
 
+cdef int backward_gated_f32(const float *dy, const float *x, float *dx,
+                            int64_t outer, int64_t C, int64_t inner,
+                            const double *mean, const double *var,
+                            const double *gamma, double eps, int batch_stats,
+                            double *dgamma, double *dbeta,
+                            const float *y, const uint8_t *bits) noexcept nogil:
+    return _cbn.cbn_backward_gated_f32(dy, x, dx, outer, C, inner, mean, var, gamma, eps,
+                                       batch_stats, dgamma, dbeta, y, bits)
+
+
+cdef int backward_gated_f64(const double *dy, const double *x, double *dx,
+                            int64_t outer, int64_t C, int64_t inner,
+                            const double *mean, const double *var,
+                            const double *gamma, double eps, int batch_stats,
+                            double *dgamma, double *dbeta,
+                            const double *y, const uint8_t *bits) noexcept nogil:
+    return _cbn.cbn_backward_gated_f64(dy, x, dx, outer, C, inner, mean, var, gamma, eps,
+                                       batch_stats, dgamma, dbeta, y, bits)
+
+
 cdef int backward_dx_f32(const float *dy, const float *x, float *dx,
                          int64_t outer, int64_t C, int64_t inner,
                          const double *mean, const double *var,

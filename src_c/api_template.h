@@ -73,14 +73,17 @@ int API(cbn_forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
                                         eps, NULL, 0);
 }
 
-int API(cbn_backward)(const T *dy, const T *x, T *dx, int64_t outer,
-                       int64_t C, int64_t inner, const double *mean,
-                       const double *var, const double *gamma, double eps,
-                       int batch_stats, double *dgamma, double *dbeta)
+int API(cbn_backward_gated)(const T *dy, const T *x, T *dx, int64_t outer,
+                             int64_t C, int64_t inner, const double *mean,
+                             const double *var, const double *gamma, double eps,
+                             int batch_stats, double *dgamma, double *dbeta,
+                             const T *y, const uint8_t *bits)
 {
     int s = check_common(outer, C, inner, eps, batch_stats, dy, x);
     if (s != CBN_OK)
         return s;
+    if ((y && bits) || ((y || bits) && !dx && !empty_block(outer, C, inner)))
+        return CBN_ERR_ARG;
     if (C == 0)
         return CBN_OK;
     if (!mean || !var)
@@ -93,9 +96,18 @@ int API(cbn_backward)(const T *dy, const T *x, T *dx, int64_t outer,
         }
         return CBN_OK;
     }
-    kernels(CBN_PASS_BACKWARD)->API(backward)(dy, x, dx, outer, C, inner, mean, var, gamma, eps,
-                           batch_stats, dgamma, dbeta);
+    kernels(CBN_PASS_BACKWARD)->API(backward)(dy, x, dx, outer, C, inner, mean, var, gamma,
+                                             eps, batch_stats, dgamma, dbeta, y, bits);
     return CBN_OK;
+}
+
+int API(cbn_backward)(const T *dy, const T *x, T *dx, int64_t outer,
+                       int64_t C, int64_t inner, const double *mean,
+                       const double *var, const double *gamma, double eps,
+                       int batch_stats, double *dgamma, double *dbeta)
+{
+    return API(cbn_backward_gated)(dy, x, dx, outer, C, inner, mean, var, gamma, eps,
+                                   batch_stats, dgamma, dbeta, NULL, NULL);
 }
 
 int API(cbn_backward_dx)(const T *dy, const T *x, T *dx, int64_t outer,

@@ -275,6 +275,37 @@ int cbn_backward_f64(const double *dy, const double *x, double *dx,
                      double *dgamma, double *dbeta);
 
 /*
+ * Backward through a ReLU after the batch norm (and a residual added before
+ * it), fused: cbn_backward of dy masked by where the forward's ReLU passed
+ * its input, that is, of dy where it passes and +0.0 elsewhere -- bitwise
+ * what cbn_backward computes from such a masked copy of dy, without the
+ * pass that would make it. Where it passes, given by one of
+ *   y     the forward's output (x's layout): where y > 0 (not at 0 or NaN);
+ *   bits  a bit mask, bit e of byte e/8 (lowest bit first, as
+ *         numpy.packbits(..., bitorder="little")) for element e of the block:
+ *         set where the gradient passes.
+ * One of y and bits (not both: CBN_ERR_ARG) is non-NULL; both NULL is
+ * cbn_backward. dx is required with a gate (CBN_ERR_ARG otherwise, unless
+ * the block is empty); it may be dy itself, but must not overlap x, y or
+ * bits. The gradient for the residual is the masked dy; this does not write
+ * it. Loop shapes: the planes layout (inner > 1) gates dy as it reads it;
+ * the rows layout (inner == 1) gates dy into dx in a pass of its own first.
+ * Other arguments and errors as cbn_backward's.
+ */
+int cbn_backward_gated_f32(const float *dy, const float *x, float *dx,
+                           int64_t outer, int64_t C, int64_t inner,
+                           const double *mean, const double *var,
+                           const double *gamma, double eps, int batch_stats,
+                           double *dgamma, double *dbeta,
+                           const float *y, const uint8_t *bits);
+int cbn_backward_gated_f64(const double *dy, const double *x, double *dx,
+                           int64_t outer, int64_t C, int64_t inner,
+                           const double *mean, const double *var,
+                           const double *gamma, double eps, int batch_stats,
+                           double *dgamma, double *dbeta,
+                           const double *y, const uint8_t *bits);
+
+/*
  * Backward's dx with batch statistics, from given gradient sums: for a block
  * that is one part of a larger batch of m values per feature (synchronized
  * batch norm: each process holds a slice of the batch), with mean and var

@@ -18,7 +18,8 @@
 /* Per-data-type entries; T is float (f32) or double (f64). Argument order and
    meaning follow the public functions in cbn.h, except that forward_train
    also serves cbn_stats_*: with y == NULL it only computes the statistics;
-   the forwards take the fused entries' residual and relu (NULL, 0: none). */
+   the forwards take the fused entries' residual and relu (NULL, 0: none),
+   and backward the gated entry's gate and gate_bits (NULL, NULL: none). */
 #define CBN_KERNEL_ENTRIES(T, sfx)                                            \
     void (*forward_train_##sfx)(const T *x, T *y, int64_t outer, int64_t C,    \
                                 int64_t inner, const double *gamma,           \
@@ -33,7 +34,8 @@
                            int64_t C, int64_t inner, const double *mean,      \
                            const double *var, const double *gamma,            \
                            double eps, int batch_stats, double *dgamma,       \
-                           double *dbeta);                                    \
+                           double *dbeta, const T *gate,                      \
+                           const uint8_t *gate_bits);                         \
     void (*backward_dx_##sfx)(const T *dy, const T *x, T *dx, int64_t outer,   \
                               int64_t C, int64_t inner, const double *mean,   \
                               const double *var, const double *gamma,         \

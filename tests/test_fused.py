@@ -289,3 +289,138 @@ def test_bad_relu_arguments_are_refused_and_nothing_is_written():
         with pytest.raises(error, match=message):
             cbn.normalize_batch_backward(dy, x, mean, var, out=out, **kw)
         assert (out == 7.0).all() and (dr == 7.0).all()
+
+
+# ------------------------------------------------------------ gated backward --
+# The backward kernels gate dy as they read it (cbn_backward_gated): from the
+# forward's output y, or from a bit mask. Oracle: the ungated backward of
+# numpy.where(y > 0, dy, 0), which the gated one must equal bit for bit.
+
+import ctypes  # noqa: E402
+
+import cbn.kernels  # noqa: E402
+
+_LIB = ctypes.CDLL(cbn.kernels.__file__)
+_DP = ctypes.POINTER(ctypes.c_double)
+_BP = ctypes.POINTER(ctypes.c_uint8)
+for _sfx, _ct in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+    _TP = ctypes.POINTER(_ct)
+    getattr(_LIB, f"cbn_backward_gated_{_sfx}").argtypes = [
+        _TP, _TP, _TP, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, _DP, _DP, _DP,
+        ctypes.c_double, ctypes.c_int, _DP, _DP, _TP, _BP]
+
+
+def _ptr(a, ctype=None):
+    if a is None:
+        return None
+    return a.ctypes.data_as(ctypes.POINTER(ctype or np.ctypeslib.as_ctypes_type(a.dtype)))
+
+
+def gated_c(dy, x, y, bits, mean, var, gamma, batch_stats, dx=None):
+    """cbn_backward_gated on a C-contiguous (outer, C, inner) block."""
+    outer, C, inner = x.shape
+    sfx = "f32" if x.dtype == np.float32 else "f64"
+    dx = np.full_like(x, 7.0) if dx is None else dx
+    dg, db = np.full(C, 7.0), np.full(C, 7.0)
+    status = getattr(_LIB, f"cbn_backward_gated_{sfx}")(
+        _ptr(dy), _ptr(x), _ptr(dx), outer, C, inner, _ptr(mean), _ptr(var), _ptr(gamma),
+        1e-5, int(batch_stats), _ptr(dg), _ptr(db), _ptr(y), _ptr(bits, ctypes.c_uint8))
+    return status, dx, dg, db
+
+
+def as_block(a, axis):
+    """``a`` as the C core's (outer, C, inner) block, for the CASES (whose
+    batch axes lead or trail)."""
+    C, inner, _ = layout(a.shape, axis)
+    return np.ascontiguousarray(a).reshape(-1, C, inner)
+
+
+from test_simd import layout  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(CASES))
+def test_gated_backward_is_bitwise_the_masked_one(simd_level, threads, case, dtype):
+    shape, axis = CASES[case]
+    rng = np.random.default_rng(33)
+    x = rng.normal(0.5, 2.0, shape).astype(dtype)
+    dy = rng.normal(size=shape).astype(dtype)
+    r = rng.normal(size=shape).astype(dtype)
+    y = cbn.normalize_batch(x, 1.5, -0.25, axis=axis, residual=r, relu=True)
+    y.reshape(-1)[::7] = np.nan   # NaN and exact zeros do not pass
+    y.reshape(-1)[3::11] = 0.0
+    dy.reshape(-1)[5::13] = np.nan  # a NaN in dy passes where the gate does
+    mask = y > 0
+    xb, dyb, yb = as_block(x, axis), as_block(dy, axis), as_block(y, axis)
+    bits = np.packbits(as_block(mask, axis).reshape(-1), bitorder="little")
+    C = xb.shape[1]
+    mean = rng.normal(0.5, 0.1, C)
+    var = rng.uniform(3.0, 5.0, C)
+    gamma = rng.normal(1.0, 0.2, C)
+    masked = np.where(as_block(mask, axis), dyb, dtype(0))
+    for nt in (1, 2):
+        threads(nt)
+        for batch_stats in (True, False):
+            want = gated_c(masked, xb, None, None, mean, var, gamma, batch_stats)
+            assert want[0] == 0
+            for gate in ({"y": yb, "bits": None}, {"y": None, "bits": bits}):
+                got = gated_c(dyb, xb, mean=mean, var=var, gamma=gamma,
+                              batch_stats=batch_stats, **gate)
+                assert got[0] == 0
+                for a, b in zip(got[1:], want[1:]):
+                    assert a.tobytes() == b.tobytes(), (nt, batch_stats, gate["y"] is None)
+            # in place: dx may be dy
+            inplace = dyb.copy()
+            got = gated_c(inplace, xb, None, bits, mean, var, gamma, batch_stats, dx=inplace)
+            assert inplace.tobytes() == want[1].tobytes()
+
+
+def test_gated_backward_cold_features(simd_level):
+    # float32 subnormal data with eps = 0 (see core/cold.h): dx in double
+    x = (np.arange(1, 4 * 3 * 37 + 1).reshape(4, 3, 37) % 97 * 1e-40).astype(np.float32)
+    dy = np.random.default_rng(34).normal(size=x.shape).astype(np.float32)
+    y, mean, var = cbn.normalize_batch(x, axis=(0, 2), eps=0, return_stats=True)
+    assert np.isfinite(y).all() and (y > 0).any() and (y <= 0).any()
+    for batch_stats in (True, False):
+        got = cbn.normalize_batch_backward(dy, x, mean, var, axis=(0, 2), eps=0,
+                                           batch_stats=batch_stats, relu=True, y=y)
+        want = cbn.normalize_batch_backward(np.where(y > 0, dy, 0), x, mean, var,
+                                            axis=(0, 2), eps=0, batch_stats=batch_stats)
+        for a, b in zip(got, want):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_gated_backward_refuses_two_gates_or_no_dx():
+    x = np.ones((2, 3, 4))
+    y = np.ones_like(x)
+    bits = np.packbits(y.reshape(-1) > 0, bitorder="little")
+    mean, var = np.zeros(3), np.ones(3)
+    status, dx, dg, db = gated_c(x, x, y, bits, mean, var, None, True)
+    assert status == -1 and (dx == 7.0).all() and (dg == 7.0).all()
+    sfx_fn = _LIB.cbn_backward_gated_f64
+    dg = np.full(3, 7.0)
+    assert sfx_fn(_ptr(x), _ptr(x), None, 2, 3, 4, _ptr(mean), _ptr(var), None, 1e-5, 1,
+                  _ptr(dg), None, _ptr(y), None) == -1
+    assert (dg == 7.0).all()
+    # neither gate: cbn_backward itself, dx optional
+    assert sfx_fn(_ptr(x), _ptr(x), None, 2, 3, 4, _ptr(mean), _ptr(var), None, 1e-5, 1,
+                  _ptr(dg), None, None, None) == 0
+
+
+def test_function_backward_with_out_aliasing_x_or_y():
+    # dx may not be written over x or the gate while the kernel reads them:
+    # such an out gets a result computed elsewhere, then copied
+    rng = np.random.default_rng(35)
+    for shape, axis in (((6, 5), 0), ((4, 3, 10), (0, 2))):
+        x = rng.normal(size=shape)
+        dy = rng.normal(size=shape)
+        y, mean, var = cbn.normalize_batch(x, axis=axis, relu=True, return_stats=True)
+        want = cbn.normalize_batch_backward(np.where(y > 0, dy, 0), x, mean, var, axis=axis)
+        for target in ("x", "y", "dy"):
+            xx, yy, dd = x.copy(), y.copy(), dy.copy()
+            out = {"x": xx, "y": yy, "dy": dd}[target]
+            got = cbn.normalize_batch_backward(dd, xx, mean, var, axis=axis, relu=True,
+                                               y=yy, out=out)
+            assert got[0] is out
+            for a, b in zip(got, want):
+                assert a.tobytes() == b.tobytes(), target

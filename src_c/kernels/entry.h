@@ -36,15 +36,36 @@ static void FN(forward_infer)(const T *x, T *y, int64_t outer, int64_t C,
         FN(planes_forward_infer)(x, y, outer, C, inner, mean, var, gamma, beta, eps, ep);
 }
 
+/* Elements [e0, e1) of the rows layout's gated dy, into the job's out. */
+static void FN(gate_ranges)(void *ctx, int64_t e0, int64_t e1)
+{
+    const FN(job) *j = (const FN(job) *)ctx;
+    FN(gate_range)(j->gt, j->dy, j->out, e0, e1);
+}
+
+/* gate, gate_bits: the gated backward's (see FN(gate)), both NULL for none.
+   The planes loops gate each piece of dy on its way in (kernels/gate.h);
+   the rows loops, whose pieces are strided, do not yet: there dy is gated
+   into dx first (dx is then the kernel's dy, read before it is written, as
+   in place), a pass of its own. */
 static void FN(backward)(const T *dy, const T *x, T *dx, int64_t outer,
                          int64_t C, int64_t inner, const double *mean,
                          const double *var, const double *gamma, double eps,
-                         int batch_stats, double *dgamma, double *dbeta)
+                         int batch_stats, double *dgamma, double *dbeta,
+                         const T *gate, const uint8_t *gate_bits)
 {
-    if (inner == 1)
+    const FN(gate) g = {gate, gate_bits}, *gt = gate || gate_bits ? &g : NULL;
+    if (inner == 1) {
+        if (gt) {
+            FN(job) j = {0};
+            j.dy = dy, j.out = dx, j.gt = gt;
+            for_ranges(threads_for(outer * C), outer * C, FN(gate_ranges), &j);
+            dy = dx;
+        }
         FN(rows_backward)(dy, x, dx, outer, C, mean, var, gamma, eps,
                           batch_stats, dgamma, dbeta);
-    else
+    } else {
         FN(planes_backward)(dy, x, dx, outer, C, inner, mean, var, gamma, eps,
-                            batch_stats, dgamma, dbeta);
+                            batch_stats, dgamma, dbeta, gt);
+    }
 }

@@ -23,6 +23,7 @@ typedef struct {
     int stream;                 /* inference: streaming stores */
     const FN(coef) *coefs;      /* inference: per feature, made once, or NULL */
     const FN(epi) *ep;          /* forward: the epilogue, or NULL */
+    const FN(gate) *gt;         /* backward: dy's gate, or NULL */
     double *mean_out, *var_out; /* forward_train's statistics */
     double *dgamma, *dbeta;     /* backward's sums */
     const double *given_dgamma, *given_dbeta; /* backward_dx's */

@@ -61,17 +61,30 @@ static moments FN(planes_feature_moments)(const T *x, const planes_geom *g, int6
     return acc;
 }
 
-/* sums of dy and dy*(x - mean) over one segment, chunk by chunk */
+/* dy's piece p, or, with a gate, the gated piece in buf (see kernels/gate.h;
+   a piece has at most CHUNK elements) */
+static inline const T *FN(piece_dy)(const T *dy, const FN(gate) *gt, const planes_piece *p,
+                                    T *buf)
+{
+    if (!gt)
+        return dy + p->off;
+    FN(gate_piece)(gt, dy, p->off, p->i1 - p->i0, buf);
+    return buf;
+}
+
+/* sums of dy and dy*(x - mean) over one segment, chunk by chunk, dy gated
+   by gt (or NULL) */
 static void FN(planes_segment_grad)(const T *dy, const T *x, const planes_geom *g,
                                     int64_t c, int64_t s, double mean,
-                                    double *sdy, double *sdyx)
+                                    double *sdy, double *sdyx, const FN(gate) *gt)
 {
     planes_piece p = planes_pieces(g, s);
     double a = 0.0, b = 0.0;
+    T buf[CHUNK]; /* the gated piece, when gt */
     while (planes_next_piece(g, c, &p)) {
         prefetch_run(g, dy, sizeof(T), p.o, c, 0);
         prefetch_run(g, x, sizeof(T), p.o, c, 0);
-        FN(run_grad)(dy + p.off, x + p.off, p.i1 - p.i0, mean, &a, &b,
+        FN(run_grad)(FN(piece_dy)(dy, gt, &p, buf), x + p.off, p.i1 - p.i0, mean, &a, &b,
                      next_piece(g, dy, sizeof(T), p.o, c, p.i0),
                      next_piece(g, x, sizeof(T), p.o, c, p.i0));
     }
@@ -116,28 +129,32 @@ static CBN_COLD void FN(planes_segment_normalize_cold)(const T *x, T *y,
 static CBN_COLD void FN(planes_segment_dx_cold)(const T *dy, const T *x, T *dx,
                                                 const planes_geom *g, int64_t c,
                                                 int64_t s, const cold_dcoef *d,
-                                                int batch_stats)
+                                                int batch_stats, const FN(gate) *gt)
 {
     planes_piece p = planes_pieces(g, s);
+    T buf[CHUNK]; /* the gated piece, when gt */
     while (planes_next_piece(g, c, &p))
-        FN(cold_dx)(dy + p.off, x + p.off, dx + p.off, p.i1 - p.i0, 1, d, batch_stats);
+        FN(cold_dx)(FN(piece_dy)(dy, gt, &p, buf), x + p.off, dx + p.off, p.i1 - p.i0, 1,
+                    d, batch_stats);
 }
 
 static void FN(planes_segment_dx)(const T *dy, const T *x, T *dx,
                                   const planes_geom *g, int64_t c, int64_t s,
-                                  FN(dcoef) d, int batch_stats)
+                                  FN(dcoef) d, int batch_stats, const FN(gate) *gt)
 {
     planes_piece p = planes_pieces(g, s);
+    T buf[CHUNK]; /* the gated piece, when gt */
     while (planes_next_piece(g, c, &p)) {
         const int64_t n = p.i1 - p.i0;
         const ahead ady = next_piece(g, dy, sizeof(T), p.o, c, p.i0);
+        const T *gy = FN(piece_dy)(dy, gt, &p, buf);
         if (!g->stream)
             prefetch_run(g, dx, sizeof(T), p.o, c, 1);
         if (batch_stats)
-            FN(run_dx)(dy + p.off, x + p.off, dx + p.off, n, d.a, d.b, d.k0, d.hi,
+            FN(run_dx)(gy, x + p.off, dx + p.off, n, d.a, d.b, d.k0, d.hi,
                        g->stream, ady, next_piece(g, x, sizeof(T), p.o, c, p.i0));
         else
-            FN(run_scale)(dy + p.off, dx + p.off, n, d.a, g->stream, ady);
+            FN(run_scale)(gy, dx + p.off, n, d.a, g->stream, ady);
     }
     if (g->stream)
         stream_fence();
@@ -168,19 +185,20 @@ static void FN(planes_train_feature)(const T *x, T *y, const planes_geom *g,
     if (var) var[c] = v;
 }
 
-/* Gradient sums of feature c, then its dx (when dx). */
+/* Gradient sums of feature c, then its dx (when dx), dy gated by gt (or
+   NULL). */
 static void FN(planes_backward_feature)(const T *dy, const T *x, T *dx,
                                         const planes_geom *g, int64_t c,
                                         const double *mean, const double *var,
                                         const double *gamma, double eps,
                                         int batch_stats, double *dgamma,
-                                        double *dbeta)
+                                        double *dbeta, const FN(gate) *gt)
 {
     const double m = (double)g->outer * (double)g->inner;
     double sdy = 0.0, sdyx = 0.0;
     for (int64_t s = 0; s < g->nseg; s++) {
         double a, b;
-        FN(planes_segment_grad)(dy, x, g, c, s, mean[c], &a, &b);
+        FN(planes_segment_grad)(dy, x, g, c, s, mean[c], &a, &b, gt);
         sdy += a;
         sdyx += b;
     }
@@ -191,9 +209,9 @@ static void FN(planes_backward_feature)(const T *dy, const T *x, T *dx,
         if (FN(dcoef_cold)(d, sdy, sdyx, m, mean[c], var[c], eps, gamma, batch_stats,
                            c, &cd))
             for (int64_t s = 0; s < g->nseg; s++)
-                FN(planes_segment_dx_cold)(dy, x, dx, g, c, s, &cd, batch_stats);
+                FN(planes_segment_dx_cold)(dy, x, dx, g, c, s, &cd, batch_stats, gt);
         else
             for (int64_t s = 0; s < g->nseg; s++)
-                FN(planes_segment_dx)(dy, x, dx, g, c, s, d, batch_stats);
+                FN(planes_segment_dx)(dy, x, dx, g, c, s, d, batch_stats, gt);
     }
 }

@@ -136,7 +136,7 @@ static void FN(planes_backward_features)(void *ctx, int64_t c0, int64_t c1)
     for (int64_t c = c0; c < c1; c++)
         FN(planes_backward_feature)(j->dy, j->x, j->out, j->pg, c, j->mean, j->var,
                                     j->gamma, j->eps, j->batch_stats, j->dgamma,
-                                    j->dbeta);
+                                    j->dbeta, j->gt);
 }
 
 /* Pieces (feature, segment) [i0, i1) of a split batch: their gradient sums. */
@@ -147,7 +147,8 @@ static void FN(planes_backward_partials)(void *ctx, int64_t i0, int64_t i1)
     for (int64_t idx = i0; idx < i1; idx++) {
         const int64_t c = idx / nseg, s = idx % nseg;
         FN(planes_segment_grad)(j->dy, j->x, j->pg, c, s, j->mean[c],
-                                &j->sp.part[2 * C * s + c], &j->sp.part[2 * C * s + C + c]);
+                                &j->sp.part[2 * C * s + c], &j->sp.part[2 * C * s + C + c],
+                                j->gt);
     }
 }
 
@@ -174,9 +175,10 @@ static void FN(planes_dx_pieces)(const FN(job) *j, const double *s1, const doubl
         }
         have = c;
         if (cold)
-            FN(planes_segment_dx_cold)(j->dy, j->x, j->out, g, c, s, &cd, j->batch_stats);
+            FN(planes_segment_dx_cold)(j->dy, j->x, j->out, g, c, s, &cd, j->batch_stats,
+                                       j->gt);
         else
-            FN(planes_segment_dx)(j->dy, j->x, j->out, g, c, s, d, j->batch_stats);
+            FN(planes_segment_dx)(j->dy, j->x, j->out, g, c, s, d, j->batch_stats, j->gt);
     }
 }
 
@@ -191,7 +193,7 @@ static void FN(planes_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                                 int64_t C, int64_t inner, const double *mean,
                                 const double *var, const double *gamma,
                                 double eps, int batch_stats, double *dgamma,
-                                double *dbeta)
+                                double *dbeta, const FN(gate) *gt)
 {
     const planes_geom g = planes_geometry(outer, C, inner, sizeof(T));
     const int nt = threads_for(outer * C * inner);
@@ -199,7 +201,7 @@ static void FN(planes_backward)(const T *dy, const T *x, T *dx, int64_t outer,
     j.dy = dy, j.x = x, j.out = dx, j.outer = outer, j.C = C, j.inner = inner, j.pg = &g;
     j.mean = mean, j.var = var, j.gamma = gamma, j.eps = eps;
     j.m = (double)outer * (double)inner, j.batch_stats = batch_stats;
-    j.dgamma = dgamma, j.dbeta = dbeta;
+    j.dgamma = dgamma, j.dbeta = dbeta, j.gt = gt;
     j.sp.C = C, j.sp.nseg = g.nseg;
     if (split_batch(nt, C, g.nseg)
         && run_split(nt, C * g.nseg, &j.sp, 0, FN(planes_backward_partials), NULL,

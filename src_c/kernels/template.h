@@ -49,6 +49,7 @@
 
 
 #include "kernels/coef.h"
+#include "kernels/gate.h"
 #include "kernels/contiguous.h"
 #include "kernels/planes.h"
 #include "kernels/job.h"

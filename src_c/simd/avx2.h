@@ -49,6 +49,19 @@ static inline vf vf_relu(vf a)
 {
     return _mm256_add_ps(_mm256_max_ps(_mm256_setzero_ps(), a), _mm256_setzero_ps());
 }
+/* a's lane k where bit k of w is set, else +0.0 (the gate of kernels/gate.h) */
+static inline vd vd_keep_bits(vd a, unsigned w)
+{
+    const __m256i sel = _mm256_setr_epi64x(1, 2, 4, 8);
+    const __m256i m = _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_set1_epi64x(w), sel), sel);
+    return _mm256_and_pd(a, _mm256_castsi256_pd(m));
+}
+static inline vf vf_keep_bits(vf a, unsigned w)
+{
+    const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i m = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)w), sel), sel);
+    return _mm256_and_ps(a, _mm256_castsi256_ps(m));
+}
 
 static inline void vd_stream(double *p, vd a) { _mm256_stream_pd(p, a); }
 static inline void vf_stream(float *p, vf a) { _mm256_stream_ps(p, a); }

@@ -50,6 +50,16 @@ static inline vf vf_relu(vf a)
 {
     return _mm512_add_ps(_mm512_max_ps(_mm512_setzero_ps(), a), _mm512_setzero_ps());
 }
+/* a's lane k where bit k of w is set, else +0.0 (the gate of kernels/gate.h):
+   w is the lane mask itself */
+static inline vd vd_keep_bits(vd a, unsigned w)
+{
+    return _mm512_maskz_mov_pd((__mmask8)w, a);
+}
+static inline vf vf_keep_bits(vf a, unsigned w)
+{
+    return _mm512_maskz_mov_ps((__mmask16)w, a);
+}
 
 static inline void vd_stream(double *p, vd a) { _mm512_stream_pd(p, a); }
 static inline void vf_stream(float *p, vf a) { _mm512_stream_ps(p, a); }

@@ -11,6 +11,7 @@
 #undef vt_sub
 #undef vt_add
 #undef vt_relu
+#undef vt_keep_bits
 #undef vt_fmadd
 #undef vt_loadu
 #undef vt_storeu

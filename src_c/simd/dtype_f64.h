@@ -14,6 +14,7 @@
 #define vt_sub vd_sub
 #define vt_add vd_add
 #define vt_relu vd_relu
+#define vt_keep_bits vd_keep_bits
 #define vt_fmadd vd_fmadd
 #define vt_loadu vd_loadu
 #define vt_storeu vd_storeu

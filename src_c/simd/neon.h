@@ -48,6 +48,19 @@ static inline vf vf_relu(vf a)
     const vf z = vdupq_n_f32(0.0f);
     return vaddq_f32(vbslq_f32(vcgtq_f32(z, a), z, a), z);
 }
+/* a's lane k where bit k of w is set, else +0.0 (the gate of kernels/gate.h) */
+static inline vd vd_keep_bits(vd a, unsigned w)
+{
+    const uint64x2_t sel = {1, 2};
+    const uint64x2_t m = vtstq_u64(vdupq_n_u64(w), sel);
+    return vreinterpretq_f64_u64(vandq_u64(vreinterpretq_u64_f64(a), m));
+}
+static inline vf vf_keep_bits(vf a, unsigned w)
+{
+    const uint32x4_t sel = {1, 2, 4, 8};
+    const uint32x4_t m = vtstq_u32(vdupq_n_u32(w), sel);
+    return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(a), m));
+}
 
 static inline void vd_stream(double *p, vd a) { vst1q_f64(p, a); }
 static inline void vf_stream(float *p, vf a) { vst1q_f32(p, a); }

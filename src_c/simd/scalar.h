@@ -37,6 +37,9 @@ static inline void vf_storeu(float *p, vf a) { *p = a; }
 /* + 0 turns -0.0 into +0.0, as numpy.maximum(a, 0) does (see the README) */
 static inline vd vd_relu(vd a) { return (0.0 > a ? 0.0 : a) + 0.0; }
 static inline vf vf_relu(vf a) { return (0.0f > a ? 0.0f : a) + 0.0f; }
+/* a's lane k where bit k of w is set, else +0.0 (the gate of kernels/gate.h) */
+static inline vd vd_keep_bits(vd a, unsigned w) { return w & 1u ? a : 0.0; }
+static inline vf vf_keep_bits(vf a, unsigned w) { return w & 1u ? a : 0.0f; }
 
 static inline void vd_stream(double *p, vd a) { *p = a; }
 static inline void vf_stream(float *p, vf a) { *p = a; }

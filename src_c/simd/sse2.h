@@ -48,6 +48,21 @@ static inline vf vf_relu(vf a)
 {
     return _mm_add_ps(_mm_max_ps(_mm_setzero_ps(), a), _mm_setzero_ps());
 }
+/* a's lane k where bit k of w is set, else +0.0 (the gate of kernels/gate.h):
+   each lane's bit selected and compared, the lane and-ed with the result
+   (SSE2 has no 64-bit compare: a double lane's two halves test its bit) */
+static inline vd vd_keep_bits(vd a, unsigned w)
+{
+    const __m128i sel = _mm_set_epi32(2, 2, 1, 1);
+    const __m128i m = _mm_cmpeq_epi32(_mm_and_si128(_mm_set1_epi32((int)w), sel), sel);
+    return _mm_and_pd(a, _mm_castsi128_pd(m));
+}
+static inline vf vf_keep_bits(vf a, unsigned w)
+{
+    const __m128i sel = _mm_set_epi32(8, 4, 2, 1);
+    const __m128i m = _mm_cmpeq_epi32(_mm_and_si128(_mm_set1_epi32((int)w), sel), sel);
+    return _mm_and_ps(a, _mm_castsi128_ps(m));
+}
 
 static inline void vd_stream(double *p, vd a) { _mm_stream_pd(p, a); }
 static inline void vf_stream(float *p, vf a) { _mm_stream_ps(p, a); }

@@ -1,0 +1,66 @@
+/*
+ * kernels/gate.h -- the gate of a fused backward (cbn_backward_gated): dy
+ * passes where the forward's ReLU passed its input and counts as +0.0
+ * elsewhere, so that the backward of BN + ReLU (+ residual) needs no pass of
+ * its own to mask dy.
+ *
+ * Part of the kernel template (see kernels/template.h): included once per
+ * data type, so it has no include guard, and every name it defines goes
+ * through FN() or is a type-independent macro defined identically both times.
+ *
+ * The loops over elements are not touched: a piece of dy (at most CHUNK
+ * elements, see core/geometry.h) is gated into a buffer on the stack,
+ * which stays in L1, and the ungated loop reads that instead of dy. The
+ * gated values are dy's or +0.0 exactly, so the sums and dx are bitwise
+ * those of the ungated backward of numpy.where(mask, dy, 0).
+ */
+
+/* Where dy passes: the forward's output y > 0 (not at 0, not at NaN), or
+   bit e (little-endian within each byte, numpy.packbits(...,
+   bitorder="little")) of bits set, for element e of the block. One of the
+   two is non-NULL. */
+typedef struct {
+    const T *y;
+    const uint8_t *bits;
+} FN(gate);
+
+/* Elements per step of the bit mask's loop: whole bytes, and whole vectors
+   (VT_N is 1 to 16, a power of two). */
+#undef GATE_STEP
+#define GATE_STEP (VT_N > 8 ? VT_N : 8)
+
+/* out[i] = dy[off + i] where the gate passes element off + i, else +0.0,
+   for i < n; out may be dy + off (each element is read, then written). */
+static void FN(gate_piece)(const FN(gate) *gt, const T *dy, int64_t off, int64_t n,
+                           T *out)
+{
+    const T *d = dy + off;
+    int64_t i = 0;
+    if (gt->y) {  /* a plain loop: the target's flags vectorize it */
+        const T *y = gt->y + off;
+        for (; i < n; i++)
+            out[i] = y[i] > (T)0 ? d[i] : (T)0;
+        return;
+    }
+    const uint8_t *bits = gt->bits;
+    for (; i < n && ((off + i) & 7); i++)  /* up to a byte boundary */
+        out[i] = (bits[(off + i) >> 3] >> ((off + i) & 7)) & 1 ? d[i] : (T)0;
+    for (; i + GATE_STEP <= n; i += GATE_STEP) {
+        const uint8_t *b = bits + ((off + i) >> 3);
+        unsigned w = b[0];
+        if (GATE_STEP > 8)
+            w |= (unsigned)b[1] << 8;
+        for (int k = 0; k < GATE_STEP; k += VT_N, w >>= VT_N % 32)
+            vt_storeu(out + i + k, vt_keep_bits(vt_loadu(d + i + k), w));
+    }
+    for (; i < n; i++)
+        out[i] = (bits[(off + i) >> 3] >> ((off + i) & 7)) & 1 ? d[i] : (T)0;
+}
+
+/* The gated dy over elements [e0, e1), in place in out (which may be dy):
+   the rows layout's gate (see FN(backward) in kernels/entry.h). */
+static void FN(gate_range)(const FN(gate) *gt, const T *dy, T *out, int64_t e0,
+                           int64_t e1)
+{
+    FN(gate_piece)(gt, dy, e0, e1 - e0, out + e0);
+}
