@@ -69,7 +69,11 @@ def summarize(case, threads, per_call, iterations, notes):
             "res_relu_vs_plain": median_iqr(np.divide(per_call["cbn_res_relu"],
                                                       per_call["cbn_train"])),
             "steps_vs_res_relu": median_iqr(np.divide(per_call["np_res_relu"],
-                                                      per_call["cbn_res_relu"]))}
+                                                      per_call["cbn_res_relu"])),
+            "bwd_relu_vs_plain": median_iqr(np.divide(per_call["cbn_bwd_relu"],
+                                                      per_call["cbn_bwd"])),
+            "steps_vs_bwd_relu": median_iqr(np.divide(per_call["np_bwd_relu"],
+                                                      per_call["cbn_bwd_relu"]))}
     if "compile_train" in per_call:
         cbn_fb = np.add(per_call["cbn_train"], per_call["cbn_bwd"])
         record["ratio_to_floor"]["cbn_fb"] = median_iqr(cbn_fb / floor)

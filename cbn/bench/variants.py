@@ -25,7 +25,10 @@ With ``--fused``, the fused forward of a CNN block against its NumPy steps
 (not on the tiny case): ``cbn_relu`` (``relu=True``), ``cbn_res_relu``
 (``residual=r, relu=True``), ``np_relu`` (the training forward, then
 ``numpy.maximum(y, 0, out=y)``) and ``np_res_relu`` (then also
-``numpy.add(y, r, out=y)`` before the maximum).
+``numpy.add(y, r, out=y)`` before the maximum); and the backward through
+the ReLU: ``cbn_bwd_relu`` (``normalize_batch_backward(..., relu=True,
+y=yr)``, the gated kernels) and ``np_bwd_relu`` (``dy * (yr > 0)`` into a
+buffer, then the plain backward).
 
 With ``--compile``, :func:`compiled_timers` adds ``compile_train`` and
 ``compile_fb``: ``torch.compile`` (inductor's generated C++ on the CPU) of
@@ -59,7 +62,8 @@ import numpy as np
 CBN_VARIANTS = ("cbn_train", "cbn_eval", "cbn_stats", "cbn_bwd")
 TORCH_VARIANTS = ("torch_train", "torch_eval", "torch_stats", "torch_bwd")
 #: The fused forward and its NumPy steps, with ``--fused`` only.
-FUSED_VARIANTS = ("cbn_relu", "cbn_res_relu", "np_relu", "np_res_relu")
+FUSED_VARIANTS = ("cbn_relu", "cbn_res_relu", "np_relu", "np_res_relu",
+                  "cbn_bwd_relu", "np_bwd_relu")
 #: ``torch.compile`` variants, with ``--compile`` only.
 COMPILE_VARIANTS = ("compile_train", "compile_fb")
 #: The operations, the suffixes of the variant names.
@@ -163,6 +167,11 @@ def build_variants(case, torch, rng, fused=False):
         stmts["cbn_res_relu"] = "nb(x, axis=ax, out=y, residual=r, relu=True)"
         stmts["np_relu"] = "nb(x, axis=ax, out=y); maximum(y, 0, out=y)"
         stmts["np_res_relu"] = "nb(x, axis=ax, out=y); add(y, r, out=y); maximum(y, 0, out=y)"
+        ns.update(yr=cbn.normalize_batch(x, axis=case.axis, relu=True), greater=np.greater,
+                  multiply=np.multiply, mk=np.empty(case.shape, bool), dm=np.empty_like(x))
+        stmts["cbn_bwd_relu"] = "nbb(dy, x, m, v, axis=ax, out=dx, relu=True, y=yr)"
+        stmts["np_bwd_relu"] = ("multiply(dy, greater(yr, 0, out=mk), out=dm); "
+                                "nbb(dm, x, m, v, axis=ax, out=dx)")
 
     out_ptrs = {}
     if torch is not None:
