@@ -78,9 +78,11 @@ static void FN(run_dev)(const T *p, int64_t n, double mu, double *s1, double *s2
 }
 
 /* s1 += sum(dy), s2 += sum(dy * (x - mu)) in double, prefetching ady and ax
-   along */
-static void FN(run_grad)(const T *dy, const T *x, int64_t n, double mu,
-                         double *s1, double *s2, ahead ady, ahead ax)
+   along; dy gated by bits from element off on (see kernels/gate.h), or
+   not (bits NULL) */
+CBN_SPECIALIZED void FN(run_grad_g)(const T *dy, const T *x, int64_t n, double mu,
+                                    double *s1, double *s2, ahead ady, ahead ax,
+                                    const uint8_t *bits, int64_t off)
 {
     vd m = vd_set1(mu), g0 = vd_zero(), g1 = vd_zero(), g2 = vd_zero(),
        g3 = vd_zero(), q0 = vd_zero(), q1 = vd_zero(), q2 = vd_zero(),
@@ -89,13 +91,13 @@ static void FN(run_grad)(const T *dy, const T *x, int64_t n, double mu,
     for (; i + 2 * STEP <= n; i += 2 * STEP) {
         prefetch_along(ady, i * (int64_t)sizeof(T), 2 * STEP * (int)sizeof(T));
         prefetch_along(ax, i * (int64_t)sizeof(T), 2 * STEP * (int)sizeof(T));
-        vt_load2(dy + i, &gl, &gh);
+        FN(load2_gated)(dy, i, bits, off, &gl, &gh);
         vt_load2(x + i, &xl, &xh);
         g0 = vd_add(g0, gl);
         g1 = vd_add(g1, gh);
         q0 = vd_fmadd(gl, vd_sub(xl, m), q0);
         q1 = vd_fmadd(gh, vd_sub(xh, m), q1);
-        vt_load2(dy + i + STEP, &gl, &gh);
+        FN(load2_gated)(dy, i + STEP, bits, off, &gl, &gh);
         vt_load2(x + i + STEP, &xl, &xh);
         g2 = vd_add(g2, gl);
         g3 = vd_add(g3, gh);
@@ -103,7 +105,7 @@ static void FN(run_grad)(const T *dy, const T *x, int64_t n, double mu,
         q3 = vd_fmadd(gh, vd_sub(xh, m), q3);
     }
     for (; i + STEP <= n; i += STEP) {
-        vt_load2(dy + i, &gl, &gh);
+        FN(load2_gated)(dy, i, bits, off, &gl, &gh);
         vt_load2(x + i, &xl, &xh);
         g0 = vd_add(g0, gl);
         g1 = vd_add(g1, gh);
@@ -113,12 +115,23 @@ static void FN(run_grad)(const T *dy, const T *x, int64_t n, double mu,
     double a = vd_hsum(vd_add(vd_add(g0, g1), vd_add(g2, g3)));
     double b = vd_hsum(vd_add(vd_add(q0, q1), vd_add(q2, q3)));
     for (; i < n; i++) {
-        double g = (double)dy[i];
+        double g = (double)FN(load1_gated)(dy, i, bits, off);
         a += g;
         b += g * ((double)x[i] - mu);
     }
     *s1 += a;
     *s2 += b;
+}
+
+/* run_grad_g compiled apart with and without a gate */
+static void FN(run_grad)(const T *dy, const T *x, int64_t n, double mu, double *s1,
+                         double *s2, ahead ady, ahead ax, const uint8_t *bits,
+                         int64_t off)
+{
+    if (bits)
+        FN(run_grad_g)(dy, x, n, mu, s1, s2, ady, ax, bits, off);
+    else
+        FN(run_grad_g)(dy, x, n, mu, s1, s2, ady, ax, NULL, 0);
 }
 
 /* Output stores
@@ -180,48 +193,71 @@ static void FN(run_normalize)(const T *x, T *y, int64_t n, FN(coef) k, int strea
         FN(run_normalize_ep)(x, y, n, k, stream, a, NULL, 0);
 }
 
-/* dx = a*dy + (b*(x - hi) + k0), prefetching ady and ax along */
-static void FN(run_dx)(const T *dy, const T *x, T *dx, int64_t n, T a, T b,
-                       T k0, T hi, int stream, ahead ady, ahead ax)
+/* dx = a*dy + (b*(x - hi) + k0), prefetching ady and ax along; dy gated as
+   in run_grad_g */
+CBN_SPECIALIZED void FN(run_dx_g)(const T *dy, const T *x, T *dx, int64_t n, T a, T b,
+                                  T k0, T hi, int stream, ahead ady, ahead ax,
+                                  const uint8_t *bits, int64_t off)
 {
     VT va = vt_set1(a), vb = vt_set1(b), vk = vt_set1(k0), vhi = vt_set1(hi);
     int64_t i = 0;
     for (int64_t p = FN(peel)(dx, n); i < p; i++)
-        dx[i] = FN(dx1)(dy[i], x[i], a, b, k0, hi);
+        dx[i] = FN(dx1)(FN(load1_gated)(dy, i, bits, off), x[i], a, b, k0, hi);
     if (stream) {
         for (; i + VT_N <= n; i += VT_N) {
             prefetch_along(ady, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
             prefetch_along(ax, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
-            vt_stream(dx + i, FN(dx_v)(vt_loadu(dy + i), vt_loadu(x + i), va, vb, vk, vhi));
+            vt_stream(dx + i, FN(dx_v)(FN(loadu_gated)(dy, i, bits, off), vt_loadu(x + i),
+                                       va, vb, vk, vhi));
         }
     }
     for (; i + VT_N <= n; i += VT_N) {
         prefetch_along(ady, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
         prefetch_along(ax, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
-        vt_storeu(dx + i, FN(dx_v)(vt_loadu(dy + i), vt_loadu(x + i), va, vb, vk, vhi));
+        vt_storeu(dx + i, FN(dx_v)(FN(loadu_gated)(dy, i, bits, off), vt_loadu(x + i),
+                                   va, vb, vk, vhi));
     }
     for (; i < n; i++)
-        dx[i] = FN(dx1)(dy[i], x[i], a, b, k0, hi);
+        dx[i] = FN(dx1)(FN(load1_gated)(dy, i, bits, off), x[i], a, b, k0, hi);
 }
 
-/* dx = a*dy (frozen statistics: x plays no part), prefetching ady along */
-static void FN(run_scale)(const T *dy, T *dx, int64_t n, T a, int stream,
-                          ahead ady)
+static void FN(run_dx)(const T *dy, const T *x, T *dx, int64_t n, T a, T b, T k0, T hi,
+                       int stream, ahead ady, ahead ax, const uint8_t *bits, int64_t off)
+{
+    if (bits)
+        FN(run_dx_g)(dy, x, dx, n, a, b, k0, hi, stream, ady, ax, bits, off);
+    else
+        FN(run_dx_g)(dy, x, dx, n, a, b, k0, hi, stream, ady, ax, NULL, 0);
+}
+
+/* dx = a*dy (frozen statistics: x plays no part), prefetching ady along; dy
+   gated as in run_grad_g */
+CBN_SPECIALIZED void FN(run_scale_g)(const T *dy, T *dx, int64_t n, T a, int stream,
+                                     ahead ady, const uint8_t *bits, int64_t off)
 {
     VT va = vt_set1(a);
     int64_t i = 0;
     for (int64_t p = FN(peel)(dx, n); i < p; i++)
-        dx[i] = FN(scale1)(dy[i], a);
+        dx[i] = FN(scale1)(FN(load1_gated)(dy, i, bits, off), a);
     if (stream) {
         for (; i + VT_N <= n; i += VT_N) {
             prefetch_along(ady, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
-            vt_stream(dx + i, FN(scale_v)(vt_loadu(dy + i), va));
+            vt_stream(dx + i, FN(scale_v)(FN(loadu_gated)(dy, i, bits, off), va));
         }
     }
     for (; i + VT_N <= n; i += VT_N) {
         prefetch_along(ady, i * (int64_t)sizeof(T), VT_N * (int)sizeof(T));
-        vt_storeu(dx + i, FN(scale_v)(vt_loadu(dy + i), va));
+        vt_storeu(dx + i, FN(scale_v)(FN(loadu_gated)(dy, i, bits, off), va));
     }
     for (; i < n; i++)
-        dx[i] = FN(scale1)(dy[i], a);
+        dx[i] = FN(scale1)(FN(load1_gated)(dy, i, bits, off), a);
+}
+
+static void FN(run_scale)(const T *dy, T *dx, int64_t n, T a, int stream, ahead ady,
+                          const uint8_t *bits, int64_t off)
+{
+    if (bits)
+        FN(run_scale_g)(dy, dx, n, a, stream, ady, bits, off);
+    else
+        FN(run_scale_g)(dy, dx, n, a, stream, ady, NULL, 0);
 }

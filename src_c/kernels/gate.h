@@ -8,8 +8,10 @@
  * data type, so it has no include guard, and every name it defines goes
  * through FN() or is a type-independent macro defined identically both times.
  *
- * The loops over elements are not touched: a piece of dy (at most CHUNK
- * elements, see core/geometry.h) is gated into a buffer on the stack,
+ * A bit mask gates dy in the planes loops themselves, as they load it
+ * (kernels/contiguous.h: a vector's bits, vt_keep_bits). The forward's
+ * output y, and the cold features' double loops, gate a piece of dy (at
+ * most CHUNK elements, see core/geometry.h) into a buffer on the stack,
  * which stays in L1, and the ungated loop reads that instead of dy. The
  * gated values are dy's or +0.0 exactly, so the sums and dx are bitwise
  * those of the ungated backward of numpy.where(mask, dy, 0).
@@ -63,4 +65,46 @@ static void FN(gate_range)(const FN(gate) *gt, const T *dy, T *out, int64_t e0,
                            int64_t e1)
 {
     FN(gate_piece)(gt, dy, e0, e1 - e0, out + e0);
+}
+
+/* The k <= 16 bits of the mask from bit e on, in the low bits of the result;
+   only the bytes holding them are read (none past the mask's end). */
+static inline unsigned FN(gate_bits_at)(const uint8_t *bits, int64_t e, int k)
+{
+    const uint8_t *p = bits + (e >> 3);
+    const int s = (int)(e & 7);
+    unsigned w = p[0];
+    if (s + k > 8)
+        w |= (unsigned)p[1] << 8;
+    if (s + k > 16)
+        w |= (unsigned)p[2] << 16;
+    return w >> s;
+}
+
+/* dy's loads in the planes loops, gated by bits from element off + i on
+   (bits NULL: plain loads; the loops are specialized on it, so that the
+   plain ones carry no test): one value, a vector, or 2*VD_N values as two
+   double vectors (vt_load2). */
+static inline T FN(load1_gated)(const T *dy, int64_t i, const uint8_t *bits, int64_t off)
+{
+    if (!bits)
+        return dy[i];
+    return (bits[(off + i) >> 3] >> ((off + i) & 7)) & 1 ? dy[i] : (T)0;
+}
+
+static inline VT FN(loadu_gated)(const T *dy, int64_t i, const uint8_t *bits, int64_t off)
+{
+    const VT v = vt_loadu(dy + i);
+    return bits ? vt_keep_bits(v, FN(gate_bits_at)(bits, off + i, VT_N)) : v;
+}
+
+static inline void FN(load2_gated)(const T *dy, int64_t i, const uint8_t *bits,
+                                   int64_t off, vd *lo, vd *hi)
+{
+    vt_load2(dy + i, lo, hi);
+    if (bits) {
+        const unsigned w = FN(gate_bits_at)(bits, off + i, 2 * VD_N);
+        *lo = vd_keep_bits(*lo, w);
+        *hi = vd_keep_bits(*hi, w >> VD_N);
+    }
 }
