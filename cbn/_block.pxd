@@ -43,6 +43,8 @@ cdef int run_backward(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
                       double *dgamma, double *dbeta, cnp.ndarray gate=*,
                       cnp.ndarray gate_bits=*) except -1
 cdef int run_stats(Block b, double *mean, double *var) except -1
+# The ReLU mask of an output block, as the gated backward takes it.
+cdef cnp.ndarray relu_bits(cnp.ndarray yt)
 cdef int run_backward_dx(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
                          const double *mean, const double *var,
                          const double *gamma, double eps, int64_t m,

@@ -88,6 +88,8 @@ cdef extern from "cbn.h" nogil:
                          const double *mean, const double *var,
                          const double *gamma, double eps, int batch_stats,
                          double *dgamma, double *dbeta)
+    int cbn_relu_mask_f32(const float *y, int64_t n, uint8_t *bits)
+    int cbn_relu_mask_f64(const double *y, int64_t n, uint8_t *bits)
     int cbn_backward_gated_f32(const float *dy, const float *x, float *dx,
                                int64_t outer, int64_t C, int64_t inner,
                                const double *mean, const double *var,

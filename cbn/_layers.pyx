@@ -16,7 +16,7 @@ from libc.string cimport memset
 from cbn cimport kernels as K
 from cbn._block cimport (Block, make_block, empty_like_block, from_doubles,
                          check_status, run_forward_train, run_forward_infer,
-                         run_backward, run_stats, run_backward_dx)
+                         run_backward, run_stats, run_backward_dx, relu_bits)
 from cbn._normalize cimport as_ndarray, as_type, residual_block
 from cbn._args import asarray as _asarray, index as _index, real as _real
 from cbn._normalize import _check_eps
@@ -847,10 +847,9 @@ cdef class BatchNorm:
             self._to_doubles(self._running_var, var)
             run_forward_infer(b, yt, mean, var, g, be, self._eps, rt, self._relu)
         # Where the ReLU passed its input, as bits: 1/32 of a float32 output.
-        # Made before any saved field changes (NumPy may release the GIL), so
+        # Made before any saved field changes (the kernel releases the GIL), so
         # that those change together.
-        mask = (np.packbits(yt.reshape(-1) > 0, bitorder="little")
-                if self._relu else None)
+        mask = relu_bits(yt) if self._relu else None
         self._saved = b
         self._saved_mask = mask
         self._saved_residual = rt is not None

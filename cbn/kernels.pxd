@@ -132,6 +132,11 @@ cdef int backward_gated_f64(const double *dy, const double *x, double *dx,
                             double *dgamma, double *dbeta,
                             const double *y, const uint8_t *bits) noexcept nogil
 
+# The ReLU mask the gated backward takes: bit e%8 of bits[e/8] set where
+# y[e] > 0; (n + 7)/8 bytes (cbn.h).
+cdef int relu_mask_f32(const float *y, int64_t n, uint8_t *bits) noexcept nogil
+cdef int relu_mask_f64(const double *y, int64_t n, uint8_t *bits) noexcept nogil
+
 cdef int backward_dx_f32(const float *dy, const float *x, float *dx,
                          int64_t outer, int64_t C, int64_t inner,
                          const double *mean, const double *var,

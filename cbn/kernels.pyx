@@ -156,6 +156,14 @@ cdef int backward_gated_f64(const double *dy, const double *x, double *dx,
                                        batch_stats, dgamma, dbeta, y, bits)
 
 
+cdef int relu_mask_f32(const float *y, int64_t n, uint8_t *bits) noexcept nogil:
+    return _cbn.cbn_relu_mask_f32(y, n, bits)
+
+
+cdef int relu_mask_f64(const double *y, int64_t n, uint8_t *bits) noexcept nogil:
+    return _cbn.cbn_relu_mask_f64(y, n, bits)
+
+
 cdef int backward_dx_f32(const float *dy, const float *x, float *dx,
                          int64_t outer, int64_t C, int64_t inner,
                          const double *mean, const double *var,

@@ -129,6 +129,15 @@ int API(cbn_backward_dx)(const T *dy, const T *x, T *dx, int64_t outer,
     return CBN_OK;
 }
 
+int API(cbn_relu_mask)(const T *y, int64_t n, uint8_t *bits)
+{
+    if (n < 0 || (n > 0 && (!y || !bits)))
+        return CBN_ERR_ARG;
+    if (n > 0)
+        kernels(CBN_PASS_INFER)->API(relu_mask)(y, n, bits);
+    return CBN_OK;
+}
+
 int API(cbn_update_running)(T *running_mean, T *running_var,
                              const double *mean, const double *var,
                              int64_t C, int64_t m, double f)

@@ -306,6 +306,16 @@ int cbn_backward_gated_f64(const double *dy, const double *x, double *dx,
                            const double *y, const uint8_t *bits);
 
 /*
+ * The mask of a ReLU's output y (n values), for cbn_backward_gated: bit
+ * e % 8 of bits[e / 8] set where y[e] > 0 (not at 0, not NaN), the last
+ * byte's bits past n clear; numpy.packbits(y > 0, bitorder="little") of the
+ * block. bits has (n + 7) / 8 bytes. One pass over y, threads over the bytes.
+ * Errors: CBN_ERR_ARG (n < 0, y or bits NULL while n > 0).
+ */
+int cbn_relu_mask_f32(const float *y, int64_t n, uint8_t *bits);
+int cbn_relu_mask_f64(const double *y, int64_t n, uint8_t *bits);
+
+/*
  * Backward's dx with batch statistics, from given gradient sums: for a block
  * that is one part of a larger batch of m values per feature (synchronized
  * batch norm: each process holds a slice of the batch), with mean and var

@@ -40,7 +40,8 @@
                               int64_t C, int64_t inner, const double *mean,   \
                               const double *var, const double *gamma,         \
                               double eps, int64_t m, const double *dgamma,    \
-                              const double *dbeta);
+                              const double *dbeta);                           \
+    void (*relu_mask_##sfx)(const T *y, int64_t n, uint8_t *bits);
 
 typedef struct cbn_kernel_table {
     const char *name;

@@ -424,3 +424,36 @@ def test_function_backward_with_out_aliasing_x_or_y():
             assert got[0] is out
             for a, b in zip(got, want):
                 assert a.tobytes() == b.tobytes(), target
+
+
+for _sfx, _ct in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+    getattr(_LIB, f"cbn_relu_mask_{_sfx}").argtypes = [ctypes.POINTER(_ct), ctypes.c_int64, _BP]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_mask_is_numpys_packbits(simd_level, threads, dtype):
+    # every tail length of a byte and of a vector, values at 0, -0.0, NaN,
+    # infinities and the smallest subnormals of either sign
+    rng = np.random.default_rng(36)
+    specials = np.array([0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf], dtype)
+    tiny = np.finfo(dtype).smallest_subnormal
+    fn = getattr(_LIB, f"cbn_relu_mask_{'f32' if dtype == np.float32 else 'f64'}")
+    for nt in (1, 2):
+        threads(nt)
+        for n in list(range(0, 40)) + [1000, 4099, 70001]:
+            y = rng.normal(size=n).astype(dtype)
+            y[::5] = rng.choice(np.concatenate([specials, [tiny, -tiny]]), y[::5].shape)
+            bits = np.full((n + 7) // 8, 0xAA, np.uint8)
+            assert fn(_ptr(y), n, _ptr(bits, ctypes.c_uint8)) == 0
+            want = np.packbits(y > 0, bitorder="little")
+            assert bits.tobytes() == want.tobytes(), (nt, n)
+
+
+def test_relu_mask_refuses_bad_arguments():
+    y = np.ones(9, np.float32)
+    bits = np.zeros(2, np.uint8)
+    assert _LIB.cbn_relu_mask_f32(_ptr(y), -1, _ptr(bits, ctypes.c_uint8)) == -1
+    assert _LIB.cbn_relu_mask_f32(None, 9, _ptr(bits, ctypes.c_uint8)) == -1
+    assert _LIB.cbn_relu_mask_f32(_ptr(y), 9, None) == -1
+    assert (bits == 0).all()
+    assert _LIB.cbn_relu_mask_f32(None, 0, None) == 0

@@ -108,3 +108,41 @@ static inline void FN(load2_gated)(const T *dy, int64_t i, const uint8_t *bits,
         *hi = vd_keep_bits(*hi, w >> VD_N);
     }
 }
+
+/* The mask of a ReLU's output (cbn_relu_mask): bits of y > 0 for the
+   elements of bytes [b0, b1) of the mask, elements [8*b0, min(8*b1, n));
+   the last byte's bits past n are 0. Threads take disjoint bytes. */
+typedef struct {
+    const T *y;
+    uint8_t *bits;
+    int64_t n;
+} FN(mask_job);
+
+static void FN(mask_bytes)(void *ctx, int64_t b0, int64_t b1)
+{
+    const FN(mask_job) *j = (const FN(mask_job) *)ctx;
+    const T *y = j->y;
+    uint8_t *bits = j->bits;
+    const int64_t end = 8 * b1 < j->n ? 8 * b1 : j->n;
+    int64_t e = 8 * b0;
+    for (; e + GATE_STEP <= end; e += GATE_STEP) {
+        unsigned w = 0;
+        for (int k = 0; k < GATE_STEP; k += VT_N)
+            w |= vt_pos_bits(vt_loadu(y + e + k)) << k;
+        bits[e >> 3] = (uint8_t)w;
+        if (GATE_STEP > 8)
+            bits[(e >> 3) + 1] = (uint8_t)(w >> 8);
+    }
+    for (; e < end; e += 8) {
+        unsigned w = 0;
+        for (int64_t k = 0; k < 8 && e + k < end; k++)
+            w |= (unsigned)(y[e + k] > (T)0) << k;
+        bits[e >> 3] = (uint8_t)w;
+    }
+}
+
+static void FN(relu_mask)(const T *y, int64_t n, uint8_t *bits)
+{
+    FN(mask_job) j = {y, bits, n};
+    for_ranges(threads_for(n), (n + 7) / 8, FN(mask_bytes), &j);
+}

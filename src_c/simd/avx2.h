@@ -56,6 +56,15 @@ static inline vd vd_keep_bits(vd a, unsigned w)
     const __m256i m = _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_set1_epi64x(w), sel), sel);
     return _mm256_and_pd(a, _mm256_castsi256_pd(m));
 }
+/* bit k set where lane k of a is > 0 (not NaN): a ReLU's mask (kernels/gate.h) */
+static inline unsigned vd_pos_bits(vd a)
+{
+    return (unsigned)_mm256_movemask_pd(_mm256_cmp_pd(a, _mm256_setzero_pd(), _CMP_GT_OQ));
+}
+static inline unsigned vf_pos_bits(vf a)
+{
+    return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GT_OQ));
+}
 static inline vf vf_keep_bits(vf a, unsigned w)
 {
     const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);

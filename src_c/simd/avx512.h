@@ -56,6 +56,15 @@ static inline vd vd_keep_bits(vd a, unsigned w)
 {
     return _mm512_maskz_mov_pd((__mmask8)w, a);
 }
+/* bit k set where lane k of a is > 0 (not NaN): a ReLU's mask (kernels/gate.h) */
+static inline unsigned vd_pos_bits(vd a)
+{
+    return (unsigned)_mm512_cmp_pd_mask(a, _mm512_setzero_pd(), _CMP_GT_OQ);
+}
+static inline unsigned vf_pos_bits(vf a)
+{
+    return (unsigned)_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ);
+}
 static inline vf vf_keep_bits(vf a, unsigned w)
 {
     return _mm512_maskz_mov_ps((__mmask16)w, a);

@@ -12,6 +12,7 @@
 #undef vt_add
 #undef vt_relu
 #undef vt_keep_bits
+#undef vt_pos_bits
 #undef vt_fmadd
 #undef vt_loadu
 #undef vt_storeu

@@ -16,6 +16,7 @@
 #define vt_add vf_add
 #define vt_relu vf_relu
 #define vt_keep_bits vf_keep_bits
+#define vt_pos_bits vf_pos_bits
 #define vt_fmadd vf_fmadd
 #define vt_loadu vf_loadu
 #define vt_storeu vf_storeu

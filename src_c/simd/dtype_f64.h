@@ -15,6 +15,7 @@
 #define vt_add vd_add
 #define vt_relu vd_relu
 #define vt_keep_bits vd_keep_bits
+#define vt_pos_bits vd_pos_bits
 #define vt_fmadd vd_fmadd
 #define vt_loadu vd_loadu
 #define vt_storeu vd_storeu

@@ -55,6 +55,18 @@ static inline vd vd_keep_bits(vd a, unsigned w)
     const uint64x2_t m = vtstq_u64(vdupq_n_u64(w), sel);
     return vreinterpretq_f64_u64(vandq_u64(vreinterpretq_u64_f64(a), m));
 }
+/* bit k set where lane k of a is > 0 (not NaN): a ReLU's mask (kernels/gate.h);
+   NEON has no movemask: each lane's compare selects its bit, then a sum */
+static inline unsigned vd_pos_bits(vd a)
+{
+    const uint64x2_t sel = {1, 2};
+    return (unsigned)vaddvq_u64(vandq_u64(vcgtq_f64(a, vdupq_n_f64(0.0)), sel));
+}
+static inline unsigned vf_pos_bits(vf a)
+{
+    const uint32x4_t sel = {1, 2, 4, 8};
+    return (unsigned)vaddvq_u32(vandq_u32(vcgtq_f32(a, vdupq_n_f32(0.0f)), sel));
+}
 static inline vf vf_keep_bits(vf a, unsigned w)
 {
     const uint32x4_t sel = {1, 2, 4, 8};

@@ -40,6 +40,9 @@ static inline vf vf_relu(vf a) { return (0.0f > a ? 0.0f : a) + 0.0f; }
 /* a's lane k where bit k of w is set, else +0.0 (the gate of kernels/gate.h) */
 static inline vd vd_keep_bits(vd a, unsigned w) { return w & 1u ? a : 0.0; }
 static inline vf vf_keep_bits(vf a, unsigned w) { return w & 1u ? a : 0.0f; }
+/* bit k set where lane k of a is > 0 (not NaN): a ReLU's mask (kernels/gate.h) */
+static inline unsigned vd_pos_bits(vd a) { return a > 0.0; }
+static inline unsigned vf_pos_bits(vf a) { return a > 0.0f; }
 
 static inline void vd_stream(double *p, vd a) { *p = a; }
 static inline void vf_stream(float *p, vf a) { *p = a; }

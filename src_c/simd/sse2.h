@@ -57,6 +57,15 @@ static inline vd vd_keep_bits(vd a, unsigned w)
     const __m128i m = _mm_cmpeq_epi32(_mm_and_si128(_mm_set1_epi32((int)w), sel), sel);
     return _mm_and_pd(a, _mm_castsi128_pd(m));
 }
+/* bit k set where lane k of a is > 0 (not NaN): a ReLU's mask (kernels/gate.h) */
+static inline unsigned vd_pos_bits(vd a)
+{
+    return (unsigned)_mm_movemask_pd(_mm_cmpgt_pd(a, _mm_setzero_pd()));
+}
+static inline unsigned vf_pos_bits(vf a)
+{
+    return (unsigned)_mm_movemask_ps(_mm_cmpgt_ps(a, _mm_setzero_ps()));
+}
 static inline vf vf_keep_bits(vf a, unsigned w)
 {
     const __m128i sel = _mm_set_epi32(8, 4, 2, 1);

@@ -30,6 +30,6 @@
 
 const cbn_kernel_table CBN_TABLE = {
     CBN_ISA_NAME,
-    forward_train_f32, forward_infer_f32, backward_f32, backward_dx_f32,
-    forward_train_f64, forward_infer_f64, backward_f64, backward_dx_f64,
+    forward_train_f32, forward_infer_f32, backward_f32, backward_dx_f32, relu_mask_f32,
+    forward_train_f64, forward_infer_f64, backward_f64, backward_dx_f64, relu_mask_f64,
 };
