@@ -288,8 +288,9 @@ int cbn_backward_f64(const double *dy, const double *x, double *dx,
  * cbn_backward. dx is required with a gate (CBN_ERR_ARG otherwise, unless
  * the block is empty); it may be dy itself, but must not overlap x, y or
  * bits. The gradient for the residual is the masked dy; this does not write
- * it. Loop shapes: the planes layout (inner > 1) gates dy as it reads it;
- * the rows layout (inner == 1) gates dy into dx in a pass of its own first.
+ * it. The loops apply bits as they read dy; y gates each piece of dy into
+ * a buffer that stays in L1 (inner > 1) or dy into dx in a pass of its own
+ * first (the rows layout, inner == 1): a bit mask is the faster gate.
  * Other arguments and errors as cbn_backward's.
  */
 int cbn_backward_gated_f32(const float *dy, const float *x, float *dx,

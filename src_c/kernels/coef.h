@@ -204,16 +204,18 @@ static inline int FN(dcoef_cold)(FN(dcoef) d, double sdy, double sdyx, double m,
 }
 
 /* A cold feature's dx at n elements ld apart, in double (see cold_dcoef),
-   rounded once. */
+   rounded once; dy gated by bits from element e of the block on (NULL:
+   not gated, see kernels/gate.h). */
 static CBN_COLD void FN(cold_dx)(const T *dy, const T *x, T *dx, int64_t n,
-                                 int64_t ld, const cold_dcoef *d, int batch_stats)
+                                 int64_t ld, const cold_dcoef *d, int batch_stats,
+                                 const uint8_t *bits, int64_t e)
 {
     if (batch_stats) {
         for (int64_t i = 0; i < n; i++)
-            dx[i * ld] = (T)(d->a * (double)dy[i * ld]
+            dx[i * ld] = (T)(d->a * (double)FN(load1_gated)(dy, i * ld, bits, e)
                              + d->c1 * (((double)x[i * ld] - d->mean) * d->invstd) + d->k1);
     } else {  /* x plays no part; + 0.0 signs a zero as run_scale does */
         for (int64_t i = 0; i < n; i++)
-            dx[i * ld] = (T)(d->a * (double)dy[i * ld] + 0.0);
+            dx[i * ld] = (T)(d->a * (double)FN(load1_gated)(dy, i * ld, bits, e) + 0.0);
     }
 }

@@ -44,10 +44,11 @@ static void FN(gate_ranges)(void *ctx, int64_t e0, int64_t e1)
 }
 
 /* gate, gate_bits: the gated backward's (see FN(gate)), both NULL for none.
-   The planes loops gate each piece of dy on its way in (kernels/gate.h);
-   the rows loops, whose pieces are strided, do not yet: there dy is gated
-   into dx first (dx is then the kernel's dy, read before it is written, as
-   in place), a pass of its own. */
+   The loops apply a bit mask as they load dy; the planes loops gate a
+   piece of dy by y into an L1 buffer (kernels/gate.h); the rows loops,
+   whose pieces are strided, do not: there dy is gated by y into dx first
+   (dx is then the kernel's dy, read before it is written, as in place), a
+   pass of its own. */
 static void FN(backward)(const T *dy, const T *x, T *dx, int64_t outer,
                          int64_t C, int64_t inner, const double *mean,
                          const double *var, const double *gamma, double eps,
@@ -56,14 +57,14 @@ static void FN(backward)(const T *dy, const T *x, T *dx, int64_t outer,
 {
     const FN(gate) g = {gate, gate_bits}, *gt = gate || gate_bits ? &g : NULL;
     if (inner == 1) {
-        if (gt) {
+        if (gt && gt->y) {
             FN(job) j = {0};
             j.dy = dy, j.out = dx, j.gt = gt;
             for_ranges(threads_for(outer * C), outer * C, FN(gate_ranges), &j);
-            dy = dx;
+            dy = dx, gt = NULL;
         }
         FN(rows_backward)(dy, x, dx, outer, C, mean, var, gamma, eps,
-                          batch_stats, dgamma, dbeta);
+                          batch_stats, dgamma, dbeta, gt);
     } else {
         FN(planes_backward)(dy, x, dx, outer, C, inner, mean, var, gamma, eps,
                             batch_stats, dgamma, dbeta, gt);

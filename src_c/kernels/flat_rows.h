@@ -154,8 +154,8 @@ static void FN(flat_normalize)(const T *x, T *y, int64_t e0, int64_t e1,
 
 /* dx = a*dy over the elements [e0, e1): x plays no part (a NaN there stays
    out); f holds a */
-static void FN(flat_scale)(const T *dy, T *dx, int64_t e0, int64_t e1,
-                           const FN(flat) *f, int stream)
+CBN_SPECIALIZED void FN(flat_scale)(const T *dy, T *dx, int64_t e0, int64_t e1,
+                                    const FN(flat) *f, int stream, const uint8_t *bits)
 {
     const int64_t P = f->P;
     const T *a = f->k;
@@ -165,34 +165,36 @@ static void FN(flat_scale)(const T *dy, T *dx, int64_t e0, int64_t e1,
     FN(flat_cut)(f, e0, e1, &v0, &v1);
     for (e = e0; e < v0; e++) {
         q = FN(flat_phase)(f, e);
-        dx[e] = FN(scale1)(dy[e], a[q]);
+        dx[e] = FN(scale1)(FN(load1_gated)(dy, e, bits, 0), a[q]);
     }
     q = FN(flat_phase)(f, v0);
     if (stream) {
         for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(q, P)) {
             prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), span);
-            vt_stream(dx + e, FN(scale_v)(vt_loadu(dy + e), vt_loadu(a + q)));
+            vt_stream(dx + e, FN(scale_v)(FN(loadu_gated)(dy, e, bits, 0), vt_loadu(a + q)));
         }
         stream_fence();
     } else {
         for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(q, P)) {
             prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), span);
-            vt_storeu(dx + e, FN(scale_v)(vt_loadu(dy + e), vt_loadu(a + q)));
+            vt_storeu(dx + e, FN(scale_v)(FN(loadu_gated)(dy, e, bits, 0), vt_loadu(a + q)));
         }
     }
     for (e = v1; e < e1; e++) {
         q = FN(flat_phase)(f, e);
-        dx[e] = FN(scale1)(dy[e], a[q]);
+        dx[e] = FN(scale1)(FN(load1_gated)(dy, e, bits, 0), a[q]);
     }
 }
 
 /* dx = a*dy + (b*(x - hi) + k0) over the elements [e0, e1), or a*dy alone
-   without batch_stats; f holds a, b, k0, hi */
-static void FN(flat_dx)(const T *dy, const T *x, T *dx, int64_t e0, int64_t e1,
-                        const FN(flat) *f, int batch_stats, int stream)
+   without batch_stats; f holds a, b, k0, hi. dy gated by bits (or NULL,
+   see kernels/gate.h) in both. */
+CBN_SPECIALIZED void FN(flat_dx)(const T *dy, const T *x, T *dx, int64_t e0, int64_t e1,
+                                 const FN(flat) *f, int batch_stats, int stream,
+                                 const uint8_t *bits)
 {
     if (!batch_stats) {
-        FN(flat_scale)(dy, dx, e0, e1, f, stream);
+        FN(flat_scale)(dy, dx, e0, e1, f, stream, bits);
         return;
     }
     const int64_t P = f->P;
@@ -204,14 +206,14 @@ static void FN(flat_dx)(const T *dy, const T *x, T *dx, int64_t e0, int64_t e1,
     FN(flat_cut)(f, e0, e1, &v0, &v1);
     for (e = e0; e < v0; e++) {
         q = FN(flat_phase)(f, e);
-        dx[e] = FN(dx1)(dy[e], x[e], a[q], b[q], k0[q], hi[q]);
+        dx[e] = FN(dx1)(FN(load1_gated)(dy, e, bits, 0), x[e], a[q], b[q], k0[q], hi[q]);
     }
     q = FN(flat_phase)(f, v0);
     if (stream) {
         for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(q, P)) {
             prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), span);
             prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), span);
-            vt_stream(dx + e, FN(dx_v)(vt_loadu(dy + e), vt_loadu(x + e), vt_loadu(a + q),
+            vt_stream(dx + e, FN(dx_v)(FN(loadu_gated)(dy, e, bits, 0), vt_loadu(x + e), vt_loadu(a + q),
                                        vt_loadu(b + q), vt_loadu(k0 + q), vt_loadu(hi + q)));
         }
         stream_fence();
@@ -219,12 +221,12 @@ static void FN(flat_dx)(const T *dy, const T *x, T *dx, int64_t e0, int64_t e1,
         for (e = v0; e < v1; e += VT_N, q = FN(flat_next)(q, P)) {
             prefetch_along(ady, (e - e0) * (int64_t)sizeof(T), span);
             prefetch_along(ax, (e - e0) * (int64_t)sizeof(T), span);
-            vt_storeu(dx + e, FN(dx_v)(vt_loadu(dy + e), vt_loadu(x + e), vt_loadu(a + q),
+            vt_storeu(dx + e, FN(dx_v)(FN(loadu_gated)(dy, e, bits, 0), vt_loadu(x + e), vt_loadu(a + q),
                                        vt_loadu(b + q), vt_loadu(k0 + q), vt_loadu(hi + q)));
         }
     }
     for (e = v1; e < e1; e++) {
         q = FN(flat_phase)(f, e);
-        dx[e] = FN(dx1)(dy[e], x[e], a[q], b[q], k0[q], hi[q]);
+        dx[e] = FN(dx1)(FN(load1_gated)(dy, e, bits, 0), x[e], a[q], b[q], k0[q], hi[q]);
     }
 }

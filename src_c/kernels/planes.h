@@ -68,12 +68,12 @@ static inline const uint8_t *FN(gt_bits)(const FN(gate) *gt)
 }
 
 /* dy's piece p, or, with a gate of y, the gated piece in buf (see
-   kernels/gate.h; a piece has at most CHUNK elements); a gate of bits only
-   when `all` (the cold loops), else the loops apply it (gt_bits) */
+   kernels/gate.h; a piece has at most CHUNK elements); a gate of bits the
+   loops apply themselves (gt_bits) */
 static inline const T *FN(piece_dy)(const T *dy, const FN(gate) *gt, const planes_piece *p,
-                                    T *buf, int all)
+                                    T *buf)
 {
-    if (!gt || (gt->bits && !all))
+    if (!gt || gt->bits)
         return dy + p->off;
     FN(gate_piece)(gt, dy, p->off, p->i1 - p->i0, buf);
     return buf;
@@ -91,7 +91,7 @@ static void FN(planes_segment_grad)(const T *dy, const T *x, const planes_geom *
     while (planes_next_piece(g, c, &p)) {
         prefetch_run(g, dy, sizeof(T), p.o, c, 0);
         prefetch_run(g, x, sizeof(T), p.o, c, 0);
-        FN(run_grad)(FN(piece_dy)(dy, gt, &p, buf, 0), x + p.off, p.i1 - p.i0, mean, &a,
+        FN(run_grad)(FN(piece_dy)(dy, gt, &p, buf), x + p.off, p.i1 - p.i0, mean, &a,
                      &b, next_piece(g, dy, sizeof(T), p.o, c, p.i0),
                      next_piece(g, x, sizeof(T), p.o, c, p.i0), FN(gt_bits)(gt), p.off);
     }
@@ -141,8 +141,8 @@ static CBN_COLD void FN(planes_segment_dx_cold)(const T *dy, const T *x, T *dx,
     planes_piece p = planes_pieces(g, s);
     T buf[CHUNK]; /* the gated piece, when gt */
     while (planes_next_piece(g, c, &p))
-        FN(cold_dx)(FN(piece_dy)(dy, gt, &p, buf, 1), x + p.off, dx + p.off, p.i1 - p.i0,
-                    1, d, batch_stats);
+        FN(cold_dx)(FN(piece_dy)(dy, gt, &p, buf), x + p.off, dx + p.off, p.i1 - p.i0,
+                    1, d, batch_stats, FN(gt_bits)(gt), p.off);
 }
 
 static void FN(planes_segment_dx)(const T *dy, const T *x, T *dx,
@@ -154,7 +154,7 @@ static void FN(planes_segment_dx)(const T *dy, const T *x, T *dx,
     while (planes_next_piece(g, c, &p)) {
         const int64_t n = p.i1 - p.i0;
         const ahead ady = next_piece(g, dy, sizeof(T), p.o, c, p.i0);
-        const T *gy = FN(piece_dy)(dy, gt, &p, buf, 0);
+        const T *gy = FN(piece_dy)(dy, gt, &p, buf);
         if (!g->stream)
             prefetch_run(g, dx, sizeof(T), p.o, c, 1);
         if (batch_stats)

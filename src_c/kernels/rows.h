@@ -98,9 +98,11 @@ static void FN(rows_dev)(const T *row, int64_t ld, int k, int nb,
 }
 
 /* s1[j] += sum(dy[j]), s2[j] += sum(dy[j]*(x[j] - mean[j])) over k rows;
-   prefetching as rows_dev */
-static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
-                          const double *mean, double *s1, double *s2, int pf)
+   prefetching as rows_dev; dy gated by bits, dyr[0] being element e of the
+   block (bits NULL: not gated, see kernels/gate.h) */
+CBN_SPECIALIZED void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
+                                   const double *mean, double *s1, double *s2, int pf,
+                                   const uint8_t *bits, int64_t e)
 {
     int j = 0;
     for (; j + STEP <= nb; j += STEP) {
@@ -112,7 +114,7 @@ static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
                     CBN_PREFETCH(dyr + (r + pf) * ld + j);
                     CBN_PREFETCH(xr + (r + pf) * ld + j);
                 }
-                vt_load2(dyr + r * ld + j, &gl[r], &gh[r]);
+                FN(load2_gated)(dyr, r * ld + j, bits, e, &gl[r], &gh[r]);
                 vt_load2(xr + r * ld + j, &xl, &xh);
                 pl[r] = vd_mul(gl[r], vd_sub(xl, ml));
                 ph[r] = vd_mul(gh[r], vd_sub(xh, mh));
@@ -125,7 +127,7 @@ static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
             al = ah = ql = qh = vd_zero();
             for (int r = 0; r < k; r++) {
                 vd gl, gh, xl, xh;
-                vt_load2(dyr + r * ld + j, &gl, &gh);
+                FN(load2_gated)(dyr, r * ld + j, bits, e, &gl, &gh);
                 vt_load2(xr + r * ld + j, &xl, &xh);
                 al = vd_add(al, gl);
                 ah = vd_add(ah, gh);
@@ -139,7 +141,7 @@ static void FN(rows_grad)(const T *dyr, const T *xr, int64_t ld, int k, int nb,
     for (; j < nb; j++) {
         double a = 0.0, q = 0.0;
         for (int r = 0; r < k; r++) {
-            double g = (double)dyr[r * ld + j];
+            double g = (double)FN(load1_gated)(dyr, r * ld + j, bits, e);
             a += g;
             q += g * ((double)xr[r * ld + j] - mean[j]);
         }
@@ -210,10 +212,12 @@ static void FN(column_two_pass)(const T *p, int64_t ld, int64_t n, double *mu,
 }
 
 /* s1[j] += sum(dy), s2[j] += sum(dy*(x - mean[j])) over the rows [a, b) of
-   columns [c0, c0+nb), in register strips as rows_chunk_dev. */
-static void FN(rows_chunk_grad)(const T *dy, const T *x, const rows_geom *g,
-                                int64_t c0, int nb, int64_t a, int64_t b,
-                                const double *mean, double *s1, double *s2)
+   columns [c0, c0+nb), in register strips as rows_chunk_dev; dy gated by
+   bits (or NULL) */
+CBN_SPECIALIZED void FN(rows_chunk_grad)(const T *dy, const T *x, const rows_geom *g,
+                                         int64_t c0, int nb, int64_t a, int64_t b,
+                                         const double *mean, double *s1, double *s2,
+                                         const uint8_t *bits)
 {
     const int64_t ld = g->C;
     const int nstrips = nb / (STRIP_STEPS * STEP);
@@ -238,7 +242,7 @@ static void FN(rows_chunk_grad)(const T *dy, const T *x, const rows_geom *g,
                     CBN_PREFETCH(dy + off + pf * ld + u * STEP);
                     CBN_PREFETCH(x + off + pf * ld + u * STEP);
                 }
-                vt_load2(dy + off + u * STEP, &gl, &gh);
+                FN(load2_gated)(dy, off + u * STEP, bits, 0, &gl, &gh);
                 vt_load2(x + off + u * STEP, &xl, &xh);
                 s[2 * u] = vd_add(s[2 * u], gl);
                 s[2 * u + 1] = vd_add(s[2 * u + 1], gh);
@@ -252,7 +256,7 @@ static void FN(rows_chunk_grad)(const T *dy, const T *x, const rows_geom *g,
         for (int64_t r = a; r < b; r += ROWS_AT_ONCE(r, b))
             FN(rows_grad)(dy + r * ld + c0 + j, x + r * ld + c0 + j, ld,
                           ROWS_AT_ONCE(r, b), nb - j, mean + j, s1 + j, s2 + j,
-                          prefetch_ahead(g, r, ROWS_AT_ONCE(r, b)));
+                          prefetch_ahead(g, r, ROWS_AT_ONCE(r, b)), bits, r * ld + c0 + j);
 }
 
 /* Moments of columns [c0, c0+nb) over rows [r0, r1), chunk by chunk, into
@@ -305,19 +309,33 @@ static double FN(rows_segment_moments)(const T *x, const rows_geom *g,
     return n;
 }
 
-/* Gradient sums of columns [c0, c0+nb) over rows [r0, r1), into s1, s2. */
-static void FN(rows_segment_grad)(const T *dy, const T *x, const rows_geom *g,
-                                  int64_t c0, int nb, int64_t r0, int64_t r1,
-                                  const double *mean, double *s1, double *s2)
+/* Gradient sums of columns [c0, c0+nb) over rows [r0, r1), into s1, s2;
+   dy gated by bits (or NULL). */
+CBN_SPECIALIZED void FN(rows_segment_grad_g)(const T *dy, const T *x, const rows_geom *g,
+                                             int64_t c0, int nb, int64_t r0, int64_t r1,
+                                             const double *mean, double *s1, double *s2,
+                                             const uint8_t *bits)
 {
     for (int j = 0; j < nb; j++)
         s1[j] = 0.0, s2[j] = 0.0;
     if (g->C * (int64_t)sizeof(T) <= CBN_STRIP_ROW_BYTES) {
-        FN(rows_chunk_grad)(dy, x, g, c0, nb, r0, r1, mean, s1, s2);
+        FN(rows_chunk_grad)(dy, x, g, c0, nb, r0, r1, mean, s1, s2, bits);
         return;
     }
     for (int64_t r = r0; r < r1; r += ROWS_AT_ONCE(r, r1))
         FN(rows_grad)(dy + r * g->C + c0, x + r * g->C + c0, g->C,
                       ROWS_AT_ONCE(r, r1), nb, mean, s1, s2,
-                      prefetch_ahead(g, r, ROWS_AT_ONCE(r, r1)));
+                      prefetch_ahead(g, r, ROWS_AT_ONCE(r, r1)), bits, r * g->C + c0);
+}
+
+/* rows_segment_grad_g compiled apart with and without a gate */
+static void FN(rows_segment_grad)(const T *dy, const T *x, const rows_geom *g,
+                                  int64_t c0, int nb, int64_t r0, int64_t r1,
+                                  const double *mean, double *s1, double *s2,
+                                  const uint8_t *bits)
+{
+    if (bits)
+        FN(rows_segment_grad_g)(dy, x, g, c0, nb, r0, r1, mean, s1, s2, bits);
+    else
+        FN(rows_segment_grad_g)(dy, x, g, c0, nb, r0, r1, mean, s1, s2, NULL);
 }

@@ -147,7 +147,7 @@ static void FN(rows_backward_block)(const T *dy, const T *x, T *dx,
                                     const double *mean, const double *var,
                                     const double *gamma, double eps,
                                     int batch_stats, double *dgamma,
-                                    double *dbeta)
+                                    double *dbeta, const uint8_t *bits)
 {
     const int64_t c0 = b * ROW_BLOCK;
     const int nb = block_width(g, b);
@@ -156,7 +156,7 @@ static void FN(rows_backward_block)(const T *dy, const T *x, T *dx,
     for (int64_t s = 0; s < g->nseg; s++) {
         int64_t r0, r1;
         segment_rows(g, s, &r0, &r1);
-        FN(rows_segment_grad)(dy, x, g, c0, nb, r0, r1, mean + c0, s1, s2);
+        FN(rows_segment_grad)(dy, x, g, c0, nb, r0, r1, mean + c0, s1, s2, bits);
         for (int j = 0; j < nb; j++)
             t1[j] += s1[j], t2[j] += s2[j];
     }
@@ -174,7 +174,7 @@ static void FN(rows_backward_block)(const T *dy, const T *x, T *dx,
                                         dgamma, dbeta));
     const dx_sources src = {t1, t2, mean + c0, var + c0, gamma, eps, (double)g->outer, 0};
     FN(bcoefs_finish_d)(&k, g, c0, nb, batch_stats, &src);
-    FN(block_dx)(dy, x, dx, g, c0, nb, 0, g->outer, &k, batch_stats, g->stream, &src);
+    FN(block_dx)(dy, x, dx, g, c0, nb, 0, g->outer, &k, batch_stats, g->stream, &src, bits);
 }
 
 /* Column blocks [b0, b1): gradient sums, then dx. */
@@ -183,7 +183,8 @@ static void FN(rows_backward_blocks)(void *ctx, int64_t b0, int64_t b1)
     const FN(job) *j = (const FN(job) *)ctx;
     for (int64_t b = b0; b < b1; b++)
         FN(rows_backward_block)(j->dy, j->x, j->out, j->rg, b, j->mean, j->var,
-                                j->gamma, j->eps, j->batch_stats, j->dgamma, j->dbeta);
+                                j->gamma, j->eps, j->batch_stats, j->dgamma, j->dbeta,
+                                FN(gt_bits)(j->gt));
 }
 
 /* Pieces (column block, segment) [i0, i1) of a split batch: their gradient
@@ -199,7 +200,7 @@ static void FN(rows_backward_partials)(void *ctx, int64_t i0, int64_t i1)
         segment_rows(g, s, &r0, &r1);
         FN(rows_segment_grad)(j->dy, j->x, g, c0, block_width(g, b), r0, r1,
                               j->mean + c0, j->sp.part + 2 * C * s + c0,
-                              j->sp.part + 2 * C * s + C + c0);
+                              j->sp.part + 2 * C * s + C + c0, FN(gt_bits)(j->gt));
     }
 }
 
@@ -233,7 +234,7 @@ static void FN(rows_dx_pieces)(const FN(job) *j, const double *s1, const double 
         have = b;
         segment_rows(g, idx % g->nseg, &r0, &r1);
         FN(block_dx)(j->dy, j->x, j->out, g, c0, nb, r0, r1, &k, j->batch_stats,
-                     g->stream, &src);
+                     g->stream, &src, FN(gt_bits)(j->gt));
     }
 }
 
@@ -247,7 +248,7 @@ static void FN(rows_backward_output)(void *ctx, int64_t i0, int64_t i1)
 static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                               int64_t C, const double *mean, const double *var,
                               const double *gamma, double eps, int batch_stats,
-                              double *dgamma, double *dbeta)
+                              double *dgamma, double *dbeta, const FN(gate) *gt)
 {
     const rows_geom g = rows_geometry(outer, C, sizeof(T));
     const int nt = threads_for(outer * C);
@@ -255,7 +256,7 @@ static void FN(rows_backward)(const T *dy, const T *x, T *dx, int64_t outer,
     j.dy = dy, j.x = x, j.out = dx, j.outer = outer, j.C = C, j.inner = 1, j.rg = &g;
     j.mean = mean, j.var = var, j.gamma = gamma, j.eps = eps;
     j.m = (double)outer, j.batch_stats = batch_stats;
-    j.dgamma = dgamma, j.dbeta = dbeta;
+    j.dgamma = dgamma, j.dbeta = dbeta, j.gt = gt;
     j.sp.C = C, j.sp.nseg = g.nseg;
     if (split_batch(nt, g.nblocks, g.nseg)
         && run_split(nt, g.nblocks * g.nseg, &j.sp, 0, FN(rows_backward_partials), NULL,

@@ -230,14 +230,16 @@ static void FN(rows_normalize)(const T *x, T *y, const rows_geom *g, int64_t c0,
 }
 
 /* dx = a*dy + (b*(x - hi) + k0) over rows [r0, r1) of a column block, flat
-   or row by row (see rows_normalize). */
-static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
-                        int64_t c0, int nb, int64_t r0, int64_t r1,
-                        const FN(bcoefs) *k, int batch_stats, int stream)
+   or row by row (see rows_normalize); dy gated by bits (or NULL, see
+   kernels/gate.h). */
+CBN_SPECIALIZED void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
+                                 int64_t c0, int nb, int64_t r0, int64_t r1,
+                                 const FN(bcoefs) *k, int batch_stats, int stream,
+                                 const uint8_t *bits)
 {
     const T *a = k->u.col[0], *b = k->u.col[1], *k0 = k->u.col[2], *hi = k->u.col[3];
     if (k->fp) {
-        FN(flat_dx)(dy, x, dx, r0 * g->C, r1 * g->C, k->fp, batch_stats, stream);
+        FN(flat_dx)(dy, x, dx, r0 * g->C, r1 * g->C, k->fp, batch_stats, stream, bits);
         return;
     }
     for (int64_t r = r0; r < r1; r++) {
@@ -252,16 +254,16 @@ static void FN(rows_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
                     CBN_PREFETCH(gr + pf * g->C + j);
                     CBN_PREFETCH(xr + pf * g->C + j);
                 }
-                vt_storeu(dr + j, FN(dx_v)(vt_loadu(gr + j), vt_loadu(xr + j), vt_loadu(a + j),
+                vt_storeu(dr + j, FN(dx_v)(FN(loadu_gated)(gr, j, bits, off), vt_loadu(xr + j), vt_loadu(a + j),
                                            vt_loadu(b + j), vt_loadu(k0 + j), vt_loadu(hi + j)));
             }
             for (; j < nb; j++)
-                dr[j] = FN(dx1)(gr[j], xr[j], a[j], b[j], k0[j], hi[j]);
+                dr[j] = FN(dx1)(FN(load1_gated)(gr, j, bits, off), xr[j], a[j], b[j], k0[j], hi[j]);
         } else {  /* dx = a*dy: x plays no part (a NaN there stays out) */
             for (; j + VT_N <= nb; j += VT_N)
-                vt_storeu(dr + j, FN(scale_v)(vt_loadu(gr + j), vt_loadu(a + j)));
+                vt_storeu(dr + j, FN(scale_v)(FN(loadu_gated)(gr, j, bits, off), vt_loadu(a + j)));
             for (; j < nb; j++)
-                dr[j] = FN(scale1)(gr[j], a[j]);
+                dr[j] = FN(scale1)(FN(load1_gated)(gr, j, bits, off), a[j]);
         }
     }
 }
@@ -326,7 +328,8 @@ static inline void FN(block_normalize)(const T *x, T *y, const rows_geom *g,
 static CBN_COLD void FN(rows_dx_cold)(const T *dy, const T *x, T *dx,
                                       const rows_geom *g, int64_t c0, int nb,
                                       int64_t r0, int64_t r1, const FN(bcoefs) *k,
-                                      int batch_stats, const dx_sources *src)
+                                      int batch_stats, const dx_sources *src,
+                                      const uint8_t *bits)
 {
     const int64_t ld = g->C;
     for (int64_t a = r0; a < r1; a += COLD_ROWS) {
@@ -337,30 +340,34 @@ static CBN_COLD void FN(rows_dx_cold)(const T *dy, const T *x, T *dx,
             T *dc = dx + off;
             cold_dcoef cd;
             if (FN(column_cold_d)(k, g, c0, j, batch_stats, src, &cd)) {
-                FN(cold_dx)(gc, xc, dc, n, ld, &cd, batch_stats);
+                FN(cold_dx)(gc, xc, dc, n, ld, &cd, batch_stats, bits, off);
                 continue;
             }
             const T ca = FN(bcoefs_get)(k, g, 0, j), cb = FN(bcoefs_get)(k, g, 1, j),
                     ck0 = FN(bcoefs_get)(k, g, 2, j), chi = FN(bcoefs_get)(k, g, 3, j);
             if (batch_stats)
                 for (int64_t r = 0; r < n; r++)
-                    dc[r * ld] = FN(dx1)(gc[r * ld], xc[r * ld], ca, cb, ck0, chi);
+                    dc[r * ld] = FN(dx1)(FN(load1_gated)(gc, r * ld, bits, off), xc[r * ld],
+                                         ca, cb, ck0, chi);
             else
                 for (int64_t r = 0; r < n; r++)
-                    dc[r * ld] = FN(scale1)(gc[r * ld], ca);
+                    dc[r * ld] = FN(scale1)(FN(load1_gated)(gc, r * ld, bits, off), ca);
         }
     }
 }
 
 /* rows_dx, or its cold pass for a block marked cold, with the sources of
-   its coefficients. */
-static inline void FN(block_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
-                                int64_t c0, int nb, int64_t r0, int64_t r1,
-                                const FN(bcoefs) *k, int batch_stats, int stream,
-                                const dx_sources *src)
+   its coefficients; dy gated by bits (or NULL), rows_dx compiled apart with
+   and without. */
+static void FN(block_dx)(const T *dy, const T *x, T *dx, const rows_geom *g,
+                         int64_t c0, int nb, int64_t r0, int64_t r1,
+                         const FN(bcoefs) *k, int batch_stats, int stream,
+                         const dx_sources *src, const uint8_t *bits)
 {
     if (T_IS_F32 && k->cold)
-        FN(rows_dx_cold)(dy, x, dx, g, c0, nb, r0, r1, k, batch_stats, src);
+        FN(rows_dx_cold)(dy, x, dx, g, c0, nb, r0, r1, k, batch_stats, src, bits);
+    else if (bits)
+        FN(rows_dx)(dy, x, dx, g, c0, nb, r0, r1, k, batch_stats, stream, bits);
     else
-        FN(rows_dx)(dy, x, dx, g, c0, nb, r0, r1, k, batch_stats, stream);
+        FN(rows_dx)(dy, x, dx, g, c0, nb, r0, r1, k, batch_stats, stream, NULL);
 }

@@ -48,8 +48,8 @@
 #define STEP (2 * VD_N) /* values per widened load */
 
 
-#include "kernels/coef.h"
 #include "kernels/gate.h"
+#include "kernels/coef.h"
 #include "kernels/contiguous.h"
 #include "kernels/planes.h"
 #include "kernels/job.h"
