@@ -181,15 +181,17 @@ def test_fused_group_times_the_fused_forward_against_its_steps(tmp_path):
     assert "fused" not in tiny and not set(FUSED_VARIANTS) & set(tiny["seconds"])
     assert set(FUSED_VARIANTS) <= set(tall["seconds"])
     assert set(tall["fused"]) == {"relu_vs_plain", "steps_vs_relu", "res_relu_vs_plain",
-                                  "steps_vs_res_relu", "bwd_relu_vs_plain", "steps_vs_bwd_relu"}
+                                  "steps_vs_res_relu", "bwd_relu_vs_plain", "steps_vs_bwd_relu",
+                                  "layer_relu_vs_plain"}
     for s in tall["fused"].values():
         assert all(math.isfinite(v) and v > 0 for v in s["rounds"])
     row = next(line for line in table if line.startswith(tall["label"]))
-    cells = row.split("|")[1:4]
+    cells = row.split("|")[1:5]
     assert f"{tall['fused']['relu_vs_plain']['median']:.2f}x" in cells[0]
     assert f"{tall['fused']['steps_vs_res_relu']['median']:.1f}x" in cells[1]
     assert f"{tall['fused']['bwd_relu_vs_plain']['median']:.2f}x" in cells[2]
     assert f"{tall['fused']['steps_vs_bwd_relu']['median']:.1f}x" in cells[2]
+    assert f"{tall['fused']['layer_relu_vs_plain']['median']:.2f}x" in cells[3]
     assert not any(line.startswith(tiny["label"]) for line in table)
 
 

@@ -150,27 +150,33 @@ def format_fused_table(records, threads):
     training forward's, and the speed-up over the NumPy steps (the forward,
     then ``numpy.maximum``); the same for BN + residual + ReLU; and for the
     backward through the ReLU (from the forward's output) against the plain
-    backward and against masking dy with NumPy first.
+    backward and against masking dy with NumPy first; and a layer's backward
+    with ``activation="relu"`` (its mask kept as bits) against the plain
+    layer's.
     """
     rows = [r for r in records if r["threads"] == threads and "fused" in r]
     width = max([len(r["label"]) for r in rows] + [4])
     heads = ["/ plain", "vs steps"]
+    bits = "layer, bits"
     lines = [f"fused forward and backward, threads: {threads}",
              f"{'':<{width}} |{'BN + ReLU'.center(2 * COL)} |"
-             f"{'BN + res + ReLU'.center(2 * COL)} |{'backward, ReLU'.center(2 * COL)} |",
+             f"{'BN + res + ReLU'.center(2 * COL)} |{'backward, ReLU'.center(2 * COL)} |"
+             f"{bits:>{COL + 3}} |",
              f"{'case':<{width}} |" + " |".join("".join(f"{h:>{COL}}" for h in heads)
-                                                 for _ in range(3)) + " |"]
+                                                 for _ in range(3)) + " |"
+             + f"{'/ plain':>{COL + 3}} |"]
     for r in rows:
         f = r["fused"]
         cells = [f"{f['relu_vs_plain']['median']:.2f}x", f"{f['steps_vs_relu']['median']:.1f}x",
                  f"{f['res_relu_vs_plain']['median']:.2f}x",
                  f"{f['steps_vs_res_relu']['median']:.1f}x"]
-        if "bwd_relu_vs_plain" in f:  # records from before the backward's columns lack them
+        if "layer_relu_vs_plain" in f:  # records from before these columns lack them
             cells += [f"{f['bwd_relu_vs_plain']['median']:.2f}x",
                       f"{f['steps_vs_bwd_relu']['median']:.1f}x"]
         lines.append(f"{r['label']:<{width}} |" + " |".join(
             "".join(f"{c:>{COL}}" for c in cells[i:i + 2]) for i in range(0, len(cells), 2))
-            + " |")
+            + " |" + (f"{f['layer_relu_vs_plain']['median']:.2f}x".rjust(COL + 3) + " |"
+                      if "layer_relu_vs_plain" in f else ""))
     return lines
 
 

@@ -73,7 +73,9 @@ def summarize(case, threads, per_call, iterations, notes):
             "bwd_relu_vs_plain": median_iqr(np.divide(per_call["cbn_bwd_relu"],
                                                       per_call["cbn_bwd"])),
             "steps_vs_bwd_relu": median_iqr(np.divide(per_call["np_bwd_relu"],
-                                                      per_call["cbn_bwd_relu"]))}
+                                                      per_call["cbn_bwd_relu"])),
+            "layer_relu_vs_plain": median_iqr(np.divide(per_call["layer_bwd_relu"],
+                                                        per_call["layer_bwd"]))}
     if "compile_train" in per_call:
         cbn_fb = np.add(per_call["cbn_train"], per_call["cbn_bwd"])
         record["ratio_to_floor"]["cbn_fb"] = median_iqr(cbn_fb / floor)

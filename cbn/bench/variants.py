@@ -28,7 +28,10 @@ With ``--fused``, the fused forward of a CNN block against its NumPy steps
 ``numpy.add(y, r, out=y)`` before the maximum); and the backward through
 the ReLU: ``cbn_bwd_relu`` (``normalize_batch_backward(..., relu=True,
 y=yr)``, the gated kernels) and ``np_bwd_relu`` (``dy * (yr > 0)`` into a
-buffer, then the plain backward).
+buffer, then the plain backward); and a layer's backward, whose forward kept
+the ReLU's mask as bits: ``layer_bwd_relu`` (``cbn.BatchNorm(C,
+activation="relu")``) against ``layer_bwd`` (the plain layer), both
+allocating dx.
 
 With ``--compile``, :func:`compiled_timers` adds ``compile_train`` and
 ``compile_fb``: ``torch.compile`` (inductor's generated C++ on the CPU) of
@@ -63,7 +66,7 @@ CBN_VARIANTS = ("cbn_train", "cbn_eval", "cbn_stats", "cbn_bwd")
 TORCH_VARIANTS = ("torch_train", "torch_eval", "torch_stats", "torch_bwd")
 #: The fused forward and its NumPy steps, with ``--fused`` only.
 FUSED_VARIANTS = ("cbn_relu", "cbn_res_relu", "np_relu", "np_res_relu",
-                  "cbn_bwd_relu", "np_bwd_relu")
+                  "cbn_bwd_relu", "np_bwd_relu", "layer_bwd", "layer_bwd_relu")
 #: ``torch.compile`` variants, with ``--compile`` only.
 COMPILE_VARIANTS = ("compile_train", "compile_fb")
 #: The operations, the suffixes of the variant names.
@@ -172,6 +175,15 @@ def build_variants(case, torch, rng, fused=False):
         stmts["cbn_bwd_relu"] = "nbb(dy, x, m, v, axis=ax, out=dx, relu=True, y=yr)"
         stmts["np_bwd_relu"] = ("multiply(dy, greater(yr, 0, out=mk), out=dm); "
                                 "nbb(dm, x, m, v, axis=ax, out=dx)")
+        axes = case.axis if isinstance(case.axis, tuple) else (case.axis,)
+        fa = next(i for i in range(len(case.shape)) if i not in axes)  # one feature axis
+        layers = [cbn.BatchNorm(case.shape[fa], feature_axis=fa, dtype=dtype, activation=act)
+                  for act in (None, "relu")]
+        for layer in layers:
+            layer(x)  # in training mode: what backward differentiates
+        ns.update(plain_layer=layers[0], relu_layer=layers[1])
+        stmts["layer_bwd"] = "plain_layer.backward(dy)"
+        stmts["layer_bwd_relu"] = "relu_layer.backward(dy)"
 
     out_ptrs = {}
     if torch is not None:
