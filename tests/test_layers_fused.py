@@ -274,3 +274,31 @@ def test_matches_torch_batchnorm_add_relu():
     assert_close(bn.dgamma, tbn.weight.grad.numpy(), scale=8.0)
     assert_close(bn.dbeta, tbn.bias.grad.numpy(), scale=8.0)
     assert_close(bn.running_var, tbn.running_var.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mask_and_gradients_in_a_block_out_of_memory_order(dtype):
+    # features on axis 0 and a Fortran-ordered input: the layer's block is a
+    # transposed copy, and the saved bits follow the block's order, not x's
+    rng = np.random.default_rng(23)
+    x = np.asfortranarray(rng.normal(0.5, 2.0, (5, 6, 7)).astype(dtype))
+    r = rng.normal(size=x.shape).astype(dtype)
+    dy = np.asfortranarray(rng.normal(size=x.shape).astype(dtype))
+    bn = cbn.BatchNorm(5, feature_axis=0, dtype=dtype, activation="relu")
+    y = bn(x, residual=r)
+    dx = bn.backward(dy)
+    y_fn, mean, var = cbn.normalize_batch(x, axis=(1, 2), residual=r, relu=True,
+                                          return_stats=True)
+    assert y.tobytes() == y_fn.tobytes()
+    want = cbn.normalize_batch_backward(dy, x, mean, var, axis=(1, 2), relu=True, y=y_fn)
+    assert dx.tobytes() == want[0].tobytes()
+    assert bn.dgamma.tobytes() == want[1].tobytes()
+    np.testing.assert_array_equal(bn.dresidual, np.where(y_fn > 0, dy, 0))
+    # and without a residual: the kernels gate dy with the bits themselves
+    bn2 = cbn.BatchNorm(5, feature_axis=0, dtype=dtype, activation="relu")
+    y2 = bn2(x)
+    dx2 = bn2.backward(dy)
+    want2 = cbn.normalize_batch_backward(np.where(y2 > 0, dy, 0), x, *cbn.normalize_batch(
+        x, axis=(1, 2), return_stats=True)[1:], axis=(1, 2))
+    assert dx2.tobytes() == want2[0].tobytes()
+    assert bn2.dbeta.tobytes() == want2[2].tobytes()
