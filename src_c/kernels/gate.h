@@ -8,13 +8,15 @@
  * data type, so it has no include guard, and every name it defines goes
  * through FN() or is a type-independent macro defined identically both times.
  *
- * A bit mask gates dy in the planes loops themselves, as they load it
- * (kernels/contiguous.h: a vector's bits, vt_keep_bits). The forward's
- * output y, and the cold features' double loops, gate a piece of dy (at
- * most CHUNK elements, see core/geometry.h) into a buffer on the stack,
- * which stays in L1, and the ungated loop reads that instead of dy. The
- * gated values are dy's or +0.0 exactly, so the sums and dx are bitwise
- * those of the ungated backward of numpy.where(mask, dy, 0).
+ * A bit mask gates dy in the loops themselves, as they load it (the
+ * load*_gated helpers below: a vector's bits, vt_keep_bits). The forward's
+ * output y gates a piece of dy (at most CHUNK elements, see
+ * core/geometry.h) into a buffer on the stack, which stays in L1, and the
+ * ungated planes loops read that instead of dy; in the rows layout, whose
+ * pieces are strided, y gates dy into dx in a pass of its own first
+ * (kernels/entry.h). The gated values are dy's or +0.0 exactly, so the sums
+ * and dx are bitwise those of the ungated backward of
+ * numpy.where(mask, dy, 0).
  */
 
 /* Where dy passes: the forward's output y > 0 (not at 0, not at NaN), or
@@ -26,45 +28,34 @@ typedef struct {
     const uint8_t *bits;
 } FN(gate);
 
-/* Elements per step of the bit mask's loop: whole bytes, and whole vectors
-   (VT_N is 1 to 16, a power of two). */
-#undef GATE_STEP
-#define GATE_STEP (VT_N > 8 ? VT_N : 8)
-
-/* out[i] = dy[off + i] where the gate passes element off + i, else +0.0,
-   for i < n; out may be dy + off (each element is read, then written). */
-static void FN(gate_piece)(const FN(gate) *gt, const T *dy, int64_t off, int64_t n,
-                           T *out)
+/* The bit mask that the loops apply to dy as they load it, or NULL (no
+   gate, or a gate of y). */
+static inline const uint8_t *FN(gt_bits)(const FN(gate) *gt)
 {
-    const T *d = dy + off;
-    int64_t i = 0;
-    if (gt->y) {  /* a plain loop: the target's flags vectorize it */
-        const T *y = gt->y + off;
-        for (; i < n; i++)
-            out[i] = y[i] > (T)0 ? d[i] : (T)0;
-        return;
-    }
-    const uint8_t *bits = gt->bits;
-    for (; i < n && ((off + i) & 7); i++)  /* up to a byte boundary */
-        out[i] = (bits[(off + i) >> 3] >> ((off + i) & 7)) & 1 ? d[i] : (T)0;
-    for (; i + GATE_STEP <= n; i += GATE_STEP) {
-        const uint8_t *b = bits + ((off + i) >> 3);
-        unsigned w = b[0];
-        if (GATE_STEP > 8)
-            w |= (unsigned)b[1] << 8;
-        for (int k = 0; k < GATE_STEP; k += VT_N, w >>= VT_N % 32)
-            vt_storeu(out + i + k, vt_keep_bits(vt_loadu(d + i + k), w));
-    }
-    for (; i < n; i++)
-        out[i] = (bits[(off + i) >> 3] >> ((off + i) & 7)) & 1 ? d[i] : (T)0;
+    return gt ? gt->bits : NULL;
 }
 
-/* The gated dy over elements [e0, e1), in place in out (which may be dy):
-   the rows layout's gate (see FN(backward) in kernels/entry.h). */
+/* Elements per step of cbn_relu_mask's loop (below): whole bytes, and whole
+   vectors (VT_N is 1 to 16, a power of two). */
+#undef MASK_STEP
+#define MASK_STEP (VT_N > 8 ? VT_N : 8)
+
+/* out[i] = dy[off + i] where y[off + i] > 0, else +0.0, for i < n; out
+   may be dy + off (each element is read, then written). A plain loop: each
+   target's flags vectorize it. */
+static void FN(gate_piece)(const T *y, const T *dy, int64_t off, int64_t n, T *out)
+{
+    const T *d = dy + off, *g = y + off;
+    for (int64_t i = 0; i < n; i++)
+        out[i] = g[i] > (T)0 ? d[i] : (T)0;
+}
+
+/* dy gated by y over elements [e0, e1), into out (which may be dy): the
+   rows layout's gate by y (see FN(backward) in kernels/entry.h). */
 static void FN(gate_range)(const FN(gate) *gt, const T *dy, T *out, int64_t e0,
                            int64_t e1)
 {
-    FN(gate_piece)(gt, dy, e0, e1 - e0, out + e0);
+    FN(gate_piece)(gt->y, dy, e0, e1 - e0, out + e0);
 }
 
 /* The k <= 16 bits of the mask from bit e on, in the low bits of the result;
@@ -125,12 +116,12 @@ static void FN(mask_bytes)(void *ctx, int64_t b0, int64_t b1)
     uint8_t *bits = j->bits;
     const int64_t end = 8 * b1 < j->n ? 8 * b1 : j->n;
     int64_t e = 8 * b0;
-    for (; e + GATE_STEP <= end; e += GATE_STEP) {
+    for (; e + MASK_STEP <= end; e += MASK_STEP) {
         unsigned w = 0;
-        for (int k = 0; k < GATE_STEP; k += VT_N)
+        for (int k = 0; k < MASK_STEP; k += VT_N)
             w |= vt_pos_bits(vt_loadu(y + e + k)) << k;
         bits[e >> 3] = (uint8_t)w;
-        if (GATE_STEP > 8)
+        if (MASK_STEP > 8)
             bits[(e >> 3) + 1] = (uint8_t)(w >> 8);
     }
     for (; e < end; e += 8) {

@@ -61,12 +61,6 @@ static moments FN(planes_feature_moments)(const T *x, const planes_geom *g, int6
     return acc;
 }
 
-/* The bit mask that the planes loops apply to dy, or NULL. */
-static inline const uint8_t *FN(gt_bits)(const FN(gate) *gt)
-{
-    return gt ? gt->bits : NULL;
-}
-
 /* dy's piece p, or, with a gate of y, the gated piece in buf (see
    kernels/gate.h; a piece has at most CHUNK elements); a gate of bits the
    loops apply themselves (gt_bits) */
@@ -75,7 +69,7 @@ static inline const T *FN(piece_dy)(const T *dy, const FN(gate) *gt, const plane
 {
     if (!gt || gt->bits)
         return dy + p->off;
-    FN(gate_piece)(gt, dy, p->off, p->i1 - p->i0, buf);
+    FN(gate_piece)(gt->y, dy, p->off, p->i1 - p->i0, buf);
     return buf;
 }
 
