@@ -43,6 +43,9 @@ cdef int run_backward(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
                       double *dgamma, double *dbeta, cnp.ndarray gate=*,
                       cnp.ndarray gate_bits=*) except -1
 cdef int run_stats(Block b, double *mean, double *var) except -1
+# nan_policy 'omit': per-feature counts (C of them) and the statistics over
+# the values that are not NaN (cbn_stats_omit).
+cdef int run_stats_omit(Block b, int64_t *count, double *mean, double *var) except -1
 # The ReLU mask of an output block, as the gated backward takes it.
 cdef cnp.ndarray relu_bits(cnp.ndarray yt)
 cdef int run_backward_dx(Block b, cnp.ndarray dyt, cnp.ndarray dxt,

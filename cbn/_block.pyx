@@ -341,6 +341,18 @@ cdef int run_stats(Block b, double *mean, double *var) except -1:
     return check_status(s)
 
 
+cdef int run_stats_omit(Block b, int64_t *count, double *mean, double *var) except -1:
+    cdef int s
+    cdef void *xp = cnp.PyArray_DATA(b.data)
+    if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT:
+        with nogil:
+            s = K.stats_omit_f32(<const float *>xp, b.outer, b.C, b.inner, count, mean, var)
+    else:
+        with nogil:
+            s = K.stats_omit_f64(<const double *>xp, b.outer, b.C, b.inner, count, mean, var)
+    return check_status(s)
+
+
 cdef int run_backward_dx(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
                          const double *mean, const double *var,
                          const double *gamma, double eps, int64_t m,

@@ -37,6 +37,10 @@ cdef extern from "cbn.h" nogil:
                       double *mean, double *var)
     int cbn_stats_f64(const double *x, int64_t outer, int64_t C, int64_t inner,
                       double *mean, double *var)
+    int cbn_stats_omit_f32(const float *x, int64_t outer, int64_t C, int64_t inner,
+                           int64_t *count, double *mean, double *var)
+    int cbn_stats_omit_f64(const double *x, int64_t outer, int64_t C, int64_t inner,
+                           int64_t *count, double *mean, double *var)
 
     int cbn_forward_train_f32(const float *x, float *y,
                               int64_t outer, int64_t C, int64_t inner,

@@ -61,6 +61,14 @@ cdef int stats_f32(const float *x, int64_t outer, int64_t C, int64_t inner,
 cdef int stats_f64(const double *x, int64_t outer, int64_t C, int64_t inner,
                    double *mean, double *var) noexcept nogil
 
+# nan_policy 'omit': per-feature count, mean and biased variance over the
+# values that are not NaN (count 0: NaN mean and variance). Without NaN,
+# stats_* at its speed, count = m; m may be 0 (cbn.h).
+cdef int stats_omit_f32(const float *x, int64_t outer, int64_t C, int64_t inner,
+                        int64_t *count, double *mean, double *var) noexcept nogil
+cdef int stats_omit_f64(const double *x, int64_t outer, int64_t C, int64_t inner,
+                        int64_t *count, double *mean, double *var) noexcept nogil
+
 cdef int forward_train_f32(const float *x, float *y,
                            int64_t outer, int64_t C, int64_t inner,
                            const double *gamma, const double *beta, double eps,

@@ -164,6 +164,16 @@ cdef int relu_mask_f64(const double *y, int64_t n, uint8_t *bits) noexcept nogil
     return _cbn.cbn_relu_mask_f64(y, n, bits)
 
 
+cdef int stats_omit_f32(const float *x, int64_t outer, int64_t C, int64_t inner,
+                        int64_t *count, double *mean, double *var) noexcept nogil:
+    return _cbn.cbn_stats_omit_f32(x, outer, C, inner, count, mean, var)
+
+
+cdef int stats_omit_f64(const double *x, int64_t outer, int64_t C, int64_t inner,
+                        int64_t *count, double *mean, double *var) noexcept nogil:
+    return _cbn.cbn_stats_omit_f64(x, outer, C, inner, count, mean, var)
+
+
 cdef int backward_dx_f32(const float *dy, const float *x, float *dx,
                          int64_t outer, int64_t C, int64_t inner,
                          const double *mean, const double *var,

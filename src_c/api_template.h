@@ -23,6 +23,24 @@ int API(cbn_stats)(const T *x, int64_t outer, int64_t C, int64_t inner,
     return CBN_OK;
 }
 
+int API(cbn_stats_omit)(const T *x, int64_t outer, int64_t C, int64_t inner,
+                         int64_t *count, double *mean, double *var)
+{
+    int s = check_common(outer, C, inner, 0.0, 0, x, x);
+    if (s != CBN_OK)
+        return s;
+    if (C > 0 && (!count || !mean || !var))
+        return CBN_ERR_ARG;
+    if (C == 0)
+        return CBN_OK;
+    if (!empty_block(outer, C, inner))
+        kernels(CBN_PASS_TRAIN)->API(forward_train)(x, NULL, outer, C, inner, NULL, NULL, 0.0,
+                                                    mean, var, NULL, 0);
+    omit_job j = {x, sizeof(T) == sizeof(float), outer, C, inner, count, mean, var};
+    for_ranges(threads_for(outer * C * inner), C, omit_features, &j);
+    return CBN_OK;
+}
+
 int API(cbn_forward_train_fused)(const T *x, T *y, int64_t outer, int64_t C,
                                   int64_t inner, const double *gamma,
                                   const double *beta, double eps, double *mean,

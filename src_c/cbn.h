@@ -174,6 +174,22 @@ int cbn_stats_f64(const double *x, int64_t outer, int64_t C, int64_t inner,
                   double *mean, double *var);
 
 /*
+ * Batch statistics over the values that are not NaN (nan_policy 'omit'):
+ * count[c] is the number of feature c's values that are not NaN, and mean[c]
+ * and var[c] (biased: divided by count[c]) are taken over those values, in
+ * double, within a few units in the last place; NaN for a feature with no
+ * such value. +-Inf counts as a value. Without NaN in a feature this is
+ * cbn_stats' result, at its speed, with count[c] = m; a feature holding NaN
+ * is read again (twice, in order, by scalar code). m may be 0 (every count
+ * 0, every mean and variance NaN). Results do not depend on the threads.
+ * Errors: CBN_ERR_ARG (x, count, mean or var NULL where needed, bad sizes).
+ */
+int cbn_stats_omit_f32(const float *x, int64_t outer, int64_t C, int64_t inner,
+                       int64_t *count, double *mean, double *var);
+int cbn_stats_omit_f64(const double *x, int64_t outer, int64_t C, int64_t inner,
+                       int64_t *count, double *mean, double *var);
+
+/*
  * Forward in training: batch statistics, then
  *   y = (x - mean) / sqrt(var + eps) * gamma + beta.
  * mean and var (C entries each) receive the batch statistics; either may be

@@ -5,6 +5,7 @@
  * active kernel table, so kernels only ever see valid blocks.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -14,6 +15,7 @@
 
 #include "cbn.h"
 #include "kernels.h"
+#include "core/parallel.h"
 
 /* ------------------------------------------------------ configuration --- */
 
@@ -253,6 +255,143 @@ static int check_common(int64_t outer, int64_t C, int64_t inner, double eps,
     if (!empty_block(outer, C, inner) && (!p1 || !p2))
         return CBN_ERR_ARG;
     return CBN_OK;
+}
+
+/* nan_policy 'omit' (cbn_stats_omit)
+   ----------------------------------
+   Feature c's count, mean and biased variance over its values that are not
+   NaN: the corrected two-pass formula (a first pass for the count and the
+   mean, a second for s1 = sum(x - mean) and s2 = sum((x - mean)^2), m2 =
+   s2 - s1^2/n), so the variance is within a few units in the last place of
+   double, however far the data sit from zero. A feature whose values are all
+   NaN has count 0 and NaN mean and variance; +-Inf is a value like any
+   other (it makes the mean Inf or NaN, as numpy.nanmean does). Values are
+   read in order, one feature at a time: the result does not depend on
+   threads. A cold path, taken only for a feature whose fast statistics came
+   out NaN, so it stays plain scalar code. */
+static CBN_COLD void omit_moments(const void *x, int is_f32, int64_t outer,
+                                  int64_t C, int64_t inner, int64_t c,
+                                  int64_t *count, double *mean, double *var)
+{
+    int64_t n = 0, o, i;
+    double s = 0.0, s1 = 0.0, s2 = 0.0;
+    for (o = 0; o < outer; o++)
+        for (i = 0; i < inner; i++) {
+            const double v = load_as_double(x, is_f32, (o * C + c) * inner + i);
+            if (v == v) {
+                s += v;
+                n++;
+            }
+        }
+    *count = n;
+    if (n == 0) {
+        *mean = *var = NAN;
+        return;
+    }
+    const double mu = s / (double)n;
+    for (o = 0; o < outer; o++)
+        for (i = 0; i < inner; i++) {
+            const double v = load_as_double(x, is_f32, (o * C + c) * inner + i);
+            if (v == v) {
+                s1 += v - mu;
+                s2 += (v - mu) * (v - mu);
+            }
+        }
+    const moments r = moments_from_dev((double)n, mu, s1, s2);
+    *mean = r.mean;
+    *var = r.m2 / (double)n;
+}
+
+/* cbn_stats_omit's second step over features [c0, c1): those whose fast
+   statistics came out NaN -- a NaN among their values, or both infinities --
+   are recomputed over their values that are not NaN (core/moments.h); the
+   others keep them, with the whole batch as their count. */
+typedef struct {
+    const void *x;
+    int is_f32;
+    int64_t outer, C, inner;
+    int64_t *count;
+    double *mean, *var;
+} omit_job;
+
+/* omit_moments for the columns idx[0..k) of a rows block (inner == 1),
+   sweeping the rows in memory order instead of each column down its stride:
+   the same sums in the same order per column, so bitwise omit_moments'
+   results. s, s1, s2 and n: scratch of k entries. */
+static CBN_COLD void omit_columns(const void *x, int is_f32, int64_t outer, int64_t C,
+                                  const int64_t *idx, int64_t k, double *s, double *s1,
+                                  double *s2, int64_t *n, int64_t *count, double *mean,
+                                  double *var)
+{
+    int64_t o, j;
+    for (j = 0; j < k; j++) {
+        s[j] = s1[j] = s2[j] = 0.0;
+        n[j] = 0;
+    }
+    for (o = 0; o < outer; o++)
+        for (j = 0; j < k; j++) {
+            const double v = load_as_double(x, is_f32, o * C + idx[j]);
+            if (v == v) {
+                s[j] += v;
+                n[j]++;
+            }
+        }
+    for (j = 0; j < k; j++)
+        s[j] = n[j] ? s[j] / (double)n[j] : 0.0;  /* the first pass's mean */
+    for (o = 0; o < outer; o++)
+        for (j = 0; j < k; j++) {
+            const double v = load_as_double(x, is_f32, o * C + idx[j]);
+            if (v == v) {
+                s1[j] += v - s[j];
+                s2[j] += (v - s[j]) * (v - s[j]);
+            }
+        }
+    for (j = 0; j < k; j++) {
+        const int64_t c = idx[j];
+        count[c] = n[j];
+        if (n[j] == 0) {
+            mean[c] = var[c] = NAN;
+        } else {
+            const moments r = moments_from_dev((double)n[j], s[j], s1[j], s2[j]);
+            mean[c] = r.mean;
+            var[c] = r.m2 / (double)n[j];
+        }
+    }
+}
+
+static void omit_features(void *ctx, int64_t c0, int64_t c1)
+{
+    const omit_job *j = (const omit_job *)ctx;
+    const int64_t m = j->outer * j->inner;
+    int64_t c, k = 0;
+    for (c = c0; c < c1; c++) {
+        if (m > 0 && j->mean[c] == j->mean[c])
+            j->count[c] = m;
+        else if (j->inner > 1 || m == 0)
+            omit_moments(j->x, j->is_f32, j->outer, j->C, j->inner, c, &j->count[c],
+                         &j->mean[c], &j->var[c]);
+        else
+            k++;
+    }
+    if (k == 0)
+        return;
+    /* rows: the columns to redo, swept together */
+    int64_t *idx = (int64_t *)malloc((size_t)k * (2 * sizeof(int64_t) + 3 * sizeof(double)));
+    if (!idx) {  /* no scratch: one column at a time, down its stride */
+        for (c = c0; c < c1; c++)
+            if (j->mean[c] != j->mean[c])
+                omit_moments(j->x, j->is_f32, j->outer, j->C, j->inner, c, &j->count[c],
+                             &j->mean[c], &j->var[c]);
+        return;
+    }
+    double *s = (double *)(idx + 2 * k);
+    k = 0;
+    for (c = c0; c < c1; c++)
+        if (j->mean[c] != j->mean[c])
+            idx[k++] = c;
+    omit_columns(j->x, j->is_f32, j->outer, j->C, idx, k, s, s + k, s + 2 * k, idx + k,
+                 j->count, j->mean, j->var);
+    free(idx);
 }
 
 #define T float
