@@ -17,7 +17,7 @@ precision, SIMD chosen at run time (CBN_SIMD forces a level), OpenMP threads
 (:func:`set_num_threads`) and results independent of the thread count;
 :func:`show_config` tells what it runs with.
 """
-from cbn._normalize import normalize_batch, normalize_batch_backward
+from cbn._normalize import normalize_batch, normalize_batch_backward, zscore
 from cbn._layers import BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d
 from cbn._stats import BatchStats, batch_stats, merge_stats
 from cbn._sync import SyncBatchNorm
@@ -64,6 +64,7 @@ __version__ = "0.1.0"
 __all__ = [
     "normalize_batch",
     "normalize_batch_backward",
+    "zscore",
     "BatchNorm",
     "BatchNorm1d",
     "BatchNorm2d",

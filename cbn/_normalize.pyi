@@ -10,6 +10,8 @@ _Result = NDArray[np.floating[Any]]
 # The returned mean and var are float64 batch statistics, or the given
 # ``mean`` and ``var`` as arrays of their own dtype.
 _Stats = tuple[_Result, NDArray[Any], NDArray[Any]]
+# scipy's nan_policy.
+_NanPolicy = Literal["propagate", "raise", "omit"]
 
 @overload
 def normalize_batch(
@@ -25,6 +27,8 @@ def normalize_batch(
     return_stats: Literal[False] = False,
     residual: ArrayLike | None = None,
     relu: bool = False,
+    ddof: SupportsIndex = 0,
+    nan_policy: _NanPolicy = "propagate",
 ) -> _Result: ...
 @overload
 def normalize_batch(
@@ -40,6 +44,8 @@ def normalize_batch(
     return_stats: Literal[True],
     residual: ArrayLike | None = None,
     relu: bool = False,
+    ddof: SupportsIndex = 0,
+    nan_policy: _NanPolicy = "propagate",
 ) -> _Stats: ...
 @overload
 def normalize_batch(
@@ -55,6 +61,8 @@ def normalize_batch(
     return_stats: bool,
     residual: ArrayLike | None = None,
     relu: bool = False,
+    ddof: SupportsIndex = 0,
+    nan_policy: _NanPolicy = "propagate",
 ) -> _Result | _Stats: ...
 def normalize_batch_backward(
     dy: ArrayLike,
@@ -72,3 +80,9 @@ def normalize_batch_backward(
     beta: ArrayLike | None = None,
     out_residual: NDArray[Any] | None = None,
 ) -> tuple[_Result, _Result, _Result]: ...
+def zscore(
+    a: ArrayLike,
+    axis: _Axis = 0,
+    ddof: SupportsIndex = 0,
+    nan_policy: _NanPolicy = "propagate",
+) -> _Result: ...

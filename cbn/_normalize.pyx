@@ -31,7 +31,7 @@ from libc.string cimport memset
 from cbn._block cimport (Block, make_block, empty_like_block, from_doubles,
                          int_tuple, dptr, check_status, run_forward_train,
                          run_forward_infer, run_backward, run_stats,
-                         run_backward_dx)
+                         run_stats_omit, run_backward_dx)
 from cbn._args import asarray as _asarray, real as _real, refuse_masked_out as _refuse_masked_out
 
 try:
@@ -125,6 +125,76 @@ cdef int batch_flags(object axis, int ndim, char *is_batch) except -1:
     for a in axis:
         _mark_axis(a, axis, ndim, is_batch)
     return 0
+
+
+# How NaN in the data is treated (scipy's nan_policy).
+cdef enum:
+    PROPAGATE = 0  # a NaN makes its feature's statistics NaN
+    RAISE = 1      # ValueError before anything is written
+    OMIT = 2       # statistics over each feature's values that are not NaN
+
+_POLICIES = {"propagate": PROPAGATE, "raise": RAISE, "omit": OMIT}
+
+
+cdef int nan_policy_code(object nan_policy) except -1:
+    """PROPAGATE, RAISE or OMIT for scipy's ``nan_policy`` string."""
+    if isinstance(nan_policy, str) and nan_policy in _POLICIES:
+        return _POLICIES[nan_policy]
+    raise ValueError(f"nan_policy must be 'propagate', 'raise' or 'omit', "
+                     f"got {nan_policy!r}")
+
+
+cdef int64_t ddof_value(object ddof) except -1:
+    """``ddof`` as a count: an integer (anything with ``__index__``) >= 0;
+    TypeError for a float or anything else, ValueError if negative. Values
+    beyond any batch are clipped (they leave no degree of freedom either way)."""
+    try:
+        d = PyNumber_Index(ddof)
+    except TypeError:
+        raise TypeError(f"ddof must be an integer, got {ddof!r}") from None
+    if d < 0:
+        raise ValueError(f"ddof must be >= 0, got {d}")
+    return min(d, 1 << 62)
+
+
+cdef int64_t count_nan_features(int64_t C, const double *mean) noexcept:
+    """How many of the C means are NaN: features that may hold a NaN (or
+    both infinities)."""
+    cdef int64_t c, n = 0
+    for c in range(C):
+        n += mean[c] != mean[c]
+    return n
+
+
+cdef int check_no_nan(Block b, int64_t m) except -1:
+    """ValueError if b's data holds a NaN (nan_policy 'raise'); reads the
+    data once (cbn_stats_omit)."""
+    cdef int64_t c
+    cdef int64_t *count = <int64_t *>PyMem_Malloc(b.C * sizeof(int64_t) + 1)
+    cdef double *st = <double *>PyMem_Malloc(2 * b.C * sizeof(double) + 1)
+    try:
+        if count == NULL or st == NULL:
+            raise MemoryError()
+        run_stats_omit(b, count, st, st + b.C)
+        for c in range(b.C):
+            if count[c] != m:
+                raise ValueError("x contains NaN (nan_policy='raise')")
+    finally:
+        PyMem_Free(count)
+        PyMem_Free(st)
+    return 0
+
+
+cdef void ddof_variance(int64_t C, const int64_t *count, double *var,
+                        int64_t ddof) noexcept:
+    """var[c] (biased, over count[c] values) divided by count[c] - ddof
+    instead: NaN where that is not positive."""
+    cdef int64_t c
+    for c in range(C):
+        if count[c] - ddof > 0:
+            var[c] = var[c] * (<double>count[c] / <double>(count[c] - ddof))
+        else:
+            var[c] = np.nan
 
 
 def _check_eps(eps):
@@ -393,7 +463,7 @@ cdef cnp.ndarray residual_block(Block b, object residual, cnp.ndarray xa, int rt
 
 def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
                     mean=None, var=None, out=None, return_stats=False,
-                    residual=None, relu=False):
+                    residual=None, relu=False, ddof=0, nan_policy="propagate"):
     """Batch-normalize ``x`` over the batch axes.
 
     For each feature (each index into the axes *not* in ``axis``), computes
@@ -442,6 +512,24 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         0.0. Fused or not, the result is bitwise that of the separate steps
         on the compute dtype (where both the normalized value and the
         residual are NaN, a NaN either way, not necessarily the same one).
+    ddof : int, optional
+        Delta degrees of freedom of the batch variance: ``M2 / (m - ddof)``
+        for m values instead of the biased ``M2 / m`` (default 0, batch
+        norm's). Applies to the normalizing variance and to the returned
+        ``var``. In training ``m - ddof <= 0`` is a ValueError (there is no
+        variance to normalize by), except under ``nan_policy='omit'``, where
+        a feature with no more than ``ddof`` values that are not NaN comes
+        out NaN; :func:`zscore` gives NaN in every such case, as scipy does.
+        Must be 0 when ``mean`` and ``var`` are given.
+    nan_policy : {'propagate', 'raise', 'omit'}, optional
+        What a NaN in ``x`` does, as in scipy. 'propagate' (default): it
+        makes its feature's batch statistics, and so all its outputs, NaN.
+        'raise': ValueError, and nothing is written. 'omit': each feature's
+        statistics are taken over its values that are not NaN (their count
+        differs from feature to feature), and NaN inputs give NaN outputs; a
+        feature that is all NaN has NaN statistics. With given ``mean`` and
+        ``var``, 'propagate' and 'omit' are the same (NaN in, NaN out) and
+        'raise' still checks ``x``.
 
     Returns
     -------
@@ -449,31 +537,32 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         The normalized data, ``x``'s shape.
     mean, var : ndarray
         Only with ``return_stats``: float64 arrays of shape F, the batch mean
-        and biased batch variance (or the given ``mean`` and ``var``).
+        and batch variance (biased unless ``ddof``; over the values that are
+        not NaN under 'omit'), or the given ``mean`` and ``var``.
 
     Raises
     ------
     TypeError
         If ``x`` is not real (complex, object, str) or ``out`` has the wrong
-        dtype; if ``x``, ``gamma``, ``beta``, ``mean`` or ``var`` is a
-        ``numpy.ma.MaskedArray``. cbn has no mask support yet, and would
-        otherwise compute over the masked values and drop the mask: pass
-        ``np.asarray(x)`` to ignore the mask, or ``x.filled(np.nan)`` to mark
-        the masked values missing (their feature's results are then NaN).
-        Also if ``out`` is a ``numpy.ma.MaskedArray`` (its mask would be
-        left over the new values), or ``eps`` is not a real number (a str,
-        bytes, complex, None).
-        And if ``residual`` does not cast safely to the result dtype.
+        dtype; if ``gamma``, ``beta``, ``mean`` or ``var`` is a
+        ``numpy.ma.MaskedArray`` (per-feature parameters have no missing
+        values), or ``out`` is one (its mask would be left over the new
+        values), or ``out`` is given with a masked ``x`` (the result is a new
+        MaskedArray); if ``eps`` is not a real number (a str, bytes, complex,
+        None) or ``ddof`` is not an integer; if ``residual`` does not cast
+        safely to the result dtype.
     ValueError
         For parameters of the wrong shape (``residual`` included), a negative
-        or NaN ``eps``, only one of ``mean`` and ``var``, a bad ``out``, or an
-        empty batch in training.
+        or NaN ``eps``, a negative ``ddof`` (or a batch too small for it, see
+        ``ddof``), an unknown ``nan_policy`` or a NaN under 'raise', only one
+        of ``mean`` and ``var``, a bad ``out``, or an empty batch in training.
     numpy.exceptions.AxisError
         For an out-of-range or repeated axis.
 
     See Also
     --------
     normalize_batch_backward : the gradient of this function.
+    zscore : ``scipy.stats.zscore``'s signature on the same kernels.
     scipy.stats.zscore : the same normalization without eps, gamma, beta.
 
     Examples
@@ -501,7 +590,20 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
     >>> out = cbn.normalize_batch(imgs, axis=(0, 2, 3), residual=shortcut, relu=True)
     >>> bool(np.array_equal(out, np.maximum(y + shortcut, 0)))
     True
+
+    Missing values, left out of each feature's statistics:
+
+    >>> z = np.array([[1.0, 2.0], [np.nan, 4.0], [3.0, 6.0]])
+    >>> cbn.normalize_batch(z, eps=0, nan_policy="omit")
+    array([[-1.        , -1.22474487],
+           [        nan,  0.        ],
+           [ 1.        ,  1.22474487]])
     """
+    cdef int64_t dd = ddof_value(ddof)
+    cdef int policy = nan_policy_code(nan_policy)
+    if isinstance(x, np.ma.MaskedArray):
+        return _normalize_masked(x, gamma, beta, axis, eps, mean, var, out, return_stats,
+                                 residual, relu, ddof, nan_policy)
     cdef cnp.ndarray xa = as_ndarray(x)
     cdef int rtype, ctype = compute_type(xa, &rtype)
     cdef char is_batch[cnp.NPY_MAXDIMS]
@@ -517,11 +619,17 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
     if not training:
         mean = per_feature(mean, "mean", xa, is_batch, axis, False)
         var = per_feature(var, "var", xa, is_batch, axis, False)
+        if dd != 0:
+            raise ValueError("ddof applies to batch statistics; with mean and var "
+                             "given, give the variance it would have made")
     if out is not None:
         _check_out(out, (<object>xa).shape, cnp.PyArray_DescrFromType(rtype))
     if training and m == 0 and nfeat != 0:
         raise ValueError(f"cannot compute batch statistics of an empty batch "
                          f"(x of shape {(<object>xa).shape}, axis={axis!r})")
+    if training and m - dd <= 0 and nfeat != 0 and policy != OMIT:
+        raise ValueError(f"ddof={dd} leaves no degrees of freedom in a batch of {m} "
+                         f"values per feature: a variance needs m - ddof > 0")
 
     cdef Block b = make_block(as_type(xa, ctype), is_batch)
     cdef cnp.ndarray rt = residual_block(b, residual, xa, rtype, ctype)
@@ -539,27 +647,207 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         gb, bb = apart_from(gb, yt), apart_from(bb, yt)
         if not training:
             mb, vb = apart_from(mb, yt), apart_from(vb, yt)
-    cdef double *stats = NULL  # the batch mean and variance, when returned
-    try:
-        if training:
-            if return_stats:
-                stats = <double *>PyMem_Malloc(2 * b.C * sizeof(double))
-                if stats == NULL:
-                    raise MemoryError()
-            run_forward_train(b, yt, dptr(gb), dptr(bb), e, stats,
-                              NULL if stats == NULL else stats + b.C, rt, act)
-        else:
-            run_forward_infer(b, yt, dptr(mb), dptr(vb), dptr(gb), dptr(bb), e, rt, act)
+    if not training:
+        if policy == RAISE and nfeat != 0:
+            check_no_nan(b, m)
+        run_forward_infer(b, yt, dptr(mb), dptr(vb), dptr(gb), dptr(bb), e, rt, act)
+        y = finish_output(b, yt, out, rtype, ctype)
+        return (y, mean, var) if return_stats else y
+    if policy == PROPAGATE and dd == 0 and not return_stats:
+        run_forward_train(b, yt, dptr(gb), dptr(bb), e, NULL, NULL, rt, act)
+        return finish_output(b, yt, out, rtype, ctype)
+    return train_with_stats(b, yt, gb, bb, e, rt, act, xa, is_batch, m, dd, policy,
+                            out, rtype, ctype, return_stats)
 
+
+cdef object train_with_stats(Block b, cnp.ndarray yt, object gb, object bb, double e,
+                             cnp.ndarray rt, bint act, cnp.ndarray xa,
+                             const char *is_batch, int64_t m, int64_t dd, int policy,
+                             object out, int rtype, int ctype, bint return_stats):
+    """normalize_batch in training, where the statistics are wanted: to
+    return, to divide by m - ddof, or to see NaN in (nan_policy 'raise' and
+    'omit').
+
+    One fused pass first (statistics and output), when nothing it writes
+    is still to be read or, for 'raise', seen by the caller: with ddof the
+    output is the same formula with gamma*sqrt((m - ddof)/m) and
+    eps*(m - ddof)/m. Where a mean came out NaN, or that pass could not run,
+    the statistics are taken over the values that are not NaN
+    (cbn_stats_omit: the count of each feature) and the output is made from
+    them, as in inference; 'raise' raises there, before writing."""
+    cdef int64_t C = b.C, c
+    cdef double *st = <double *>PyMem_Malloc(2 * C * sizeof(double) + 1)
+    cdef int64_t *count = <int64_t *>PyMem_Malloc(C * sizeof(int64_t) + 1)
+    cdef double f
+    cdef bint fused
+    try:
+        if st == NULL or count == NULL:
+            raise MemoryError()
+        if policy == OMIT:  # a redo must still find x (and the residual)
+            fused = (m - dd > 0 and writes_apart(yt, b.data)
+                     and (rt is None or writes_apart(yt, rt)))
+        else:  # 'raise' writes nothing it may have to take back
+            fused = policy == PROPAGATE or out is None or not may_overlap(yt, out)
+        if fused:
+            g2, e2 = gb, e
+            if dd != 0 and m > dd:
+                f = (<double>(m - dd)) / <double>m
+                g2 = np.full(C, np.sqrt(f)) if gb is None else gb * np.sqrt(f)
+                e2 = e * f
+            run_forward_train(b, yt, dptr(g2), dptr(bb), e2, st, st + C, rt, act)
+            fused = policy == PROPAGATE or count_nan_features(C, st) == 0
+            if not fused and policy == RAISE:
+                check_no_nan(b, m)  # both infinities make a NaN mean too
+                fused = True
+        if fused:
+            for c in range(C):
+                count[c] = m
+        else:
+            run_stats_omit(b, count, st, st + C)
+            if policy == RAISE:
+                for c in range(C):
+                    if count[c] != m:
+                        raise ValueError("x contains NaN (nan_policy='raise')")
+        ddof_variance(C, count, st + C, dd)
+        if not fused:
+            run_forward_infer(b, yt, st, st + C, dptr(gb), dptr(bb), e, rt, act)
         y = finish_output(b, yt, out, rtype, ctype)
         if not return_stats:
             return y
-        if training:
-            return (y, feature_result(b, stats, xa, is_batch, cnp.NPY_DOUBLE),
-                    feature_result(b, stats + b.C, xa, is_batch, cnp.NPY_DOUBLE))
-        return y, mean, var
+        return (y, feature_result(b, st, xa, is_batch, cnp.NPY_DOUBLE),
+                feature_result(b, st + C, xa, is_batch, cnp.NPY_DOUBLE))
     finally:
-        PyMem_Free(stats)
+        PyMem_Free(st)
+        PyMem_Free(count)
+
+
+def _normalize_masked(x, gamma, beta, axis, eps, mean, var, out, return_stats,
+                      residual, relu, ddof, nan_policy):
+    """normalize_batch of a numpy.ma.MaskedArray: over its unmasked values
+    (the masked ones are NaN to nan_policy 'omit'), as a MaskedArray with
+    x's mask. A NaN among the unmasked values follows ``nan_policy``."""
+    if out is not None:
+        raise TypeError("out= cannot hold the result of a masked array (a new "
+                        "numpy.ma.MaskedArray with x's mask)")
+    mask = np.ma.getmaskarray(x)
+    data = np.ma.getdata(x)
+    cdt, rdt = _dtypes(data.dtype)
+    filled = np.where(mask, np.nan, data).astype(rdt if rdt == _F16 else cdt, copy=False)
+    if nan_policy != "omit":
+        unmasked_nan = np.isnan(data) & ~mask if data.dtype.kind == "f" else None
+        if unmasked_nan is not None and unmasked_nan.any():
+            if nan_policy == "raise":
+                raise ValueError("x contains NaN among its unmasked values "
+                                 "(nan_policy='raise')")
+        else:
+            unmasked_nan = None
+    else:
+        unmasked_nan = None
+    r = normalize_batch(filled, gamma, beta, axis=axis, eps=eps, mean=mean, var=var,
+                        return_stats=return_stats, residual=residual, relu=relu,
+                        ddof=ddof, nan_policy="omit" if mean is None else "propagate")
+    y, stats = (r[0], list(r[1:])) if return_stats else (r, None)
+    if unmasked_nan is not None and mean is None:
+        # 'propagate': a feature with an unmasked NaN is NaN throughout
+        bad = unmasked_nan.any(axis=axis, keepdims=True)
+        y = np.where(bad, np.nan, y).astype(y.dtype, copy=False)
+        if stats is not None:
+            fb = unmasked_nan.any(axis=axis)
+            stats = [np.where(fb, np.nan, s) for s in stats]
+    y = np.ma.MaskedArray(y, mask=mask.copy())
+    return (y, *stats) if return_stats else y
+
+
+cdef bint writes_apart(cnp.ndarray o, cnp.ndarray a):
+    """Whether writing o leaves a as it was."""
+    return not may_overlap(o, a)
+
+
+def zscore(a, axis=0, ddof=0, nan_policy="propagate"):
+    """The z score of each value: ``(a - mean) / std`` over ``axis``.
+
+    ``scipy.stats.zscore`` with the same signature and results (to float
+    rounding), computed by cbn's kernels: ``normalize_batch(a, axis=axis,
+    eps=0, ddof=ddof, nan_policy=nan_policy)``, except that a batch too
+    small for ``ddof`` gives NaN, as scipy does, rather than an error.
+
+    Parameters
+    ----------
+    a : array_like
+        Data, with the dtypes :func:`normalize_batch` accepts (float32 stays
+        float32, integers become float64). A ``numpy.ma.MaskedArray`` is
+        standardized over its unmasked values and comes back masked alike.
+    axis : int, tuple of ints or None, optional
+        The axes the mean and standard deviation are taken over; None means
+        all of them. Default 0.
+    ddof : int, optional
+        Delta degrees of freedom of the standard deviation (divisor
+        ``m - ddof`` for m values). Default 0. Where ``m - ddof <= 0`` (for
+        'omit', where a feature has no more than ``ddof`` values that are not
+        NaN) the result is NaN.
+    nan_policy : {'propagate', 'raise', 'omit'}, optional
+        'propagate' (default): a NaN makes its whole feature NaN. 'raise':
+        ValueError if ``a`` holds a NaN. 'omit': each feature's mean and
+        standard deviation are taken over its values that are not NaN, and
+        NaN values stay NaN in the result.
+
+    Returns
+    -------
+    ndarray or numpy.ma.MaskedArray
+        The z scores, ``a``'s shape.
+
+    Raises
+    ------
+    TypeError
+        If ``a`` is not real, or ``ddof`` is not an integer.
+    ValueError
+        For a negative ``ddof``, an unknown ``nan_policy``, or a NaN with
+        ``nan_policy='raise'``.
+    numpy.exceptions.AxisError
+        For an out-of-range or repeated axis.
+
+    See Also
+    --------
+    normalize_batch : the same with eps, gamma, beta, out and more.
+    scipy.stats.zscore
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cbn
+    >>> a = np.array([[1.0, 2.0], [3.0, np.nan], [5.0, 6.0]])
+    >>> cbn.zscore(a)
+    array([[-1.22474487,         nan],
+           [ 0.        ,         nan],
+           [ 1.22474487,         nan]])
+    >>> cbn.zscore(a, nan_policy="omit")
+    array([[-1.22474487, -1.        ],
+           [ 0.        ,         nan],
+           [ 1.22474487,  1.        ]])
+    >>> cbn.zscore(a, ddof=1, nan_policy="omit")
+    array([[-1.        , -0.70710678],
+           [ 0.        ,         nan],
+           [ 1.        ,  0.70710678]])
+    """
+    cdef int64_t dd = ddof_value(ddof)
+    cdef int policy = nan_policy_code(nan_policy)
+    cdef bint masked = isinstance(a, np.ma.MaskedArray)
+    cdef cnp.ndarray xa = np.ma.getdata(a) if masked else as_ndarray(a)
+    cdef int rtype
+    compute_type(xa, &rtype)
+    cdef char is_batch[cnp.NPY_MAXDIMS]
+    batch_flags(axis, cnp.PyArray_NDIM(xa), is_batch)
+    cdef int64_t nfeat, m = batch_size(xa, is_batch, &nfeat)
+    if m - dd > 0 or nfeat == 0:
+        return normalize_batch(a, axis=axis, eps=0.0, ddof=dd, nan_policy=nan_policy)
+    # no degree of freedom left: NaN throughout, as scipy gives
+    vals = xa[~np.ma.getmaskarray(a)] if masked else xa
+    if policy == RAISE and xa.dtype.kind == "f" and np.isnan(vals).any():
+        raise ValueError("x contains NaN (nan_policy='raise')")
+    r = np.full((<object>xa).shape, np.nan, cnp.PyArray_DescrFromType(rtype))
+    if masked:
+        return np.ma.MaskedArray(r, mask=np.ma.getmaskarray(a).copy())
+    return r
 
 
 cdef cnp.ndarray relu_source(cnp.ndarray xa, object y, object beta, object gamma,
@@ -770,12 +1058,15 @@ cdef void _freeze(cnp.ndarray a) noexcept:
     cnp.PyArray_CLEARFLAGS(a, cnp.NPY_ARRAY_WRITEABLE)
 
 
-def _batch_moments(x, axis=0):
+def _batch_moments(x, axis=0, nan_policy="propagate"):
     """The batch size m and the per-feature mean and M2 = m*var of ``x``
     over ``axis``, as new read-only C-contiguous float64 arrays of the
     feature shape F, from the statistics kernel; zeros for an empty batch.
-    :func:`cbn.batch_stats` builds on it; ``x`` and ``axis`` as in
-    :func:`normalize_batch`."""
+    :func:`cbn.batch_stats` builds on it; ``x``, ``axis`` and ``nan_policy``
+    as in :func:`normalize_batch`. With 'omit', m is instead a read-only
+    int64 array of shape F, each feature's count of values that are not NaN
+    (NaN mean and M2 where it is 0)."""
+    cdef int policy = nan_policy_code(nan_policy)
     cdef cnp.ndarray xa = as_ndarray(x)
     cdef int rtype, ctype = compute_type(xa, &rtype)
     cdef char is_batch[cnp.NPY_MAXDIMS]
@@ -784,26 +1075,44 @@ def _batch_moments(x, axis=0):
     cdef double *v
     cdef cnp.ndarray mean = new_feature_array(xa, is_batch)
     cdef cnp.ndarray m2 = new_feature_array(xa, is_batch)
+    cdef cnp.ndarray count = None
     cdef cnp.npy_intp C, i
     cdef Block b
-    if m == 0 or nfeat == 0:
+    if policy == OMIT and nfeat == 0:
+        count = new_feature_array(xa, is_batch).astype(np.int64)
+    if (m == 0 and policy != OMIT) or nfeat == 0:
         memset(dptr(mean), 0, <size_t>nfeat * sizeof(double))
         memset(dptr(m2), 0, <size_t>nfeat * sizeof(double))
     else:
         b = make_block(as_type(xa, ctype), is_batch)
-        if b.features_in_order:
+        if b.features_in_order and policy != OMIT:
             run_stats(b, dptr(mean), dptr(m2))
+            if policy == RAISE and count_nan_features(b.C, dptr(mean)):
+                check_no_nan(b, m)
         else:
             C = b.C
             mb = cnp.PyArray_EMPTY(1, &C, cnp.NPY_DOUBLE, 0)
             vb = cnp.PyArray_EMPTY(1, &C, cnp.NPY_DOUBLE, 0)
-            run_stats(b, dptr(mb), dptr(vb))
+            if policy == OMIT:
+                cb = cnp.PyArray_EMPTY(1, &C, cnp.NPY_INT64, 0)
+                run_stats_omit(b, <int64_t *>cnp.PyArray_DATA(cb), dptr(mb), dptr(vb))
+            else:
+                run_stats(b, dptr(mb), dptr(vb))
+                if policy == RAISE and count_nan_features(C, dptr(mb)):
+                    check_no_nan(b, m)
             fshape = feature_shape(xa, is_batch)
             mean = b.to_feature_order(mb, fshape)
             m2 = b.to_feature_order(vb, fshape)
-        v = dptr(m2)
-        for i in range(nfeat):  # the variance becomes M2
-            v[i] *= <double>m
+            if policy == OMIT:
+                count = b.to_feature_order(cb, fshape)
+        if count is not None:
+            m2 *= count  # the variance becomes M2
+        else:
+            v = dptr(m2)
+            for i in range(nfeat):  # the variance becomes M2
+                v[i] *= <double>m
+    if count is not None:
+        _freeze(count)
     _freeze(mean)
     _freeze(m2)
-    return m, mean, m2
+    return (m if count is None else count), mean, m2

@@ -16,6 +16,18 @@ from cbn._args import asarray, index, real
 from cbn._normalize import _batch_moments
 
 
+def _feature_counts(count, shape):
+    """Per-feature counts as a new int64 array of ``shape``."""
+    if count.dtype.kind not in "biu":
+        raise TypeError(f"count must hold integers, got dtype {count.dtype}")
+    if count.shape != shape:
+        raise ValueError(f"per-feature counts must have the shape of mean, {shape}, "
+                         f"got {count.shape}")
+    if (count < 0).any():
+        raise ValueError("count must be non-negative")
+    return count.astype(np.int64)
+
+
 class BatchStats:
     """Partial statistics of a batch: count, mean and M2 per feature.
 
@@ -25,9 +37,11 @@ class BatchStats:
 
     Parameters
     ----------
-    count : int
+    count : int or array_like of int
         m, the number of values per feature (the batch size); >= 0. An int or
-        numpy integer (anything with ``__index__``), not a float.
+        numpy integer (anything with ``__index__``), not a float; or, for
+        statistics that left out missing values, an integer array of the
+        feature shape F with each feature's own count.
     mean : array_like
         Per-feature mean (float64, the feature shape F). Ignored (taken as 0)
         when ``count`` is 0.
@@ -36,7 +50,7 @@ class BatchStats:
 
     Attributes
     ----------
-    count : int
+    count : int or ndarray
     mean, m2 : ndarray
         Read-only float64 arrays of the feature shape F.
 
@@ -46,7 +60,8 @@ class BatchStats:
         If ``count`` is not an integer, or ``mean`` or ``m2`` is a
         ``numpy.ma.MaskedArray``.
     ValueError
-        If ``count`` is negative, or ``mean`` and ``m2`` differ in shape.
+        If ``count`` is negative, or ``mean`` and ``m2`` differ in shape (or
+        per-feature counts from theirs).
 
     Examples
     --------
@@ -62,20 +77,28 @@ class BatchStats:
     __slots__ = ("_count", "_mean", "_m2")
 
     def __init__(self, count, mean, m2):
-        n = index(count, "count", "a non-negative integer")
-        if n < 0:
-            raise ValueError(f"count must be a non-negative integer, got {count!r}")
         mean = np.array(asarray(mean, "mean"), dtype=np.float64)
         m2 = np.array(asarray(m2, "m2"), dtype=np.float64)
         if mean.shape != m2.shape:
             raise ValueError(f"mean and m2 must have one shape, got {mean.shape} "
                              f"and {m2.shape}")
+        if isinstance(count, np.ndarray) and count.ndim > 0:
+            n = _feature_counts(count, mean.shape)
+        else:
+            n = index(count, "count", "a non-negative integer")
+            if n < 0:
+                raise ValueError(f"count must be a non-negative integer, got {count!r}")
         self._hold(n, mean, m2)
 
     def _hold(self, count, mean, m2):
         """Keep count and the arrays mean, m2 (float64, of one shape, owned
-        by this object alone), zeroed for an empty batch and made read-only."""
-        if count == 0:
+        by this object alone), zeroed for an empty batch (NaN for a feature
+        whose own count is 0) and made read-only."""
+        if isinstance(count, np.ndarray):
+            mean[count == 0] = np.nan
+            m2[count == 0] = np.nan
+            count.flags.writeable = False
+        elif count == 0:
             mean[...] = 0.0
             m2[...] = 0.0
         mean.flags.writeable = False
@@ -98,7 +121,10 @@ class BatchStats:
 
     @property
     def count(self):
-        """int: m, the number of values per feature."""
+        """int, or ndarray: m, the number of values per feature; with
+        statistics over the values that are not NaN (``nan_policy='omit'``)
+        each feature's own count, a read-only int64 array of the feature
+        shape."""
         return self._count
 
     @property
@@ -127,7 +153,8 @@ class BatchStats:
         -------
         ndarray
             float64, the feature shape; NaN where ``count <= ddof``, as
-            :func:`numpy.var` gives (without its warning).
+            :func:`numpy.var` gives (without its warning), feature by
+            feature for per-feature counts.
 
         Examples
         --------
@@ -137,6 +164,9 @@ class BatchStats:
         array(1.66666667)
         """
         d = self._count - real(ddof, "ddof")
+        if isinstance(d, np.ndarray):  # per-feature counts
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(d > 0, self._m2 / np.where(d > 0, d, 1), np.nan)
         if d <= 0:
             return np.full(self._m2.shape, np.nan)
         return np.asarray(self._m2 / d)  # an array even for 0-d statistics
@@ -167,14 +197,15 @@ class BatchStats:
         return merge_stats(self, *others)
 
     def __repr__(self):
-        return (f"BatchStats(count={self._count}, mean={self._mean!r}, "
+        count = repr(self._count) if isinstance(self._count, np.ndarray) else self._count
+        return (f"BatchStats(count={count}, mean={self._mean!r}, "
                 f"m2={self._m2!r})")
 
     def __reduce__(self):
         return BatchStats, (self._count, self._mean, self._m2)
 
 
-def batch_stats(x, *, axis=0):
+def batch_stats(x, *, axis=0, nan_policy="propagate"):
     """Partial statistics of ``x`` over the batch axes, for merging.
 
     The mean and M2 = sum((x - mean)**2) per feature, in float64, from the
@@ -191,6 +222,12 @@ def batch_stats(x, *, axis=0):
     axis : int, tuple of ints or None, optional
         The batch axes, as in :func:`normalize_batch`; the other axes are the
         features. Default 0.
+    nan_policy : {'propagate', 'raise', 'omit'}, optional
+        'propagate' (default): a NaN makes its feature's mean and M2 NaN.
+        'raise': ValueError if ``x`` holds a NaN. 'omit': each feature's
+        statistics over its values that are not NaN; ``count`` is then an
+        int64 array of the feature shape (a feature with none gets count 0
+        and NaN mean and M2), and merges stay exact feature by feature.
 
     Returns
     -------
@@ -199,9 +236,11 @@ def batch_stats(x, *, axis=0):
     Raises
     ------
     TypeError
-        If ``x`` is not real, or is a ``numpy.ma.MaskedArray`` (refused as by
-        :func:`normalize_batch`; ``numpy.matrix`` and ``numpy.memmap`` are
-        read as plain ndarrays).
+        If ``x`` is not real, or is a ``numpy.ma.MaskedArray`` (refused: give
+        ``x.filled(np.nan)`` with ``nan_policy='omit'``; ``numpy.matrix`` and
+        ``numpy.memmap`` are read as plain ndarrays).
+    ValueError
+        For an unknown ``nan_policy``, or a NaN with ``nan_policy='raise'``.
     numpy.exceptions.AxisError
         For an out-of-range or repeated axis.
 
@@ -233,8 +272,14 @@ def batch_stats(x, *, axis=0):
     >>> imgs = rng.normal(size=(8, 3, 4, 4)).astype(np.float32)
     >>> cbn.batch_stats(imgs, axis=(0, 2, 3)).mean.shape
     (3,)
+
+    Missing values, left out feature by feature:
+
+    >>> s = cbn.batch_stats(np.array([[1.0, np.nan], [3.0, 4.0]]), nan_policy="omit")
+    >>> s.count, s.mean
+    (array([2, 1]), array([2., 4.]))
     """
-    m, mean, m2 = _batch_moments(x, axis)
+    m, mean, m2 = _batch_moments(x, axis, nan_policy)
     return BatchStats._own(m, mean, m2, True)
 
 
@@ -292,7 +337,13 @@ def merge_moments(parts):
     """Chan's merge of ``(count, mean, m2)`` triples (float64 arrays of one
     shape), left to right; returns the merged triple. Shared by
     :func:`merge_stats` and :class:`cbn.SyncBatchNorm`, whose processes each
-    merge the gathered triples in rank order and so agree bitwise."""
+    merge the gathered triples in rank order and so agree bitwise. A count
+    may be an array of per-feature counts (statistics that left out NaN):
+    then each feature merges alone, with the same arithmetic, and the
+    merged count is an int64 array."""
+    parts = list(parts)
+    if any(isinstance(k, np.ndarray) for k, _, _ in parts):
+        return _merge_per_feature(parts)
     n = 0
     mean = m2 = None
     for k, pmean, pm2 in parts:
@@ -310,4 +361,28 @@ def merge_moments(parts):
     if n == 0:
         shape = np.shape(parts[0][1])
         return 0, np.zeros(shape), np.zeros(shape)
+    return n, mean, m2
+
+
+def _merge_per_feature(parts):
+    """merge_moments with per-feature counts: where a part's count is 0 it
+    is skipped, where the merged count is still 0 the part is taken, else
+    the update of merge_moments. Features no part counts keep NaN."""
+    shape = np.shape(parts[0][1])
+    n = np.zeros(shape, np.int64)
+    mean = np.full(shape, np.nan)
+    m2 = np.full(shape, np.nan)
+    for k, pmean, pm2 in parts:
+        k = np.broadcast_to(np.asarray(k, dtype=np.int64), shape)
+        first = (n == 0) & (k > 0)
+        both = (n > 0) & (k > 0)
+        mean = np.where(first, pmean, mean)
+        m2 = np.where(first, pm2, m2)
+        if both.any():
+            total = np.where(both, n + k, 1)
+            wb = k / total
+            d = pmean - mean
+            mean = np.where(both, mean + d * wb, mean)
+            m2 = np.where(both, m2 + (pm2 + d * d * (n * wb)), m2)
+        n = n + k
     return n, mean, m2

@@ -79,3 +79,32 @@ def test_outputs_are_bitwise_equal_with_one_and_two_threads(rng, shape, axis, dt
     expected = backward_ref(dy, x, mean0, var0, gamma, axis=axis, batch_stats=False)
     assert_backward_close((one["dx_frozen"], one["dgamma_frozen"], one["dbeta_frozen"]),
                           expected, dy, x, mean0, var0, axis, gamma, batch_stats=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, axis", SHAPES, ids=SHAPE_IDS)
+def test_nan_omit_is_bitwise_equal_at_every_level_and_thread_count(rng, shape, axis, dtype,
+                                                                   simd_level):
+    # nan_policy='omit' (cbn_stats_omit): the fast statistics at the level,
+    # then the features holding NaN recomputed in order, one per thread --
+    # so neither the level nor the threads may change a bit of the features
+    # with NaN, and the others are the plain kernels' (tested above).
+    x = 3.0 + rng.standard_normal(shape, dtype=dtype)
+    x[rng.random(shape) < 0.05] = np.nan
+    results = []
+    for n in (1, 2):
+        with threadpool_limits(limits=n, user_api="openmp"):
+            y, mean, var = cbn.normalize_batch(x, axis=axis, nan_policy="omit",
+                                               return_stats=True, ddof=1)
+            s = cbn.batch_stats(x, axis=axis, nan_policy="omit")
+        results.append((y, mean, var, s.count, s.mean, s.m2))
+    for a, b in zip(*results):
+        assert a.tobytes() == b.tobytes(), "nan_policy='omit' depends on threads"
+    x64 = x.astype(np.float64)
+    mean_ref = np.nanmean(x64, axis=axis)
+    var_ref = np.nanvar(x64, axis=axis, ddof=1)
+    assert_stats_close(results[0][1], results[0][2], mean_ref, var_ref)
+    np.testing.assert_array_equal(results[0][3], np.sum(~np.isnan(x), axis=axis))
+    y_ref, _, _ = normalize_ref(x64, axis=axis, mean=mean_ref, var=var_ref)
+    assert_close(results[0][0], y_ref.astype(dtype), scale=3.0)
+    assert np.array_equal(np.isnan(results[0][0]), np.isnan(x))

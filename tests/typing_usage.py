@@ -143,8 +143,10 @@ def statistics_and_sync() -> None:
     parts = [cbn.batch_stats(c, axis=0) for c in chunks]
     total: cbn.BatchStats = cbn.merge_stats(*parts)
     total = parts[0].merge(*parts[1:])
-    n: int = total.count
-    assert n == 15
+    n = total.count  # an int, or per-feature counts after nan_policy="omit"
+    assert isinstance(n, int) and n == 15
+    omitted = cbn.batch_stats(chunks[0], nan_policy="omit").count
+    assert not isinstance(omitted, int) and omitted.shape == (3,)
     assert_type(total.mean, NDArray[np.float64])
     assert_type(total.m2, NDArray[np.float64])
     assert_type(total.var(ddof=1), NDArray[np.float64])
