@@ -46,6 +46,12 @@ cdef int run_stats(Block b, double *mean, double *var) except -1
 # nan_policy 'omit': per-feature counts (C of them) and the statistics over
 # the values that are not NaN (cbn_stats_omit).
 cdef int run_stats_omit(Block b, int64_t *count, double *mean, double *var) except -1
+# The backward of a forward under nan_policy 'omit' (cbn_backward_omit); dxt
+# must not share memory with dyt or b's data.
+cdef int run_backward_omit(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
+                           const double *mean, const double *var,
+                           const double *gamma, double eps, bint batch_stats,
+                           double *dgamma, double *dbeta) except -1
 # The ReLU mask of an output block, as the gated backward takes it.
 cdef cnp.ndarray relu_bits(cnp.ndarray yt)
 cdef int run_backward_dx(Block b, cnp.ndarray dyt, cnp.ndarray dxt,

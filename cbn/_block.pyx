@@ -353,6 +353,27 @@ cdef int run_stats_omit(Block b, int64_t *count, double *mean, double *var) exce
     return check_status(s)
 
 
+cdef int run_backward_omit(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
+                           const double *mean, const double *var,
+                           const double *gamma, double eps, bint batch_stats,
+                           double *dgamma, double *dbeta) except -1:
+    cdef int s
+    cdef void *xp = cnp.PyArray_DATA(b.data)
+    cdef void *gp = cnp.PyArray_DATA(dyt)
+    cdef void *dp = cnp.PyArray_DATA(dxt)
+    if cnp.PyArray_TYPE(b.data) == cnp.NPY_FLOAT:
+        with nogil:
+            s = K.backward_omit_f32(<const float *>gp, <const float *>xp, <float *>dp,
+                                    b.outer, b.C, b.inner, mean, var, gamma, eps,
+                                    batch_stats, dgamma, dbeta)
+    else:
+        with nogil:
+            s = K.backward_omit_f64(<const double *>gp, <const double *>xp, <double *>dp,
+                                    b.outer, b.C, b.inner, mean, var, gamma, eps,
+                                    batch_stats, dgamma, dbeta)
+    return check_status(s)
+
+
 cdef int run_backward_dx(Block b, cnp.ndarray dyt, cnp.ndarray dxt,
                          const double *mean, const double *var,
                          const double *gamma, double eps, int64_t m,

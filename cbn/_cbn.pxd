@@ -41,6 +41,16 @@ cdef extern from "cbn.h" nogil:
                            int64_t *count, double *mean, double *var)
     int cbn_stats_omit_f64(const double *x, int64_t outer, int64_t C, int64_t inner,
                            int64_t *count, double *mean, double *var)
+    int cbn_backward_omit_f32(const float *dy, const float *x, float *dx,
+                              int64_t outer, int64_t C, int64_t inner,
+                              const double *mean, const double *var,
+                              const double *gamma, double eps, int batch_stats,
+                              double *dgamma, double *dbeta)
+    int cbn_backward_omit_f64(const double *dy, const double *x, double *dx,
+                              int64_t outer, int64_t C, int64_t inner,
+                              const double *mean, const double *var,
+                              const double *gamma, double eps, int batch_stats,
+                              double *dgamma, double *dbeta)
 
     int cbn_forward_train_f32(const float *x, float *y,
                               int64_t outer, int64_t C, int64_t inner,

@@ -31,7 +31,7 @@ from libc.string cimport memset
 from cbn._block cimport (Block, make_block, empty_like_block, from_doubles,
                          int_tuple, dptr, check_status, run_forward_train,
                          run_forward_infer, run_backward, run_stats,
-                         run_stats_omit, run_backward_dx)
+                         run_stats_omit, run_backward_omit, run_backward_dx)
 from cbn._args import asarray as _asarray, real as _real, refuse_masked_out as _refuse_masked_out
 
 try:
@@ -872,7 +872,8 @@ cdef cnp.ndarray relu_source(cnp.ndarray xa, object y, object beta, object gamma
 
 def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
                              eps=1e-5, batch_stats=True, out=None, relu=False,
-                             y=None, beta=None, out_residual=None):
+                             y=None, beta=None, out_residual=None,
+                             nan_policy="propagate"):
     """Gradients of :func:`normalize_batch` with respect to x, gamma and beta.
 
     With ``invstd = 1/sqrt(var + eps)`` and ``xhat = (x - mean)*invstd``,
@@ -921,6 +922,13 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
         Receives the gradient with respect to the forward's ``residual``:
         ``dy`` masked by the ReLU (``dy`` itself without one). dy's shape,
         and a dtype dy's values cast to (same kind).
+    nan_policy : {'propagate', 'raise', 'omit'}, optional
+        The forward's. 'omit' (its ``mean`` and ``var`` taken over each
+        feature's values that are not NaN): where x is NaN, dx is 0 and the
+        element is left out of dgamma and dbeta, and each feature's count
+        of the other elements is its batch size m in the formulas above.
+        'raise': ValueError, before anything is written, if x holds a NaN.
+        'propagate' (default): NaN flows through the arithmetic.
 
     Returns
     -------
@@ -940,8 +948,9 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
         number.
     ValueError
         For arguments of the wrong shape, a negative or NaN ``eps``, a bad
-        ``out`` or ``out_residual``, an empty batch with ``batch_stats``, or
-        ``relu`` without ``y`` or ``beta``.
+        ``out`` or ``out_residual``, an empty batch with ``batch_stats``,
+        ``relu`` without ``y`` or ``beta``, an unknown ``nan_policy`` or a
+        NaN in x under 'raise'.
     numpy.exceptions.AxisError
         For an out-of-range or repeated axis.
 
@@ -978,6 +987,7 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
            [0., 0.],
            [1., 1.]])
     """
+    cdef int policy = nan_policy_code(nan_policy)
     cdef cnp.ndarray xa = as_ndarray(x)
     cdef cnp.ndarray dya = as_ndarray(dy, "dy")
     cdef int rtype, dy_rtype, ctype = compute_type(xa, &rtype)
@@ -1020,7 +1030,8 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
     cdef cnp.ndarray src = None
     if relu:
         src = relu_source(xa, y, beta, gamma, mean, var, axis, e)
-        if out_residual is not None or cnp.PyArray_TYPE(src) != ctype:
+        if (out_residual is not None or cnp.PyArray_TYPE(src) != ctype
+                or policy == OMIT):  # cbn_backward_omit takes no gate
             dya = np.where(src > 0, dya, dya.dtype.type(0))
             src = None
     residual_grad = dya if out_residual is not None else None
@@ -1031,6 +1042,10 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
     dxt = output_block(b, out, ctype, dyt)
     if gate is not None and (may_overlap(dxt, b.data) or may_overlap(dxt, gate)):
         dxt = empty_like_block(b)  # rows: dy is gated into dx before x is read
+    if policy == OMIT and (may_overlap(dxt, b.data) or may_overlap(dxt, dyt)):
+        dxt = empty_like_block(b)  # features with NaN read dy and x again
+    if policy == RAISE and nfeat != 0 and m != 0:
+        check_no_nan(b, m)
     mb = b.to_block_order(mean)
     vb = b.to_block_order(var)
     gb = to_block(b, g)
@@ -1041,8 +1056,12 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
     if sums == NULL:
         raise MemoryError()
     try:
-        run_backward(b, dyt, dxt, dptr(mb), dptr(vb), dptr(gb), e, bs,
-                     sums, sums + b.C, gate)
+        if policy == OMIT:
+            run_backward_omit(b, dyt, dxt, dptr(mb), dptr(vb), dptr(gb), e, bs,
+                              sums, sums + b.C)
+        else:
+            run_backward(b, dyt, dxt, dptr(mb), dptr(vb), dptr(gb), e, bs,
+                         sums, sums + b.C, gate)
         dx = finish_output(b, dxt, out, rtype, ctype)
         if residual_grad is not None and residual_grad is not out_residual:
             np.copyto(out_residual, residual_grad, casting="same_kind")

@@ -69,6 +69,20 @@ cdef int stats_omit_f32(const float *x, int64_t outer, int64_t C, int64_t inner,
 cdef int stats_omit_f64(const double *x, int64_t outer, int64_t C, int64_t inner,
                         int64_t *count, double *mean, double *var) noexcept nogil
 
+# The backward of a forward under nan_policy 'omit': dx 0 where x is NaN,
+# those elements out of the sums, each feature's own count in the formula.
+# dx, dgamma, dbeta required; dx must not share memory with dy or x (cbn.h).
+cdef int backward_omit_f32(const float *dy, const float *x, float *dx,
+                           int64_t outer, int64_t C, int64_t inner,
+                           const double *mean, const double *var,
+                           const double *gamma, double eps, int batch_stats,
+                           double *dgamma, double *dbeta) noexcept nogil
+cdef int backward_omit_f64(const double *dy, const double *x, double *dx,
+                           int64_t outer, int64_t C, int64_t inner,
+                           const double *mean, const double *var,
+                           const double *gamma, double eps, int batch_stats,
+                           double *dgamma, double *dbeta) noexcept nogil
+
 cdef int forward_train_f32(const float *x, float *y,
                            int64_t outer, int64_t C, int64_t inner,
                            const double *gamma, const double *beta, double eps,

@@ -174,6 +174,24 @@ cdef int stats_omit_f64(const double *x, int64_t outer, int64_t C, int64_t inner
     return _cbn.cbn_stats_omit_f64(x, outer, C, inner, count, mean, var)
 
 
+cdef int backward_omit_f32(const float *dy, const float *x, float *dx,
+                           int64_t outer, int64_t C, int64_t inner,
+                           const double *mean, const double *var,
+                           const double *gamma, double eps, int batch_stats,
+                           double *dgamma, double *dbeta) noexcept nogil:
+    return _cbn.cbn_backward_omit_f32(dy, x, dx, outer, C, inner, mean, var, gamma, eps,
+                                      batch_stats, dgamma, dbeta)
+
+
+cdef int backward_omit_f64(const double *dy, const double *x, double *dx,
+                           int64_t outer, int64_t C, int64_t inner,
+                           const double *mean, const double *var,
+                           const double *gamma, double eps, int batch_stats,
+                           double *dgamma, double *dbeta) noexcept nogil:
+    return _cbn.cbn_backward_omit_f64(dy, x, dx, outer, C, inner, mean, var, gamma, eps,
+                                      batch_stats, dgamma, dbeta)
+
+
 cdef int backward_dx_f32(const float *dy, const float *x, float *dx,
                          int64_t outer, int64_t C, int64_t inner,
                          const double *mean, const double *var,

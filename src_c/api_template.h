@@ -128,6 +128,23 @@ int API(cbn_backward)(const T *dy, const T *x, T *dx, int64_t outer,
                                    batch_stats, dgamma, dbeta, NULL, NULL);
 }
 
+int API(cbn_backward_omit)(const T *dy, const T *x, T *dx, int64_t outer,
+                            int64_t C, int64_t inner, const double *mean,
+                            const double *var, const double *gamma, double eps,
+                            int batch_stats, double *dgamma, double *dbeta)
+{
+    if (C > 0 && !empty_block(outer, C, inner) && (!dx || !dgamma || !dbeta))
+        return CBN_ERR_ARG;
+    int s = API(cbn_backward)(dy, x, dx, outer, C, inner, mean, var, gamma, eps,
+                              batch_stats, dgamma, dbeta);
+    if (s != CBN_OK || empty_block(outer, C, inner))
+        return s;
+    omit_backward_job j = {dy, x, dx, sizeof(T) == sizeof(float), outer, C, inner,
+                           mean, var, gamma, eps, batch_stats, dgamma, dbeta};
+    for_ranges(threads_for(outer * C * inner), C, omit_backward_features, &j);
+    return CBN_OK;
+}
+
 int API(cbn_backward_dx)(const T *dy, const T *x, T *dx, int64_t outer,
                           int64_t C, int64_t inner, const double *mean,
                           const double *var, const double *gamma, double eps,

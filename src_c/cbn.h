@@ -323,6 +323,29 @@ int cbn_backward_gated_f64(const double *dy, const double *x, double *dx,
                            const double *y, const uint8_t *bits);
 
 /*
+ * nan_policy 'omit' in the backward: the gradients of a forward that left
+ * NaN out of its statistics (mean and var over each feature's values that
+ * are not NaN, cbn_stats_omit). Where x is NaN, dx is 0 and the element is
+ * left out of dgamma and dbeta; a feature's batch size in the dx formula is
+ * its count of the other elements. A feature without NaN in x gets
+ * cbn_backward's results, at its speed; one with NaN (any feature whose
+ * fast sums come out NaN) is redone in double by scalar code, in order.
+ * dx, dgamma and dbeta are required (when there is data), and dx must not
+ * share memory with dy or x (they are read again). Other arguments and
+ * errors as cbn_backward's.
+ */
+int cbn_backward_omit_f32(const float *dy, const float *x, float *dx,
+                          int64_t outer, int64_t C, int64_t inner,
+                          const double *mean, const double *var,
+                          const double *gamma, double eps, int batch_stats,
+                          double *dgamma, double *dbeta);
+int cbn_backward_omit_f64(const double *dy, const double *x, double *dx,
+                          int64_t outer, int64_t C, int64_t inner,
+                          const double *mean, const double *var,
+                          const double *gamma, double eps, int batch_stats,
+                          double *dgamma, double *dbeta);
+
+/*
  * The mask of a ReLU's output y (n values), for cbn_backward_gated: bit
  * e % 8 of bits[e / 8] set where y[e] > 0 (not at 0, not NaN), the last
  * byte's bits past n clear; numpy.packbits(y > 0, bitorder="little") of the

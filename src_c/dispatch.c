@@ -394,6 +394,78 @@ static void omit_features(void *ctx, int64_t c0, int64_t c1)
     free(idx);
 }
 
+/* nan_policy 'omit' in the backward (cbn_backward_omit): feature c's
+   gradients with the elements where x is NaN left out -- their dx is 0, they
+   are not in the sums, and n, the count of the others, is the batch size in
+   the formula (math.rst):
+     dbeta = sum dy,  dgamma = invstd * sum dy*(x - mean),
+     dx = gamma*invstd/n * (n*dy - dbeta - xhat*dgamma)   (batch_stats)
+     dx = gamma*invstd * dy                               (otherwise)
+   in double, rounded once. Scalar and in order, one feature at a time: a
+   cold path for the features whose fast sums came out NaN. */
+static CBN_COLD void omit_backward_feature(const void *dy, const void *x, void *dx,
+                                           int is_f32, int64_t outer, int64_t C,
+                                           int64_t inner, int64_t c, double mean,
+                                           double invstd, double gamma, int batch_stats,
+                                           double *dgamma, double *dbeta)
+{
+    int64_t n = 0, o, i;
+    double sdy = 0.0, sdyx = 0.0;
+    for (o = 0; o < outer; o++)
+        for (i = 0; i < inner; i++) {
+            const int64_t e = (o * C + c) * inner + i;
+            const double xv = load_as_double(x, is_f32, e);
+            if (xv == xv) {
+                const double g = load_as_double(dy, is_f32, e);
+                sdy += g;
+                sdyx += g * (xv - mean);
+                n++;
+            }
+        }
+    const double db = sdy, dg = n ? sdyx * invstd : 0.0;  /* n = 0: no NaN from invstd */
+    *dbeta = db;
+    *dgamma = dg;
+    const double k = gamma * invstd;
+    for (o = 0; o < outer; o++)
+        for (i = 0; i < inner; i++) {
+            const int64_t e = (o * C + c) * inner + i;
+            const double xv = load_as_double(x, is_f32, e);
+            double v = 0.0;
+            if (xv == xv) {
+                const double g = load_as_double(dy, is_f32, e);
+                v = batch_stats ? k / (double)n
+                                      * ((double)n * g - db - (xv - mean) * invstd * dg)
+                                : k * g;
+            }
+            if (is_f32)
+                ((float *)dx)[e] = (float)v;
+            else
+                ((double *)dx)[e] = v;
+        }
+}
+
+typedef struct {
+    const void *dy, *x;
+    void *dx;
+    int is_f32;
+    int64_t outer, C, inner;
+    const double *mean, *var, *gamma;
+    double eps;
+    int batch_stats;
+    double *dgamma, *dbeta;
+} omit_backward_job;
+
+static void omit_backward_features(void *ctx, int64_t c0, int64_t c1)
+{
+    const omit_backward_job *j = (const omit_backward_job *)ctx;
+    for (int64_t c = c0; c < c1; c++)
+        if (j->dgamma[c] != j->dgamma[c] || j->dbeta[c] != j->dbeta[c])
+            omit_backward_feature(j->dy, j->x, j->dx, j->is_f32, j->outer, j->C, j->inner,
+                                  c, j->mean[c], 1.0 / sqrt(j->var[c] + j->eps),
+                                  j->gamma ? j->gamma[c] : 1.0, j->batch_stats,
+                                  &j->dgamma[c], &j->dbeta[c]);
+}
+
 #define T float
 #define SFX f32
 #include "api_template.h"

@@ -185,3 +185,28 @@ LAYOUT_CASES = [
     ((2, 3, 4, 3, 5), (-5, -1)),
 ]
 LAYOUT_IDS = [f"{shape}-axis{axis}" for shape, axis in LAYOUT_CASES]
+
+
+def backward_omit_ref(dy, x, mean, var, gamma=None, axis=0, eps=1e-5, batch_stats=True):
+    """``backward_ref`` for a forward that left NaN out (nan_policy 'omit'):
+    the elements where x is NaN are not in the sums, get dx = 0, and each
+    feature's batch size is its count of the others. Returns
+    ``(dx, dgamma, dbeta)`` in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    dy = np.asarray(dy, dtype=np.float64)
+    b = batch_axes(x.ndim, axis)
+    keep = ~np.isnan(x)
+    n = keep.sum(axis=b, keepdims=True)
+    invstd = 1.0 / np.sqrt(_expand(var, x.shape, axis) + eps)
+    xhat = np.where(keep, (x - _expand(mean, x.shape, axis)) * invstd, 0.0)
+    g = np.where(keep, dy, 0.0)
+    dbeta = g.sum(axis=b, keepdims=True)
+    dgamma = (g * xhat).sum(axis=b, keepdims=True)
+    scale = (1.0 if gamma is None else _expand(gamma, x.shape, axis)) * invstd
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if batch_stats:
+            dx = scale / n * (n * g - dbeta - xhat * dgamma)
+        else:
+            dx = scale * g
+    fshape = feature_shape(x.shape, axis)
+    return (np.where(keep, dx, 0.0), dgamma.reshape(fshape), dbeta.reshape(fshape))

@@ -97,7 +97,9 @@ def test_nan_omit_is_bitwise_equal_at_every_level_and_thread_count(rng, shape, a
             y, mean, var = cbn.normalize_batch(x, axis=axis, nan_policy="omit",
                                                return_stats=True, ddof=1)
             s = cbn.batch_stats(x, axis=axis, nan_policy="omit")
-        results.append((y, mean, var, s.count, s.mean, s.m2))
+            grads = cbn.normalize_batch_backward(y, x, mean, var, axis=axis,
+                                                 nan_policy="omit")
+        results.append((y, mean, var, s.count, s.mean, s.m2, *grads))
     for a, b in zip(*results):
         assert a.tobytes() == b.tobytes(), "nan_policy='omit' depends on threads"
     x64 = x.astype(np.float64)
