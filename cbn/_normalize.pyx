@@ -33,6 +33,7 @@ from cbn._block cimport (Block, make_block, empty_like_block, from_doubles,
                          run_forward_infer, run_backward, run_stats,
                          run_stats_omit, run_backward_omit, run_backward_dx)
 from cbn._args import asarray as _asarray, real as _real, refuse_masked_out as _refuse_masked_out
+from cbn._interop import foreign as _foreign, rewrap as _rewrap
 
 try:
     from numpy.exceptions import AxisError
@@ -482,8 +483,18 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
         dtype; integer and bool input is computed and returned as float64;
         float16 is computed in float32 and returned as float16. ndarray
         subclasses that only add methods (``numpy.matrix``, ``numpy.memmap``)
-        are read as plain ndarrays, and the results are plain ndarrays; a
-        ``numpy.ma.MaskedArray`` is refused (see Raises).
+        are read as plain ndarrays, and the results are plain ndarrays. A
+        ``numpy.ma.MaskedArray`` is normalized over its unmasked values (its
+        masked values are left out as ``nan_policy='omit'`` leaves out NaN)
+        and the result is a MaskedArray with the same mask; a NaN among the
+        unmasked values follows ``nan_policy``. Arrays of other libraries
+        in host memory come back as their own kind: anything with
+        ``__dlpack__`` (torch tensors, JAX arrays) is read without a copy
+        where its layout allows and y is returned through its array
+        namespace's ``from_dlpack`` (``torch.from_dlpack`` for torch); a
+        pandas DataFrame or Series comes back as one with the same index and
+        columns. The statistics stay NumPy arrays. A tensor that requires
+        grad, or one in GPU memory, raises TypeError.
     gamma, beta : array_like or float, optional
         Scale and shift: a scalar or an array of the feature shape F (the
         shape of ``x`` without the batch axes). None means 1 and 0.
@@ -543,8 +554,9 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
     Raises
     ------
     TypeError
-        If ``x`` is not real (complex, object, str) or ``out`` has the wrong
-        dtype; if ``gamma``, ``beta``, ``mean`` or ``var`` is a
+        If ``x`` is not real (complex, object, str), is a torch tensor that
+        requires grad or an array outside host memory, or ``out`` has the
+        wrong dtype; if ``gamma``, ``beta``, ``mean`` or ``var`` is a
         ``numpy.ma.MaskedArray`` (per-feature parameters have no missing
         values), or ``out`` is one (its mask would be left over the new
         values), or ``out`` is given with a masked ``x`` (the result is a new
@@ -601,6 +613,13 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
     """
     cdef int64_t dd = ddof_value(ddof)
     cdef int policy = nan_policy_code(nan_policy)
+    if not cnp.PyArray_CheckExact(x):
+        f = _foreign(x, "x")
+        if f is not None:  # another library's array: computed as NumPy's
+            return _rewrap(normalize_batch(
+                f[0], gamma, beta, axis=axis, eps=eps, mean=mean, var=var, out=out,
+                return_stats=return_stats, residual=residual, relu=relu, ddof=ddof,
+                nan_policy=nan_policy), f[1])
     if isinstance(x, np.ma.MaskedArray):
         return _normalize_masked(x, gamma, beta, axis, eps, mean, var, out, return_stats,
                                  residual, relu, ddof, nan_policy)
@@ -777,6 +796,9 @@ def zscore(a, axis=0, ddof=0, nan_policy="propagate"):
         Data, with the dtypes :func:`normalize_batch` accepts (float32 stays
         float32, integers become float64). A ``numpy.ma.MaskedArray`` is
         standardized over its unmasked values and comes back masked alike.
+        Arrays of other libraries come back as their own kind, as in
+        :func:`normalize_batch` (a pandas DataFrame with its index and
+        columns, a torch tensor as a tensor).
     axis : int, tuple of ints or None, optional
         The axes the mean and standard deviation are taken over; None means
         all of them. Default 0.
@@ -831,6 +853,10 @@ def zscore(a, axis=0, ddof=0, nan_policy="propagate"):
     """
     cdef int64_t dd = ddof_value(ddof)
     cdef int policy = nan_policy_code(nan_policy)
+    if not cnp.PyArray_CheckExact(a):
+        f = _foreign(a, "a")
+        if f is not None:  # another library's array: computed as NumPy's
+            return f[1](zscore(f[0], axis=axis, ddof=ddof, nan_policy=nan_policy))
     cdef bint masked = isinstance(a, np.ma.MaskedArray)
     cdef cnp.ndarray xa = np.ma.getdata(a) if masked else as_ndarray(a)
     cdef int rtype
@@ -988,6 +1014,13 @@ def normalize_batch_backward(dy, x, mean, var, gamma=None, *, axis=0,
            [1., 1.]])
     """
     cdef int policy = nan_policy_code(nan_policy)
+    if not (cnp.PyArray_CheckExact(x) and cnp.PyArray_CheckExact(dy)):
+        fx, fdy = _foreign(x, "x"), _foreign(dy, "dy")
+        if fx is not None or fdy is not None:  # another library's arrays
+            return _rewrap(normalize_batch_backward(
+                fdy[0] if fdy else dy, fx[0] if fx else x, mean, var, gamma, axis=axis,
+                eps=eps, batch_stats=batch_stats, out=out, relu=relu, y=y, beta=beta,
+                out_residual=out_residual, nan_policy=nan_policy), (fx or fdy)[1])
     cdef cnp.ndarray xa = as_ndarray(x)
     cdef cnp.ndarray dya = as_ndarray(dy, "dy")
     cdef int rtype, dy_rtype, ctype = compute_type(xa, &rtype)
