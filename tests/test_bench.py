@@ -17,7 +17,8 @@ import pytest
 
 import cbn
 from cbn.bench.cases import CASES, QUICK, select_cases
-from cbn.bench.variants import CBN_VARIANTS, FUSED_VARIANTS, OPERATIONS, TORCH_VARIANTS
+from cbn.bench.variants import (CBN_VARIANTS, FUSED_VARIANTS, NAN_VARIANTS, OPERATIONS,
+                                TORCH_VARIANTS)
 from cbn.__main__ import main
 
 REPO_ROOT = pathlib.Path(cbn.__file__).resolve().parent.parent
@@ -105,7 +106,7 @@ def test_report_has_a_table_per_thread_count(quick_run):
 
 def test_case_filter_and_bad_options(capsys):
     assert [c.name for c in select_cases(patterns=["F64"])] == [
-        "2d-wide-f64", "nchw-f64"]
+        "2d-wide-f64", "nchw-f64", "table-f64"]
     assert not {"nchw-large", "2d-large"} & {c.name for c in select_cases(quick=True)}
     assert main(["bench", "--cases", "no-such-case"]) == 2
     assert "no case matches" in capsys.readouterr().err
@@ -192,6 +193,30 @@ def test_fused_group_times_the_fused_forward_against_its_steps(tmp_path):
     assert f"{tall['fused']['bwd_relu_vs_plain']['median']:.2f}x" in cells[2]
     assert f"{tall['fused']['steps_vs_bwd_relu']['median']:.1f}x" in cells[2]
     assert f"{tall['fused']['layer_relu_vs_plain']['median']:.2f}x" in cells[3]
+    assert not any(line.startswith(tiny["label"]) for line in table)
+
+
+def test_nan_group_times_the_policies_and_zscore_against_scipy(tmp_path):
+    pytest.importorskip("scipy")
+    target = tmp_path / "bench.json"
+    proc = run_cli("--quick", "--threads", "1", "--cases", "2d-tall,tiny", "--nan",
+                   "--no-torch", "--json", str(target))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(target.read_text())
+    assert result["meta"]["nan"] is True
+    table = proc.stdout[proc.stdout.index("missing values (nan_policy), threads: 1"):].splitlines()
+    by_case = {r["case"]: r for r in result["records"]}
+    tall, tiny = by_case["2d-tall"], by_case["tiny"]
+    assert "nan" not in tiny and not set(NAN_VARIANTS) & set(tiny["seconds"])
+    assert set(NAN_VARIANTS) <= set(tall["seconds"])
+    assert set(tall["nan"]) == {"omit_vs_plain", "omit_nan_vs_plain", "raise_vs_plain",
+                                "raise_alloc_vs_plain", "scipy_vs_zscore"}
+    for s in tall["nan"].values():
+        assert all(math.isfinite(v) and v > 0 for v in s["rounds"])
+    row = next(line for line in table if line.startswith(tall["label"]))
+    cells = row.split("|")[1:3]
+    assert f"{tall['nan']['omit_nan_vs_plain']['median']:.2f}x" in cells[0]
+    assert f"{tall['nan']['scipy_vs_zscore']['median']:.1f}x" in cells[1]
     assert not any(line.startswith(tiny["label"]) for line in table)
 
 

@@ -86,7 +86,8 @@ NCHW_AXES = (0, 2, 3)
 NHWC_AXES = (0, 1, 2)
 
 #: Every case, in table order: the cases of issue 3's table, the two cases
-#: well beyond a last-level cache (NCHW and rows) and the float64 cases.
+#: well beyond a last-level cache (NCHW and rows), the float64 cases, and the
+#: tables scipy.stats.zscore is compared on (``--nan``).
 CASES = (
     Case("nchw", "NCHW", (32, 64, 56, 56), "float32", NCHW_AXES, "NCHW"),
     Case("nchw-c256", "NCHW", (32, 256, 14, 14), "float32", NCHW_AXES, "NCHW"),
@@ -100,6 +101,8 @@ CASES = (
     Case("2d-large", "2-D 128 MiB", (65536, 512), "float32", 0, "NC", large=True),
     Case("2d-wide-f64", "2-D", (256, 1024), "float64", 0, "NC"),
     Case("nchw-f64", "NCHW", (32, 64, 56, 56), "float64", NCHW_AXES, "NCHW"),
+    Case("table-f64", "table", (100000, 64), "float64", 0, "NC"),
+    Case("table-f32", "table", (100000, 64), "float32", 0, "NC"),
 )
 
 #: With ``--quick``, cases of at least this many elements get a batch this

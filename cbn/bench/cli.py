@@ -49,6 +49,10 @@ def add_arguments(parser):
                         help="also time the fused forward, batch norm + ReLU "
                              "and + residual + ReLU, against the plain "
                              "forward and against its NumPy steps")
+    parser.add_argument("--nan", action="store_true",
+                        help="also time nan_policy 'omit' (without NaN and with "
+                             "10%% NaN) and 'raise' against the plain forward, "
+                             "and cbn.zscore against scipy.stats.zscore")
     parser.add_argument("--json", metavar="FILE",
                         help="also write every number (per-round times included) "
                              "to FILE as JSON")
@@ -87,7 +91,7 @@ def main(args):
     result = run_bench(args.threads, settings, patterns, use_torch=not args.no_torch,
                        progress=lambda text: print(f"  measuring {text} ...",
                                                    file=sys.stderr, flush=True),
-                       compile=args.compile, fused=args.fused)
+                       compile=args.compile, fused=args.fused, nan=args.nan)
     if args.compile and not result["meta"]["compile"]:
         print("cbn bench: --compile: torch does not import, so nothing was compiled",
               file=sys.stderr)

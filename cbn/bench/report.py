@@ -180,6 +180,30 @@ def format_fused_table(records, threads):
     return lines
 
 
+def format_nan_table(records, threads):
+    """The ``--nan`` table of one thread count, as a list of lines: the
+    training forward's time under nan_policy 'omit' (data without NaN, and
+    with 10% NaN) and 'raise' (into out, and allocating) as multiples of the
+    plain forward's, and the speed-up of cbn.zscore over scipy.stats.zscore."""
+    W = COL + 3
+    rows = [r for r in records if r["threads"] == threads and "nan" in r]
+    width = max([len(r["label"]) for r in rows] + [4])
+    heads = ["omit", "omit, 10%", "raise", "raise, new", "zscore"]
+    lines = [f"missing values (nan_policy), threads: {threads}",
+             f"{'':<{width}} |" + "".join(f"{h:>{W}}" for h in heads[:4])
+             + f" |{'vs scipy':>{W}} |",
+             f"{'case':<{width}} |" + "".join(f"{'/ plain':>{W}}" for _ in range(4))
+             + f" |{heads[4]:>{W}} |"]
+    for r in rows:
+        f = r["nan"]
+        cells = [f"{f[k]['median']:.2f}x" for k in ("omit_vs_plain", "omit_nan_vs_plain",
+                                                     "raise_vs_plain", "raise_alloc_vs_plain")]
+        vs = f"{f['scipy_vs_zscore']['median']:.1f}x" if "scipy_vs_zscore" in f else "-"
+        lines.append(f"{r['label']:<{width}} |" + "".join(f"{c:>{W}}" for c in cells)
+                     + f" |{vs:>{W}} |")
+    return lines
+
+
 def format_report(result):
     """The text ``python -m cbn bench`` prints for a result of
     :func:`cbn.bench.run.run_bench`."""
@@ -189,6 +213,9 @@ def format_report(result):
     if result["meta"].get("fused"):
         for n in result["meta"]["threads"]:
             lines += [""] + format_fused_table(result["records"], n)
+    if result["meta"].get("nan"):
+        for n in result["meta"]["threads"]:
+            lines += [""] + format_nan_table(result["records"], n)
     if result["meta"].get("compile"):
         for n in result["meta"]["threads"]:
             lines += [""] + format_compile_table(result["records"], n)

@@ -44,7 +44,11 @@ def summarize(case, threads, per_call, iterations, notes):
         x and one write of y; with ``--fused``, ``fused``: the fused forward
         against the plain one (``relu_vs_plain``, ``res_relu_vs_plain``: time
         ratios) and the NumPy steps against it (``steps_vs_relu``,
-        ``steps_vs_res_relu``: speed-ups), per-round as the others.
+        ``steps_vs_res_relu``: speed-ups), per-round as the others; with
+        ``--nan``, ``nan``: ``omit_vs_plain``, ``omit_nan_vs_plain`` (10% NaN),
+        ``raise_vs_plain`` (into ``out``) and ``raise_alloc_vs_plain`` (time
+        ratios to the plain training forward) and ``scipy_vs_zscore`` (the
+        speed-up of cbn.zscore over scipy's, when scipy imports).
     """
     floor = np.asarray(per_call["floor"])
     nbytes = math.prod(case.shape) * np.dtype(case.dtype).itemsize
@@ -76,6 +80,17 @@ def summarize(case, threads, per_call, iterations, notes):
                                                       per_call["cbn_bwd_relu"])),
             "layer_relu_vs_plain": median_iqr(np.divide(per_call["layer_bwd_relu"],
                                                         per_call["layer_bwd"]))}
+    if "cbn_omit" in per_call:
+        record["nan"] = {
+            "omit_vs_plain": median_iqr(np.divide(per_call["cbn_omit"], per_call["cbn_train"])),
+            "omit_nan_vs_plain": median_iqr(np.divide(per_call["cbn_omit_nan"],
+                                                      per_call["cbn_train"])),
+            "raise_vs_plain": median_iqr(np.divide(per_call["cbn_raise"], per_call["cbn_train"])),
+            "raise_alloc_vs_plain": median_iqr(np.divide(per_call["cbn_raise_alloc"],
+                                                         per_call["cbn_train_alloc"]))}
+        if "scipy_zscore" in per_call:
+            record["nan"]["scipy_vs_zscore"] = median_iqr(np.divide(per_call["scipy_zscore"],
+                                                                    per_call["zscore"]))
     if "compile_train" in per_call:
         cbn_fb = np.add(per_call["cbn_train"], per_call["cbn_bwd"])
         record["ratio_to_floor"]["cbn_fb"] = median_iqr(cbn_fb / floor)
@@ -88,7 +103,7 @@ def summarize(case, threads, per_call, iterations, notes):
 
 
 def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=True,
-              progress=None, compile=False, fused=False):
+              progress=None, compile=False, fused=False, nan=False):
     """Measure every selected case at every thread count.
 
     Parameters
@@ -112,6 +127,9 @@ def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=T
     fused : bool
         Also time the fused forward (BN + ReLU, BN + residual + ReLU) and
         its NumPy steps (:data:`cbn.bench.variants.FUSED_VARIANTS`).
+    nan : bool
+        Also time the missing-value policies and zscore against scipy's
+        (:data:`cbn.bench.variants.NAN_VARIANTS`).
 
     Returns
     -------
@@ -124,7 +142,7 @@ def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=T
     cases = select_cases(settings.quick, patterns)
     meta = machine_info(torch)
     meta.update(threads=list(threads), rounds=settings.rounds,
-                compile=bool(compile and torch is not None), fused=bool(fused),
+                compile=bool(compile and torch is not None), fused=bool(fused), nan=bool(nan),
                 target_seconds=settings.target, quick=settings.quick,
                 floor="numpy.copyto(dst, x), one thread")
     records = []
@@ -132,7 +150,7 @@ def run_bench(threads=DEFAULT_THREADS, settings=FULL, patterns=None, use_torch=T
     for case in cases:
         # Arrays are made once per case and shared by the thread counts, so
         # a large case is allocated (and its pages touched) only once.
-        timers, check, inputs = build_variants(case, torch, rng, fused)
+        timers, check, inputs = build_variants(case, torch, rng, fused, nan)
         for n in threads:
             set_cbn_threads(n)
             if torch is not None:

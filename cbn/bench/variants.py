@@ -33,6 +33,14 @@ the ReLU's mask as bits: ``layer_bwd_relu`` (``cbn.BatchNorm(C,
 activation="relu")``) against ``layer_bwd`` (the plain layer), both
 allocating dx.
 
+With ``--nan``, the missing-value policies (not on the tiny case):
+``cbn_omit`` (``nan_policy="omit"`` on x, which holds no NaN),
+``cbn_omit_nan`` (the same on a copy of x with 10% of its values NaN, at
+random), ``cbn_raise`` (``nan_policy="raise"``, into ``out``) and
+``cbn_raise_alloc`` against ``cbn_train_alloc`` (both allocating y);
+``zscore`` (``cbn.zscore(x, axis=AX)``) and, when scipy imports,
+``scipy_zscore`` (``scipy.stats.zscore`` of the same).
+
 With ``--compile``, :func:`compiled_timers` adds ``compile_train`` and
 ``compile_fb``: ``torch.compile`` (inductor's generated C++ on the CPU) of
 ``F.batch_norm(xt, None, None, w, b, training=True)``, alone and followed by
@@ -67,6 +75,9 @@ TORCH_VARIANTS = ("torch_train", "torch_eval", "torch_stats", "torch_bwd")
 #: The fused forward and its NumPy steps, with ``--fused`` only.
 FUSED_VARIANTS = ("cbn_relu", "cbn_res_relu", "np_relu", "np_res_relu",
                   "cbn_bwd_relu", "np_bwd_relu", "layer_bwd", "layer_bwd_relu")
+#: The missing-value policies and zscore, with ``--nan`` only.
+NAN_VARIANTS = ("cbn_omit", "cbn_omit_nan", "cbn_raise", "cbn_raise_alloc",
+                "cbn_train_alloc", "zscore", "scipy_zscore")
 #: ``torch.compile`` variants, with ``--compile`` only.
 COMPILE_VARIANTS = ("compile_train", "compile_fb")
 #: The operations, the suffixes of the variant names.
@@ -117,7 +128,7 @@ def _as_numpy_layout(torch_tensor, case):
     return torch_tensor.numpy()
 
 
-def build_variants(case, torch, rng, fused=False):
+def build_variants(case, torch, rng, fused=False, nan=False):
     """Arrays and statements for every variant of `case`.
 
     Parameters
@@ -129,6 +140,8 @@ def build_variants(case, torch, rng, fused=False):
         Source of x and dy.
     fused : bool
         Also the :data:`FUSED_VARIANTS` (not on the tiny case).
+    nan : bool
+        Also the :data:`NAN_VARIANTS` (not on the tiny case).
 
     Returns
     -------
@@ -184,6 +197,24 @@ def build_variants(case, torch, rng, fused=False):
         ns.update(plain_layer=layers[0], relu_layer=layers[1])
         stmts["layer_bwd"] = "plain_layer.backward(dy)"
         stmts["layer_bwd_relu"] = "relu_layer.backward(dy)"
+
+    if nan and not case.tiny:
+        xn = x.copy()
+        xn[rng.random(case.shape) < 0.1] = np.nan
+        ns.update(xn=xn, zs=cbn.zscore)
+        stmts["cbn_omit"] = "nb(x, axis=ax, out=y, nan_policy='omit')"
+        stmts["cbn_omit_nan"] = "nb(xn, axis=ax, out=y, nan_policy='omit')"
+        stmts["cbn_raise"] = "nb(x, axis=ax, out=y, nan_policy='raise')"
+        stmts["cbn_raise_alloc"] = "nb(x, axis=ax, nan_policy='raise')"
+        stmts["cbn_train_alloc"] = "nb(x, axis=ax)"
+        stmts["zscore"] = "zs(x, axis=ax)"
+        try:
+            from scipy.stats import zscore as scipy_zscore
+        except ImportError:
+            pass
+        else:
+            ns["sp_zscore"] = scipy_zscore
+            stmts["scipy_zscore"] = "sp_zscore(x, axis=ax)"
 
     out_ptrs = {}
     if torch is not None:
