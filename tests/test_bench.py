@@ -266,3 +266,23 @@ def test_compile_failure_is_reported_not_raised(monkeypatch):
 def test_compile_needs_torch(capsys):
     assert main(["bench", "--compile", "--no-torch"]) == 2
     assert "--compile needs torch" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_torch(), reason="torch is not installed")
+def test_torch_model_times_a_resnet_step_with_both_batch_norms(tmp_path):
+    target = tmp_path / "model.json"
+    proc = run_cli("--torch-model", "--quick", "--threads", "1", "--json", str(target),
+                   timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(target.read_text())
+    assert result["model"].startswith("ResNet-18")
+    (record,) = result["records"]
+    assert record["threads"] == 1
+    for k in ("torch_step", "cbn_step", "torch_eval", "cbn_eval"):
+        assert len(record["seconds"][k]["rounds"]) == result["rounds"]
+        assert all(t > 0 for t in record["seconds"][k]["rounds"])
+    # both models spend time in their own batch-norm operators, and only there
+    assert 0 < record["bn_share"]["torch"] < 1 and 0 < record["bn_share"]["cbn"] < 1
+    row = proc.stdout.splitlines()[2]
+    assert f"{record['seconds']['cbn_step']['median'] * 1e3:.1f} ms" in row

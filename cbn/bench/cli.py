@@ -53,6 +53,12 @@ def add_arguments(parser):
                         help="also time nan_policy 'omit' (without NaN and with "
                              "10%% NaN) and 'raise' against the plain forward, "
                              "and cbn.zscore against scipy.stats.zscore")
+    parser.add_argument("--torch-model", action="store_true",
+                        help="instead, time a ResNet-18 training step (and eval "
+                             "forward) in PyTorch with torch's batch norm against "
+                             "cbn.torch.convert of the same model, and the batch-"
+                             "norm operators' share of the step (profiler); needs "
+                             "torch (cbn[torch])")
     parser.add_argument("--json", metavar="FILE",
                         help="also write every number (per-round times included) "
                              "to FILE as JSON")
@@ -71,10 +77,36 @@ def add_arguments(parser):
                              "benchmark stops with exit status 1 before measuring")
 
 
+def torch_model_main(args):
+    """``--torch-model``: cbn.bench.model's run and table; exit status 1
+    without torch."""
+    try:
+        import torch
+    except ImportError:
+        print("cbn bench: --torch-model needs torch (pip install cbn[torch])",
+              file=sys.stderr)
+        return 1
+    from cbn.bench.model import format_model_report, run_model_bench
+    start = time.perf_counter()
+    result = run_model_bench(torch, args.threads, rounds=3 if args.quick else 7,
+                             progress=lambda text: print(f"  measuring {text} ...",
+                                                         file=sys.stderr, flush=True))
+    result["seconds"] = time.perf_counter() - start
+    print("\n".join(format_model_report(result)))
+    print(f"\n({result['seconds']:.0f} s)")
+    if args.json is not None:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"raw numbers written to {args.json}")
+    return 0
+
+
 def main(args):
     """Run the ``bench`` subcommand; return the exit status."""
     if args.mpi:
         return mpi_main(args)
+    if args.torch_model:
+        return torch_model_main(args)
     patterns = [p.strip() for p in args.cases.split(",")] if args.cases else None
     settings = QUICK if args.quick else FULL
     if not select_cases(settings.quick, patterns):
