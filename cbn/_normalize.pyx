@@ -135,10 +135,13 @@ cdef enum:
     OMIT = 2       # statistics over each feature's values that are not NaN
 
 _POLICIES = {"propagate": PROPAGATE, "raise": RAISE, "omit": OMIT}
+_DEFAULT_POLICY = "propagate"  # the same object as the signatures' default
 
 
 cdef int nan_policy_code(object nan_policy) except -1:
     """PROPAGATE, RAISE or OMIT for scipy's ``nan_policy`` string."""
+    if nan_policy is _DEFAULT_POLICY:  # the default: no lookup on small calls
+        return PROPAGATE
     if isinstance(nan_policy, str) and nan_policy in _POLICIES:
         return _POLICIES[nan_policy]
     raise ValueError(f"nan_policy must be 'propagate', 'raise' or 'omit', "
@@ -146,6 +149,15 @@ cdef int nan_policy_code(object nan_policy) except -1:
 
 
 cdef int64_t ddof_value(object ddof) except -1:
+    if ddof is _ZERO:  # the default, checked without Python arithmetic
+        return 0
+    return _ddof_checked(ddof)
+
+
+_ZERO = 0
+
+
+cdef int64_t _ddof_checked(object ddof) except -1:
     """``ddof`` as a count: an integer (anything with ``__index__``) >= 0;
     TypeError for a float or anything else, ValueError if negative. Values
     beyond any batch are clipped (they leave no degree of freedom either way)."""
@@ -620,9 +632,9 @@ def normalize_batch(x, gamma=None, beta=None, *, axis=0, eps=1e-5,
                 f[0], gamma, beta, axis=axis, eps=eps, mean=mean, var=var, out=out,
                 return_stats=return_stats, residual=residual, relu=relu, ddof=ddof,
                 nan_policy=nan_policy), f[1])
-    if isinstance(x, np.ma.MaskedArray):
-        return _normalize_masked(x, gamma, beta, axis, eps, mean, var, out, return_stats,
-                                 residual, relu, ddof, nan_policy)
+        if isinstance(x, np.ma.MaskedArray):
+            return _normalize_masked(x, gamma, beta, axis, eps, mean, var, out,
+                                     return_stats, residual, relu, ddof, nan_policy)
     cdef cnp.ndarray xa = as_ndarray(x)
     cdef int rtype, ctype = compute_type(xa, &rtype)
     cdef char is_batch[cnp.NPY_MAXDIMS]
